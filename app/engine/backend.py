@@ -1,0 +1,99 @@
+"""What the scheduler needs from a loaded model and its context.
+
+The real implementation lives in ``app/engine/llama/`` (the only place that imports
+llama_cpp); unit tests drive the scheduler with a fake. Every method except ``tokenize``,
+``token_to_bytes``, ``is_eog`` and ``info`` is called only from the engine thread that owns
+the llama context.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from app.engine.types import ModelInfo, SamplingParams
+
+
+class DecodeError(RuntimeError):
+    """llama_decode failed for a batch (e.g. no KV slot found); carries the return code."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class BatchToken:
+    """One token of a decode batch: its position in its sequence and whether to compute logits."""
+
+    token: int
+    pos: int
+    seq_id: int
+    logits: bool
+
+
+class Sampler(Protocol):
+    """A per-sequence sampler chain (penalties, logit bias, top-k/p, min-p, temperature, dist)."""
+
+    def sample(self, batch_index: int) -> int:
+        """Sample from the logits of output row ``batch_index`` of the last decode and accept it."""
+        ...
+
+    def accept(self, token: int) -> None:
+        """Feed a token (e.g. a prompt token) into penalty history without sampling."""
+        ...
+
+    def close(self) -> None:
+        """Free the native sampler."""
+        ...
+
+
+class ModelBackend(Protocol):
+    """A loaded model plus one llama context with ``n_slots`` sequences (seq ids 0..n_slots-1)."""
+
+    @property
+    def n_slots(self) -> int: ...
+
+    @property
+    def n_ctx_slot(self) -> int:
+        """KV cells available to each sequence."""
+        ...
+
+    @property
+    def n_batch(self) -> int:
+        """Max tokens one ``decode`` call may take."""
+        ...
+
+    def info(self) -> ModelInfo: ...
+
+    def tokenize(self, text: str, *, add_special: bool) -> list[int]:
+        """Tokenize with special-token parsing on. Thread-safe."""
+        ...
+
+    def token_to_bytes(self, token: int) -> bytes:
+        """The raw bytes of one token's piece (may be part of a UTF-8 character). Thread-safe."""
+        ...
+
+    def is_eog(self, token: int) -> bool:
+        """True for end-of-generation tokens (EOS, EOT, <|im_end|>, ...). Thread-safe."""
+        ...
+
+    def decode(self, batch: Sequence[BatchToken]) -> None:
+        """Run one llama_decode over the batch; raises DecodeError on failure.
+
+        Output rows are numbered in batch order among the tokens with ``logits=True``.
+        """
+        ...
+
+    def new_sampler(self, params: SamplingParams, seed: int) -> Sampler: ...
+
+    def clear_seq(self, seq_id: int, start_pos: int = 0) -> None:
+        """Drop the KV cells of ``seq_id`` at positions >= start_pos."""
+        ...
+
+    def kv_cells_used(self) -> int:
+        """KV cells holding data, summed over sequences."""
+        ...
+
+    def close(self) -> None: ...

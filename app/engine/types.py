@@ -1,0 +1,193 @@
+"""Engine value types: frozen dataclasses shared by the scheduler, the backend and serving.
+
+No HTTP words here and no llama_cpp imports: these are the engine's own vocabulary.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+GpuLayers = int | Literal["all", "auto"]
+
+
+class FinishReason(enum.StrEnum):
+    """Why a generation ended."""
+
+    STOP = "stop"  # end-of-generation token or a stop string
+    LENGTH = "length"  # max_tokens reached or the slot context is full
+    CANCELLED = "cancelled"  # aborted by the caller (client went away)
+    ERROR = "error"  # the engine failed while generating this request
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Per-request sampling settings; temperature 0 means greedy."""
+
+    temperature: float = 0.8
+    top_k: int = 40
+    top_p: float = 0.95
+    min_p: float = 0.05
+    repeat_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    penalty_last_n: int = 64
+    seed: int | None = None
+    logit_bias: Mapping[int, float] = field(default_factory=dict)
+    max_tokens: int | None = None  # None: until end-of-generation or the slot context is full
+    stop: tuple[str, ...] = ()
+    ignore_eos: bool = False
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One generation: a prompt (text, or token ids) and how to sample the continuation.
+
+    Text prompts are tokenized with special-token parsing on, so a rendered chat template
+    (with its ``<|im_start|>`` style markers) tokenizes to the model's control tokens.
+    ``add_special`` adds the model's BOS token when the model wants one.
+    ``use_cache`` lets the scheduler reuse a free slot's KV cache for a shared prompt prefix.
+    """
+
+    request_id: str
+    prompt: str | tuple[int, ...]
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    add_special: bool = True
+    use_cache: bool = True
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Token accounting for one finished request."""
+
+    prompt_tokens: int
+    cached_prompt_tokens: int  # prompt tokens served from a slot's KV cache (not prefilled)
+    completion_tokens: int
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True)
+class Timings:
+    """Wall-clock timings for one finished request, in seconds."""
+
+    queue_s: float  # submit -> admitted into a slot
+    prefill_s: float  # admitted -> first token sampled
+    decode_s: float  # first token -> last token
+    decode_tokens_per_s: float
+
+
+@dataclass(frozen=True)
+class TokenEvent:
+    """One event of a request's stream.
+
+    Every event but the last carries a text delta (possibly empty while UTF-8 bytes or a
+    partial stop-string match are held back) and the sampled token id. The last event has
+    ``finish_reason`` set, with ``usage`` and ``timings``; it may carry a final text delta
+    (held-back text flushed at the end). ``error`` is a message when the reason is ERROR.
+    """
+
+    request_id: str
+    text: str = ""
+    token_id: int | None = None
+    finish_reason: FinishReason | None = None
+    usage: Usage | None = None
+    timings: Timings | None = None
+    error: str | None = None
+
+    @property
+    def is_final(self) -> bool:
+        return self.finish_reason is not None
+
+
+@dataclass(frozen=True)
+class OffloadInfo:
+    """Where the model runs and why: the outcome of the GPU offload decision."""
+
+    backend: str  # "cuda", "metal", "vulkan", ... or "cpu"
+    device_name: str | None  # e.g. "NVIDIA H100 80GB HBM3"; the CPU's name on CPU-only hosts
+    layers_offloaded: int
+    layers_total: int
+    requested: str  # what the settings asked for: "auto", "all" or a number
+    reason: str  # a sentence: why this choice (including any fallback)
+    fallback: bool = False  # True when the engine had to back off from what was requested
+    amx_guard: bool = False  # True when the AMX extra buffer type was disabled at load
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Facts about the loaded model, for /v1/models, the model card, health and logs."""
+
+    path: str
+    name: str  # the served model id: configured alias, else the file name without .gguf
+    architecture: str  # general.architecture, e.g. "llama"
+    quantization: str  # file type, e.g. "Q4_1"
+    n_params: int
+    size_bytes: int
+    n_ctx_train: int
+    n_ctx_slot: int  # context tokens per slot
+    n_slots: int
+    n_vocab: int
+    chat_template: str | None  # Jinja source from tokenizer.chat_template
+    bos_token: str  # text of the BOS token ("" if none)
+    eos_token: str  # text of the EOS token ("" if none)
+    description: str  # llama_model_desc, e.g. "llama ?B Q4_1"
+    metadata: Mapping[str, str]  # all GGUF key/values as strings (large arrays omitted)
+    offload: OffloadInfo
+
+
+@dataclass(frozen=True)
+class EngineStats:
+    """A snapshot of the engine's load, for /health and metrics."""
+
+    slots_busy: int
+    slots_total: int
+    queue_length: int
+    max_queue: int
+    kv_cells_used: int
+    kv_cells_total: int
+    prompt_tokens_total: int
+    cached_prompt_tokens_total: int
+    generated_tokens_total: int
+    requests_total: int
+    requests_active: int
+
+
+EngineState = Literal["loading", "ready", "dead", "stopped"]
+
+
+@dataclass(frozen=True)
+class EngineHealth:
+    """Whether the engine can take requests, and if not, why."""
+
+    state: EngineState
+    reason: str | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.state == "ready"
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Everything the engine needs to load a model and schedule requests.
+
+    Built from the settings tree by the CLI/app (the engine never reads settings itself).
+    """
+
+    model_path: str
+    model_alias: str | None = None
+    n_slots: int = 4
+    n_ctx_slot: int = 2048
+    n_threads: int | None = None  # None: number of physical cores (os.cpu_count() here)
+    n_batch: int = 512  # max tokens in one llama_decode call (prompt chunks + decode tokens)
+    kv_cache_type: str = "f16"  # f16, q8_0, q4_0, f32, bf16
+    n_gpu_layers: GpuLayers = "auto"
+    gpu_memory_margin_mb: int = 512  # kept free on the device by n_gpu_layers=auto
+    max_queue: int = 64
+    prompt_cache: bool = True  # reuse a free slot's KV cache for a shared prompt prefix
+    seed: int | None = None  # default seed for requests without one (None: random)

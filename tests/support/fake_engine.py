@@ -1,0 +1,211 @@
+"""A fake Engine for testing the HTTP layer and the web page without a model.
+
+It streams a scripted reply one "token" (word) at a time, honours max_tokens, stop strings
+(crudely), abort, a bounded queue and context limits, and reports stats like the real one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+from app.engine.errors import ContextLengthExceeded, EngineDead, EngineNotReady, Overloaded
+from app.engine.types import (
+    EngineHealth,
+    EngineStats,
+    FinishReason,
+    GenerationRequest,
+    ModelInfo,
+    OffloadInfo,
+    TokenEvent,
+    Timings,
+    Usage,
+)
+
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + "
+    "message['content'] + '<|im_end|>' + '\\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+
+def fake_model_info(n_slots: int = 4, n_ctx_slot: int = 256) -> ModelInfo:
+    """Model facts shaped like the real default model's."""
+    return ModelInfo(
+        path="/models/fake-model.Q4_1.gguf",
+        name="fake-model",
+        architecture="llama",
+        quantization="Q4_1",
+        n_params=134_515_008,
+        size_bytes=98_362_432,
+        n_ctx_train=8192,
+        n_ctx_slot=n_ctx_slot,
+        n_slots=n_slots,
+        n_vocab=49152,
+        chat_template=CHATML_TEMPLATE,
+        bos_token="<|im_start|>",
+        eos_token="<|im_end|>",
+        description="llama ?B Q4_1",
+        metadata={"general.architecture": "llama", "general.name": "Fake Model"},
+        offload=OffloadInfo(
+            backend="cpu",
+            device_name="Fake CPU",
+            layers_offloaded=0,
+            layers_total=30,
+            requested="auto",
+            reason="no GPU backend in this build",
+            fallback=True,
+        ),
+    )
+
+
+@dataclass
+class _Live:
+    request: GenerationRequest
+    queue: asyncio.Queue[TokenEvent] = field(default_factory=asyncio.Queue)
+    cancelled: bool = False
+
+
+class FakeEngine:
+    """Implements app.engine.protocol.Engine with scripted replies.
+
+    ``reply`` maps a prompt to the reply text (default: echoes a fixed sentence);
+    ``token_delay_s`` paces tokens; ``n_slots`` requests run at once, ``max_queue`` wait.
+    """
+
+    def __init__(
+        self,
+        *,
+        reply: Callable[[str], str] | None = None,
+        token_delay_s: float = 0.0,
+        n_slots: int = 4,
+        max_queue: int = 8,
+        n_ctx_slot: int = 256,
+        start_delay_s: float = 0.0,
+    ) -> None:
+        self.reply = reply or (lambda prompt: "Hello from the fake engine, one word at a time.")
+        self.token_delay_s = token_delay_s
+        self.n_slots = n_slots
+        self.max_queue = max_queue
+        self.n_ctx_slot = n_ctx_slot
+        self.start_delay_s = start_delay_s
+        self.state: str = "loading"
+        self.dead_reason: str | None = None
+        self.submitted: list[GenerationRequest] = []
+        self.aborted: list[str] = []
+        self._live: dict[str, _Live] = {}
+        self._running: set[str] = set()
+        self._slot_free = asyncio.Event()
+        self._prompt_total = 0
+        self._generated_total = 0
+
+    async def start(self) -> None:
+        if self.start_delay_s:
+            await asyncio.sleep(self.start_delay_s)
+        self.state = "ready"
+
+    async def stop(self) -> None:
+        for request_id in list(self._live):
+            self.abort(request_id)
+        self.state = "stopped"
+
+    def count_tokens(self, text: str, *, add_special: bool = True) -> int:
+        return len(text.split()) + (1 if add_special else 0)
+
+    def submit(self, request: GenerationRequest) -> AsyncIterator[TokenEvent]:
+        if self.state == "loading":
+            raise EngineNotReady("The model is still loading.")
+        if self.state != "ready":
+            raise EngineDead(self.dead_reason or "The engine has stopped.")
+        prompt = request.prompt if isinstance(request.prompt, str) else " ".join(
+            str(t) for t in request.prompt
+        )
+        n_prompt = self.count_tokens(prompt)
+        if n_prompt >= self.n_ctx_slot:
+            raise ContextLengthExceeded(n_prompt, self.n_ctx_slot)
+        waiting = len(self._live) - len(self._running)
+        if len(self._running) >= self.n_slots and waiting >= self.max_queue:
+            raise Overloaded(waiting, self.max_queue)
+        self.submitted.append(request)
+        live = _Live(request)
+        self._live[request.request_id] = live
+        return self._stream(live, prompt, n_prompt)
+
+    async def _stream(self, live: _Live, prompt: str, n_prompt: int) -> AsyncIterator[TokenEvent]:
+        rid = live.request.request_id
+        try:
+            while len(self._running) >= self.n_slots and not live.cancelled:
+                self._slot_free.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._slot_free.wait(), 0.05)
+            self._running.add(rid)
+            self._prompt_total += n_prompt
+            words = self.reply(prompt).split(" ")
+            limit = live.request.sampling.max_tokens
+            n = 0
+            reason = FinishReason.STOP
+            text_so_far = ""
+            for i, word in enumerate(words):
+                if live.cancelled:
+                    reason = FinishReason.CANCELLED
+                    break
+                if limit is not None and n >= limit:
+                    reason = FinishReason.LENGTH
+                    break
+                piece = word if i == 0 else " " + word
+                if any(s and s in text_so_far + piece for s in live.request.sampling.stop):
+                    break
+                if self.token_delay_s:
+                    await asyncio.sleep(self.token_delay_s)
+                if live.cancelled:
+                    reason = FinishReason.CANCELLED
+                    break
+                text_so_far += piece
+                n += 1
+                self._generated_total += 1
+                yield TokenEvent(request_id=rid, text=piece, token_id=1000 + i)
+            yield TokenEvent(
+                request_id=rid,
+                finish_reason=reason,
+                usage=Usage(prompt_tokens=n_prompt, cached_prompt_tokens=0, completion_tokens=n),
+                timings=Timings(queue_s=0.0, prefill_s=0.0, decode_s=0.0, decode_tokens_per_s=0.0),
+            )
+        finally:
+            self._running.discard(rid)
+            self._live.pop(rid, None)
+            self._slot_free.set()
+
+    def abort(self, request_id: str) -> None:
+        live = self._live.get(request_id)
+        if live is not None:
+            live.cancelled = True
+            self.aborted.append(request_id)
+
+    def health(self) -> EngineHealth:
+        if self.state == "dead":
+            return EngineHealth("dead", self.dead_reason)
+        if self.state == "loading":
+            return EngineHealth("loading", "loading the model")
+        return EngineHealth("ready") if self.state == "ready" else EngineHealth("stopped")
+
+    def stats(self) -> EngineStats:
+        return EngineStats(
+            slots_busy=len(self._running),
+            slots_total=self.n_slots,
+            queue_length=len(self._live) - len(self._running),
+            max_queue=self.max_queue,
+            kv_cells_used=0,
+            kv_cells_total=self.n_slots * self.n_ctx_slot,
+            prompt_tokens_total=self._prompt_total,
+            cached_prompt_tokens_total=0,
+            generated_tokens_total=self._generated_total,
+            requests_total=len(self.submitted),
+            requests_active=len(self._live),
+        )
+
+    def model_info(self) -> ModelInfo:
+        if self.state == "loading":
+            raise EngineNotReady("The model is still loading.")
+        return fake_model_info(self.n_slots, self.n_ctx_slot)
