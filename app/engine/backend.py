@@ -37,7 +37,11 @@ class Sampler(Protocol):
     """A per-sequence sampler chain (penalties, logit bias, top-k/p, min-p, temperature, dist)."""
 
     def sample(self, batch_index: int) -> int:
-        """Sample from the logits of output row ``batch_index`` of the last decode and accept it."""
+        """Sample from the logits of token ``batch_index`` of the last decode batch; accept it.
+
+        ``batch_index`` is the token's index in the batch passed to ``decode`` (as in
+        llama_sampler_sample / llama_get_logits_ith); that token must have had ``logits=True``.
+        """
         ...
 
     def accept(self, token: int) -> None:
@@ -80,10 +84,7 @@ class ModelBackend(Protocol):
         ...
 
     def decode(self, batch: Sequence[BatchToken]) -> None:
-        """Run one llama_decode over the batch; raises DecodeError on failure.
-
-        Output rows are numbered in batch order among the tokens with ``logits=True``.
-        """
+        """Run one llama_decode over the batch; raises DecodeError on failure."""
         ...
 
     def new_sampler(self, params: SamplingParams, seed: int) -> Sampler: ...
