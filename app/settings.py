@@ -6,11 +6,22 @@ Nothing here reads the environment at import time: ``Settings()`` reads it when 
 
 from __future__ import annotations
 
+import tomllib
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from app.engine.types import EngineConfig, GpuLayers
 
@@ -18,6 +29,47 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODELS_DIR = REPO_ROOT / "models"
 DEFAULT_MODEL = "smollm2"
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
+
+
+# The config file for the Settings() being built (set by load_settings; None: no file).
+_CONFIG_FILE: ContextVar[Path | None] = ContextVar("cria_config_file", default=None)
+
+
+class ConfigFileError(ValueError):
+    """The config file is missing, is not TOML, or names a setting that does not exist."""
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """A TOML file of settings: top-level keys are field names (``ctx_size`` or ``ctx-size``)."""
+    try:
+        with Path(path).open("rb") as fh:
+            raw = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigFileError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigFileError(f"config file {path} is not valid TOML: {exc}") from exc
+    values = {key.replace("-", "_"): value for key, value in raw.items()}
+    unknown = sorted(set(values) - set(Settings.model_fields))
+    if unknown:
+        raise ConfigFileError(
+            f"config file {path}: unknown setting(s) {', '.join(unknown)}; "
+            f"known: {', '.join(Settings.model_fields)}"
+        )
+    return values
+
+
+class ConfigFileSource(PydanticBaseSettingsSource):
+    """Settings from the TOML config file, below the environment in precedence."""
+
+    def __init__(self, settings_cls: type[BaseSettings], path: Path | None) -> None:
+        super().__init__(settings_cls)
+        self.values = read_config_file(path) if path is not None else {}
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return self.values.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self.values)
 
 
 def _split_list(value: object) -> object:
@@ -70,7 +122,9 @@ class Settings(BaseSettings):
         4096, ge=1, description="Cap on max_tokens a request may ask for."
     )
     default_max_tokens: int | None = Field(
-        None, ge=1, description="max_tokens when a request sets none (default: until the slot is full)."
+        None,
+        ge=1,
+        description="max_tokens when a request sets none (default: until the slot is full).",
     )
     system_prompt: str = Field(
         DEFAULT_SYSTEM_PROMPT,
@@ -104,6 +158,18 @@ class Settings(BaseSettings):
         True, description="Reuse a slot's KV cache for a prompt prefix shared with a past request."
     )
     seed: int | None = Field(None, description="Default sampling seed (default: random).")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Precedence: init values (CLI flags) > CRIA_* environment > config file > defaults."""
+        return (init_settings, env_settings, ConfigFileSource(settings_cls, _CONFIG_FILE.get()))
 
     @field_validator("api_key", "cors_origin", mode="before")
     @classmethod
@@ -141,3 +207,80 @@ class Settings(BaseSettings):
             prompt_cache=self.prompt_cache,
             seed=self.seed,
         )
+
+
+@contextmanager
+def _config_file(path: Path | None) -> Iterator[None]:
+    token = _CONFIG_FILE.set(path)
+    try:
+        yield
+    finally:
+        _CONFIG_FILE.reset(token)
+
+
+def load_settings(
+    flags: Mapping[str, Any] | None = None, config_file: Path | None = None
+) -> Settings:
+    """Build the settings: ``flags`` > ``CRIA_*`` environment > ``config_file`` > defaults.
+
+    ``flags`` holds only the values given on the command line (field name -> value).
+    Raises ``ConfigFileError`` or pydantic's ``ValidationError`` with the bad field named.
+    """
+    with _config_file(Path(config_file) if config_file is not None else None):
+        return Settings(**dict(flags or {}))
+
+
+SECRET_FIELDS = frozenset({"api_key"})
+
+
+@dataclass(frozen=True)
+class FieldDoc:
+    """One setting as --help and the README table show it."""
+
+    name: str
+    flag: str
+    env: str
+    default: str
+    description: str
+
+
+def _show_default(value: object) -> str:
+    if value is None:
+        return "(none)"
+    if isinstance(value, Path):
+        return (
+            f"<repo>/{value.relative_to(REPO_ROOT)}"
+            if value.is_relative_to(REPO_ROOT)
+            else str(value)
+        )
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value) or "(none)"
+    return str(value) if value != "" else "''"
+
+
+def field_docs() -> list[FieldDoc]:
+    """Every setting with its flag, environment variable, default and description."""
+    docs = []
+    for name, field in Settings.model_fields.items():
+        default = field.get_default(call_default_factory=True)
+        docs.append(
+            FieldDoc(
+                name=name,
+                flag="--" + name.replace("_", "-"),
+                env="CRIA_" + name.upper(),
+                default=_show_default(default),
+                description=field.description or "",
+            )
+        )
+    return docs
+
+
+def settings_table_markdown() -> str:
+    """The README's settings table, generated from the fields."""
+    rows = ["| Flag | Environment | Default | Description |", "|---|---|---|---|"]
+    for doc in field_docs():
+        cells = [f"`{doc.flag}`", f"`{doc.env}`", f"`{doc.default}`", doc.description]
+        rows.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(rows) + "\n"
