@@ -1,0 +1,173 @@
+"""``LlamaBackend``: one loaded model plus one llama context with ``n_slots`` sequences.
+
+Implements ``app.engine.backend.ModelBackend``. The engine thread owns it: ``decode``,
+``new_sampler``, ``clear_seq`` and ``kv_cells_used`` run there only. ``tokenize``,
+``token_to_bytes``, ``is_eog`` and ``info`` only read the (immutable) vocabulary and are
+safe from any thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from app.engine.backend import BatchToken, DecodeError
+from app.engine.llama import _lib
+from app.engine.llama.sampler import LlamaSampler
+from app.engine.types import ModelInfo, SamplingParams
+
+logger = logging.getLogger(__name__)
+
+_DECODE_ERRORS = {
+    1: "no KV cache slot for the batch (a sequence's context is full)",
+    2: "decode aborted",
+    -1: "invalid batch",
+}
+
+
+class LlamaBackend:
+    """A model and its context; see ``app.engine.llama.load_backend`` to make one."""
+
+    def __init__(
+        self, *, model: int, ctx: int, n_slots: int, n_ctx_slot: int, n_batch: int
+    ) -> None:
+        self._model: int | None = model
+        self._ctx: int | None = ctx
+        self._n_slots = n_slots
+        self._n_ctx_slot = n_ctx_slot
+        self._n_batch = n_batch
+        self._vocab = _lib.model_vocab(model)
+        self._n_vocab = _lib.vocab_n_tokens(self._vocab)
+        self._mem = _lib.memory(ctx)
+        self._info: ModelInfo | None = None
+        self._pieces: dict[int, bytes] = {}
+        self._eog: dict[int, bool] = {}
+        self._close_lock = threading.Lock()
+        # One batch for the life of the context, refilled in place by every decode.
+        self._batch: Any = _lib.batch_init(n_batch)
+        b = self._batch
+        self._tok, self._pos, self._out = b.token, b.pos, b.logits
+        self._seq_ptrs = [b.seq_id[i] for i in range(n_batch)]
+        for i in range(n_batch):
+            b.n_seq_id[i] = 1
+        self._raw_decode = _lib.raw_decode
+
+    # --- facts ---------------------------------------------------------------------------
+    @property
+    def n_slots(self) -> int:
+        return self._n_slots
+
+    @property
+    def n_ctx_slot(self) -> int:
+        """KV cells available to each sequence (llama.cpp's real per-sequence context)."""
+        return self._n_ctx_slot
+
+    @property
+    def n_batch(self) -> int:
+        """Max tokens one ``decode`` call may take."""
+        return self._n_batch
+
+    @property
+    def n_vocab(self) -> int:
+        return self._n_vocab
+
+    def set_info(self, info: ModelInfo) -> None:
+        """Attach the ModelInfo the loader built (once, before the backend is handed out)."""
+        self._info = info
+
+    def info(self) -> ModelInfo:
+        """Facts about the loaded model and where it runs."""
+        if self._info is None:
+            raise RuntimeError("model info is not set")
+        return self._info
+
+    # --- vocabulary (any thread) ---------------------------------------------------------
+    def tokenize(self, text: str, *, add_special: bool) -> list[int]:
+        """Tokenize with special-token parsing on (``<|im_start|>`` -> its control token)."""
+        return _lib.tokenize(self._vocab, text.encode("utf-8"), add_special)
+
+    def token_to_bytes(self, token: int) -> bytes:
+        """Raw bytes of one token's piece; control tokens give b"" (special=False)."""
+        piece = self._pieces.get(token)
+        if piece is None:
+            piece = _lib.token_piece(self._vocab, token)
+            self._pieces[token] = piece
+        return piece
+
+    def is_eog(self, token: int) -> bool:
+        """True for end-of-generation tokens (EOS, EOT, ``<|im_end|>``, ...)."""
+        eog = self._eog.get(token)
+        if eog is None:
+            eog = _lib.vocab_is_eog(self._vocab, token)
+            self._eog[token] = eog
+        return eog
+
+    # --- engine thread -------------------------------------------------------------------
+    def decode(self, batch: Sequence[BatchToken]) -> None:
+        """One llama_decode over ``batch``; raises DecodeError on a non-zero return."""
+        n = len(batch)
+        ctx = self._ctx
+        if n == 0:
+            return
+        if ctx is None:
+            raise RuntimeError("backend is closed")
+        if n > self._n_batch:
+            raise DecodeError(-1, f"batch of {n} tokens is larger than n_batch={self._n_batch}")
+        tok, pos, out, seqs = self._tok, self._pos, self._out, self._seq_ptrs
+        for i, t in enumerate(batch):
+            tok[i] = t.token
+            pos[i] = t.pos
+            seqs[i][0] = t.seq_id
+            out[i] = t.logits
+        self._batch.n_tokens = n
+        rc = self._raw_decode(ctx, self._batch)
+        if rc != 0:
+            raise self._decode_error(int(rc), n)
+
+    def _decode_error(self, rc: int, n: int) -> DecodeError:
+        what = _DECODE_ERRORS.get(rc, "fatal error in llama_decode")
+        native = "; ".join(_lib.take_native_problems())
+        detail = f" (llama.cpp: {native})" if native else ""
+        return DecodeError(rc, f"llama_decode failed with {rc} on {n} tokens: {what}{detail}")
+
+    def new_sampler(self, params: SamplingParams, seed: int) -> LlamaSampler:
+        """A sampler chain for one sequence (the caller closes it)."""
+        if self._ctx is None:
+            raise RuntimeError("backend is closed")
+        return LlamaSampler(self._ctx, self._n_vocab, self._n_ctx_slot, params, seed)
+
+    def clear_seq(self, seq_id: int, start_pos: int = 0) -> None:
+        """Drop the KV cells of ``seq_id`` at positions >= ``start_pos``."""
+        if not _lib.memory_seq_rm(self._mem, seq_id, start_pos, -1):
+            raise RuntimeError(f"could not remove positions >= {start_pos} of sequence {seq_id}")
+
+    def seq_pos_range(self, seq_id: int) -> tuple[int, int]:
+        """(smallest, largest) position cached for ``seq_id``; (-1, -1) when empty."""
+        return _lib.memory_seq_pos_range(self._mem, seq_id)
+
+    def kv_cells_used(self) -> int:
+        """KV cells holding data, summed over sequences."""
+        used = 0
+        for seq in range(self._n_slots):
+            lo, hi = _lib.memory_seq_pos_range(self._mem, seq)
+            if hi >= 0:
+                used += hi - lo + 1
+        return used
+
+    def close(self) -> None:
+        """Free the batch, the context and the model. Idempotent.
+
+        Samplers are closed by their owners (the scheduler) before this.
+        """
+        with self._close_lock:
+            if self._batch is not None:
+                _lib.batch_free(self._batch)
+                self._batch = None
+            if self._ctx is not None:
+                _lib.context_free(self._ctx)
+                self._ctx = None
+            if self._model is not None:
+                _lib.model_free(self._model)
+                self._model = None

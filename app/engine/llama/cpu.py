@@ -1,0 +1,76 @@
+"""Facts about the host CPU: its model name and whether it has Intel AMX.
+
+Why AMX matters: llama.cpp's AMX matmul (``ggml_backend_amx_mul_mat``, an "extra buffer
+type" of the CPU backend) segfaults on the first decode on some AMX CPUs (llama.cpp
+#20824). The loader disables extra buffer types (``use_extra_bufts = False``) wherever AMX
+could be used. The parsing is pure (it takes the text of /proc/cpuinfo) so it is unit-tested.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+AMX_FLAGS = frozenset({"amx_int8", "amx_tile", "amx_bf16", "amx_fp16", "amx_complex"})
+CPUINFO = Path("/proc/cpuinfo")
+
+
+@dataclass(frozen=True)
+class CpuFacts:
+    """The CPU's model name and the AMX feature flags it reports."""
+
+    name: str
+    amx_flags: frozenset[str]
+
+    @property
+    def has_amx(self) -> bool:
+        return bool(self.amx_flags)
+
+
+def parse_cpuinfo(text: str) -> CpuFacts:
+    """Read the model name and AMX flags from /proc/cpuinfo text (first processor block)."""
+    name = ""
+    flags: frozenset[str] = frozenset()
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if not sep:
+            continue
+        key = key.strip()
+        if key == "model name" and not name:
+            name = value.strip()
+        elif key == "flags" and not flags:
+            flags = frozenset(value.split()) & AMX_FLAGS
+        if name and flags:
+            break
+    return CpuFacts(name=name, amx_flags=flags)
+
+
+def read_cpu_facts(path: Path = CPUINFO) -> CpuFacts:
+    """CpuFacts of this machine; empty flags and ``platform.processor()`` off Linux."""
+    try:
+        facts = parse_cpuinfo(path.read_text(encoding="utf-8", errors="replace"))
+    except OSError:
+        facts = CpuFacts(name="", amx_flags=frozenset())
+    if not facts.name:
+        facts = CpuFacts(
+            name=platform.processor() or platform.machine() or "CPU", amx_flags=facts.amx_flags
+        )
+    return facts
+
+
+def amx_guard_reason(cpu: CpuFacts, build_has_amx: bool) -> str | None:
+    """Why the AMX guard is needed, or None when it is not.
+
+    The guard is on when the CPU reports AMX (cpuinfo flags) or ggml was built with AMX
+    kernels: either way llama.cpp could place weights in the AMX buffer type.
+    """
+    if cpu.has_amx:
+        flags = ", ".join(sorted(cpu.amx_flags))
+        return f"the CPU reports Intel AMX ({flags})"
+    if build_has_amx:
+        return "this llama.cpp build has AMX kernels"
+    return None
