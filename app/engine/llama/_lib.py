@@ -62,8 +62,9 @@ KV_TYPE_BYTES: dict[str, float] = {
 # Logging: llama.cpp -> Python logging. The ctypes callback must stay referenced for as
 # long as the library may call it, hence the module-level object.
 # ---------------------------------------------------------------------------------------
-_GGML_LOG_ERROR = 3
-_GGML_LOG_WARN = 2
+# enum ggml_log_level (ggml.h): NONE 0, DEBUG 1, INFO 2, WARN 3, ERROR 4, CONT 5.
+_GGML_LOG_WARN = 3
+_GGML_LOG_ERROR = 4
 _GGML_LOG_CONT = 5
 _recent_problems: collections.deque[str] = collections.deque(maxlen=8)
 _problems_lock = threading.Lock()

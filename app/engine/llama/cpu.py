@@ -74,3 +74,21 @@ def amx_guard_reason(cpu: CpuFacts, build_has_amx: bool) -> str | None:
     if build_has_amx:
         return "this llama.cpp build has AMX kernels"
     return None
+
+
+@dataclass(frozen=True)
+class AmxDecision:
+    """Whether extra buffer types are disabled at load, and why."""
+
+    guard: bool
+    reason: str | None
+
+
+def decide_amx_guard(cpu: CpuFacts, build_has_amx: bool, force: bool | None) -> AmxDecision:
+    """The guard is on when AMX could be used, unless ``force`` says otherwise."""
+    reason = amx_guard_reason(cpu, build_has_amx)
+    if force is None:
+        return AmxDecision(reason is not None, reason)
+    if force:
+        return AmxDecision(True, reason or "forced on")
+    return AmxDecision(False, None)

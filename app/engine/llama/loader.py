@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from app.engine.errors import ModelLoadError
 from app.engine.llama import _lib
 from app.engine.llama.backend import LlamaBackend
-from app.engine.llama.cpu import CpuFacts, amx_guard_reason, read_cpu_facts
+from app.engine.llama.cpu import AmxDecision, decide_amx_guard, read_cpu_facts
 from app.engine.llama.devices import list_gpu_devices
 from app.engine.llama.gguf import check_gguf_file
 from app.engine.llama.info import build_model_info
@@ -36,24 +36,6 @@ logger = logging.getLogger(__name__)
 # quantized V cache and gives bit-identical logits alone vs batched with per-sequence KV
 # streams (see tests/e2e/test_llama_backend.py).
 FLASH_ATTN = _lib.FLASH_ATTN_AUTO
-
-
-@dataclass(frozen=True)
-class AmxDecision:
-    """Whether extra buffer types are disabled at load, and why."""
-
-    guard: bool
-    reason: str | None
-
-
-def decide_amx_guard(cpu: CpuFacts, build_has_amx: bool, force: bool | None) -> AmxDecision:
-    """The guard is on when AMX could be used, unless ``force`` says otherwise."""
-    reason = amx_guard_reason(cpu, build_has_amx)
-    if force is None:
-        return AmxDecision(reason is not None, reason)
-    if force:
-        return AmxDecision(True, reason or "forced on")
-    return AmxDecision(False, None)
 
 
 def _check_config(config: EngineConfig) -> None:
