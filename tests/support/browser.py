@@ -1,0 +1,120 @@
+"""Headless Chromium (Debian's ``chromium`` package) driven by Playwright for Python.
+
+Never ``playwright install``: the browser is the system one at /usr/bin/chromium. Each launch
+gets a fresh profile directory, and the flags keep Chromium itself off the network.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+CHROMIUM = os.environ.get("CRIA_TEST_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+REPO_ROOT = Path(__file__).resolve().parents[2]
+STATIC_DIR = REPO_ROOT / "app" / "web" / "static"
+ARTIFACTS_DIR = REPO_ROOT / "artifacts"
+
+DESKTOP = {"width": 1280, "height": 860}
+PHONE = {"width": 390, "height": 844}
+
+
+def require_chromium() -> None:
+    """Fail (not skip) with a clear message when the browser or Playwright is missing."""
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} not found: install Debian's chromium (apt-get install chromium)")
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        pytest.fail("playwright is not installed: pip install -e '.[dev]'")
+
+
+@contextmanager
+def chromium_context(**options: Any) -> Iterator[Any]:
+    """A persistent Chromium context on a throwaway profile; closed and deleted afterwards."""
+    require_chromium()
+    from playwright.sync_api import sync_playwright
+
+    profile = tempfile.mkdtemp(prefix="cria-chromium-")
+    try:
+        with sync_playwright() as playwright:
+            context = playwright.chromium.launch_persistent_context(
+                profile,
+                executable_path=CHROMIUM,
+                headless=True,
+                args=CHROMIUM_ARGS,
+                viewport=DESKTOP,
+                **options,
+            )
+            try:
+                yield context
+            finally:
+                context.close()
+    finally:
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+class RequestLog:
+    """Every URL a page requests (including redirects, sub-resources and fetches)."""
+
+    def __init__(self) -> None:
+        self.urls: list[str] = []
+
+    def record(self, request: Any) -> None:
+        self.urls.append(request.url)
+
+    def foreign(self, allowed_host: str = "127.0.0.1") -> list[str]:
+        """URLs whose host is not ``allowed_host`` (data: and about: URLs never leave)."""
+        bad = []
+        for url in self.urls:
+            parts = urlsplit(url)
+            if parts.scheme in ("data", "about", "blob"):
+                continue
+            if parts.hostname != allowed_host:
+                bad.append(url)
+        return bad
+
+
+def static_route_handler() -> Any:
+    """A Playwright route handler serving app/web/static (and a blank harness page), no server."""
+    media = {
+        ".js": "text/javascript",
+        ".css": "text/css",
+        ".html": "text/html",
+        ".svg": "image/svg+xml",
+    }
+
+    def handle(route: Any) -> None:
+        path = urlsplit(route.request.url).path
+        if path.startswith("/static/"):
+            file = (STATIC_DIR / path.removeprefix("/static/")).resolve()
+            if file.is_relative_to(STATIC_DIR) and file.is_file():
+                route.fulfill(
+                    body=file.read_bytes(), content_type=media.get(file.suffix, "text/plain")
+                )
+                return
+        if path == "/harness.html":
+            route.fulfill(
+                body="<!doctype html><meta charset=utf-8><body></body>", content_type="text/html"
+            )
+            return
+        route.fulfill(status=404, body="not found")
+
+    return handle
