@@ -1,0 +1,341 @@
+"""Continuous batching over one llama context, in the style of llama.cpp's ``llama-server``.
+
+Each ``step`` (on the engine thread): handle aborts; admit waiting requests into free slots
+(FIFO); build ONE batch of at most ``n_batch`` tokens - first one decode token for every
+decoding sequence, then prompt chunks of prefilling sequences in the room left, so a long
+prompt never freezes the other streams; decode; sample every sequence whose last batch
+token has logits; detokenize, match stop strings, emit events, finish sequences.
+
+The only state shared with other threads is the waiting queue, the abort set and a few
+counters, behind one small lock that is never held around model calls.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections import deque
+from collections.abc import Callable
+from time import perf_counter
+
+from app.engine.backend import BatchToken, DecodeError, ModelBackend
+from app.engine.errors import EngineDead, InvalidRequest, Overloaded
+from app.engine.sequence import SeqState, Sequence, Slot, choose_slot
+from app.engine.stops import StopMatcher
+from app.engine.types import EngineStats, FinishReason, TokenEvent
+
+logger = logging.getLogger(__name__)
+
+Delivery = list[tuple[object, list[TokenEvent]]]
+"""Events of one step: (the request's sink, its events in order) for each request."""
+
+_Plan = list[tuple[Sequence, int, int]]  # (sequence, tokens in batch, sample index or -1)
+
+
+class Scheduler:
+    """Slots, the waiting queue and the step loop body. ``step`` runs on one thread only.
+
+    ``enqueue``, ``abort``, ``close``, ``wait_for_work`` and ``stats`` are thread-safe.
+    ``deliver`` is called once per step, on the engine thread, with every event of the step.
+    """
+
+    def __init__(
+        self,
+        backend: ModelBackend,
+        *,
+        deliver: Callable[[Delivery], None],
+        max_queue: int,
+        prompt_cache: bool = True,
+        default_seed: int | None = None,
+    ) -> None:
+        self._backend = backend
+        self._deliver = deliver
+        self._max_queue = max_queue
+        self._prompt_cache = prompt_cache
+        self._default_seed = default_seed
+        self._n_ctx = backend.n_ctx_slot
+        self._n_batch = backend.n_batch
+        self._slots = [Slot(i) for i in range(backend.n_slots)]
+        # Shared with submitting threads, under _lock:
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._waiting: deque[Sequence] = deque()
+        self._aborts: set[str] = set()
+        self._ids: set[str] = set()
+        self._free = len(self._slots)
+        self._closed: str | None = None
+        # Engine thread only:
+        self._running: list[Sequence] = []
+        self._dirty: list[Sequence] = []
+        self._pieces: dict[int, bytes] = {}
+        self._eog: dict[int, bool] = {}
+        self._admissions = 0
+        # Counters (written by one thread, read anywhere):
+        self.requests_total = 0
+        self.prompt_tokens_total = 0
+        self.cached_prompt_tokens_total = 0
+        self.generated_tokens_total = 0
+        self.steps = 0
+
+    # ------------------------------------------------------------------ any thread
+    def enqueue(self, seq: Sequence) -> None:
+        """Queue a validated request; raises Overloaded, EngineDead or InvalidRequest."""
+        with self._lock:
+            if self._closed is not None:
+                raise EngineDead(f"The engine is not running ({self._closed}).")
+            if seq.request_id in self._ids:
+                raise InvalidRequest(f"Request id {seq.request_id!r} is already in use.")
+            waiting = len(self._waiting) - self._free
+            if waiting >= self._max_queue:
+                raise Overloaded(max(waiting, 0), self._max_queue)
+            self._waiting.append(seq)
+            self._ids.add(seq.request_id)
+            self.requests_total += 1
+            self._wake.notify()
+
+    def abort(self, request_id: str) -> None:
+        """End a request at the next step (unknown ids are ignored)."""
+        with self._lock:
+            if request_id in self._ids:
+                self._aborts.add(request_id)
+                self._wake.notify()
+
+    def close(self, reason: str) -> None:
+        """Take no more requests and cancel every live one at the next step."""
+        with self._lock:
+            if self._closed is None:
+                self._closed = reason
+            self._aborts |= self._ids
+            self._wake.notify()
+
+    def wait_for_work(self, timeout: float | None = None) -> bool:
+        """Sleep until there is work; False once closed with nothing left to do."""
+        with self._wake:
+            while not (self._running or self._waiting or self._aborts):
+                if self._closed is not None:
+                    return False
+                if not self._wake.wait(timeout):
+                    return True
+            return True
+
+    def stats(self) -> EngineStats:
+        """A snapshot without waiting on the engine thread (values may be one step old)."""
+        busy = sum(1 for slot in self._slots if slot.seq is not None)
+        return EngineStats(
+            slots_busy=busy,
+            slots_total=len(self._slots),
+            queue_length=max(0, len(self._waiting) - self._free),
+            max_queue=self._max_queue,
+            kv_cells_used=sum(slot.n_cells for slot in self._slots),
+            kv_cells_total=len(self._slots) * self._n_ctx,
+            prompt_tokens_total=self.prompt_tokens_total,
+            cached_prompt_tokens_total=self.cached_prompt_tokens_total,
+            generated_tokens_total=self.generated_tokens_total,
+            requests_total=self.requests_total,
+            requests_active=len(self._ids),
+        )
+
+    # ------------------------------------------------------------------ engine thread
+    def step(self) -> None:
+        """One scheduling step: aborts, admission, one decode, sampling, events."""
+        self.steps += 1
+        if self._aborts:
+            self._apply_aborts(perf_counter())
+        if self._waiting and self._free:
+            self._admit(perf_counter())
+        batch, plan = self._plan()
+        if batch:
+            try:
+                self._backend.decode(batch)
+            except DecodeError as exc:
+                logger.error("decode failed for %d tokens: %s", len(batch), exc)
+                now = perf_counter()
+                for seq, _, _ in plan:
+                    self._finish(seq, FinishReason.ERROR, now, error=f"decode failed: {exc}")
+            else:
+                self._after_decode(plan)
+        self._flush()
+
+    def fail_all(self, reason: str) -> None:
+        """The engine thread is dying: end every live request with ERROR, best effort."""
+        with self._lock:
+            if self._closed is None:
+                self._closed = reason
+            doomed = list(self._waiting) + self._running
+            self._waiting.clear()
+            self._aborts.clear()
+            self._ids.clear()
+        now = perf_counter()
+        for seq in doomed:
+            self._emit(seq, seq.final_event(FinishReason.ERROR, now, error=reason))
+            if seq.sampler is not None:
+                try:
+                    seq.sampler.close()
+                except Exception:  # the backend may be broken: keep failing the others
+                    logger.exception("closing a sampler failed")
+        self._running.clear()
+        self._flush()
+
+    def _apply_aborts(self, now: float) -> None:
+        with self._lock:
+            ids, self._aborts = self._aborts, set()
+            queued = [seq for seq in self._waiting if seq.request_id in ids]
+            if queued:
+                self._waiting = deque(s for s in self._waiting if s.request_id not in ids)
+        for seq in queued + [s for s in self._running if s.request_id in ids]:
+            self._finish(seq, FinishReason.CANCELLED, now)
+
+    def _admit(self, now: float) -> None:
+        with self._lock:
+            count = min(self._free, len(self._waiting))
+            admitted = [self._waiting.popleft() for _ in range(count)]
+            self._free -= count
+        for seq in admitted:
+            self._start(seq, now)
+
+    def _start(self, seq: Sequence, now: float) -> None:
+        """Put a sequence into the best free slot, keeping a shared cached prefix."""
+        free = [slot for slot in self._slots if slot.seq is None]
+        use_cache = self._prompt_cache and seq.request.use_cache
+        slot, reuse = choose_slot(free, seq.prompt, use_cache)
+        if len(slot.cached) > reuse:
+            self._backend.clear_seq(slot.seq_id, reuse)
+        self._admissions += 1
+        slot.last_used = self._admissions
+        slot.cached = []
+        slot.seq, seq.slot = seq, slot
+        seq.tokens = list(seq.prompt)
+        seq.n_past = seq.n_cached = reuse
+        seq.state = SeqState.PREFILLING
+        seq.t_admit = now
+        self._running.append(seq)
+        self.prompt_tokens_total += seq.n_prompt
+        self.cached_prompt_tokens_total += reuse
+        params = seq.request.sampling
+        if params.stop:
+            seq.stops = StopMatcher(params.stop)
+        try:
+            seq.sampler = self._backend.new_sampler(params, self._seed_for(params.seed))
+            # Penalties look at the last penalty_last_n tokens, prompt included.
+            n = params.penalty_last_n
+            history = seq.prompt if n < 0 else seq.prompt[len(seq.prompt) - n :] if n else []
+            for token in history:
+                seq.sampler.accept(token)
+        except Exception as exc:
+            logger.exception("could not set up sampling for %s", seq.request_id)
+            self._finish(seq, FinishReason.ERROR, now, error=f"sampler setup failed: {exc}")
+
+    def _seed_for(self, seed: int | None) -> int:
+        if seed is None:
+            seed = self._default_seed
+        if seed is None:
+            return random.getrandbits(32)
+        return seed & 0xFFFFFFFF
+
+    def _plan(self) -> tuple[list[BatchToken], _Plan]:
+        """One decode token per decoding sequence, then prompt chunks in the room left."""
+        batch: list[BatchToken] = []
+        plan: _Plan = []
+        room = self._n_batch
+        for seq in self._running:
+            if seq.state is SeqState.DECODING and room:
+                assert seq.slot is not None
+                plan.append((seq, 1, len(batch)))
+                batch.append(BatchToken(seq.tokens[-1], seq.n_past, seq.slot.seq_id, True))
+                room -= 1
+        for seq in self._running:
+            if not room:
+                break
+            if seq.state is SeqState.PREFILLING:
+                assert seq.slot is not None
+                start, sid, last = seq.n_past, seq.slot.seq_id, seq.n_prompt - 1
+                end = min(seq.n_prompt, start + room)
+                prompt = seq.prompt
+                batch.extend(BatchToken(prompt[p], p, sid, p == last) for p in range(start, end))
+                plan.append((seq, end - start, len(batch) - 1 if end == seq.n_prompt else -1))
+                room -= end - start
+        return batch, plan
+
+    def _after_decode(self, plan: _Plan) -> None:
+        now = perf_counter()
+        for seq, n_tokens, sample_index in plan:
+            seq.n_past += n_tokens
+            if sample_index < 0:
+                continue
+            assert seq.sampler is not None
+            seq.state = SeqState.DECODING
+            self._on_token(seq, seq.sampler.sample(sample_index), now)
+
+    def _on_token(self, seq: Sequence, token: int, now: float) -> None:
+        """Account, detokenize and stop-match one sampled token; finish when due."""
+        seq.n_generated += 1
+        self.generated_tokens_total += 1
+        if not seq.t_first:
+            seq.t_first = now
+        seq.t_last = now
+        seq.tokens.append(token)
+        params = seq.request.sampling
+        eog = self._eog.get(token)
+        if eog is None:
+            eog = self._eog[token] = self._backend.is_eog(token)
+        if eog and not params.ignore_eos:
+            self._finish(seq, FinishReason.STOP, now)
+            return
+        piece = self._pieces.get(token)
+        if piece is None:
+            piece = self._pieces[token] = self._backend.token_to_bytes(token)
+        text = seq.detok.push(piece)
+        stopped = False
+        if seq.stops is not None and text:
+            text, stopped = seq.stops.push(text)
+        self._emit(seq, TokenEvent(seq.request_id, text, token))
+        if stopped:
+            self._finish(seq, FinishReason.STOP, now)
+            return
+        # n_past >= n_ctx: no KV cell is left to feed this token back.
+        max_tokens = params.max_tokens
+        if seq.n_past >= self._n_ctx or (max_tokens is not None and seq.n_generated >= max_tokens):
+            self._finish(seq, FinishReason.LENGTH, now)
+
+    def _finish(
+        self, seq: Sequence, reason: FinishReason, now: float, *, error: str | None = None
+    ) -> None:
+        """Emit the final event, close the sampler and free the slot."""
+        if seq.state is SeqState.FINISHED:
+            return
+        # A normal end releases held-back text; a cancel or an error drops it.
+        text = seq.tail_text() if reason in (FinishReason.STOP, FinishReason.LENGTH) else ""
+        self._emit(seq, seq.final_event(reason, now, text=text, error=error))
+        seq.state = SeqState.FINISHED
+        if seq.sampler is not None:
+            seq.sampler.close()
+            seq.sampler = None
+        slot = seq.slot
+        if slot is not None:
+            if reason is FinishReason.CANCELLED or reason is FinishReason.ERROR:
+                self._backend.clear_seq(slot.seq_id, 0)  # abort frees the KV cells
+            else:  # keep them for the next request with the same prefix
+                slot.cached = seq.tokens[: seq.n_past]
+            slot.seq = None
+            self._running.remove(seq)
+        with self._lock:
+            self._ids.discard(seq.request_id)
+            if slot is not None:
+                self._free += 1
+
+    def _emit(self, seq: Sequence, event: TokenEvent) -> None:
+        if not seq.out:
+            self._dirty.append(seq)
+        seq.out.append(event)
+
+    def _flush(self) -> None:
+        """Hand this step's events over in one call (one loop wake-up per step)."""
+        if not self._dirty:
+            return
+        delivery: Delivery = []
+        for seq in self._dirty:
+            delivery.append((seq.sink, seq.out))
+            seq.out = []
+        self._dirty = []
+        self._deliver(delivery)

@@ -1,0 +1,245 @@
+"""``LlamaEngine``: the Engine protocol over one model backend and one engine thread.
+
+Threading: the event loop thread tokenizes, validates and queues requests; ONE engine
+thread owns the llama context and runs the scheduler loop. Events travel back once per step
+with ``loop.call_soon_threadsafe`` into each request's ``asyncio.Queue``. There is no lock
+around the model; the scheduler's small queue lock is never held during a decode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import threading
+from collections.abc import AsyncIterator, Callable
+from time import perf_counter
+from typing import cast
+
+from app.engine.backend import ModelBackend
+from app.engine.errors import (
+    ContextLengthExceeded,
+    EngineDead,
+    EngineError,
+    EngineNotReady,
+    InvalidRequest,
+    ModelLoadError,
+)
+from app.engine.scheduler import Delivery, Scheduler
+from app.engine.sequence import Sequence
+from app.engine.types import (
+    EngineConfig,
+    EngineHealth,
+    EngineStats,
+    GenerationRequest,
+    ModelInfo,
+    SamplingParams,
+    TokenEvent,
+)
+
+logger = logging.getLogger(__name__)
+
+BackendFactory = Callable[[EngineConfig], ModelBackend]
+_EventQueue = asyncio.Queue[list[TokenEvent]]
+
+
+def _load_llama_backend(config: EngineConfig) -> ModelBackend:
+    # Imported here so that importing the engine never loads llama_cpp.
+    from app.engine.llama import load_backend
+
+    return load_backend(config)
+
+
+class LlamaEngine:
+    """Serves many concurrent generations from one model with continuous batching."""
+
+    def __init__(self, config: EngineConfig, backend_factory: BackendFactory | None = None) -> None:
+        self._config = config
+        self._factory = backend_factory or _load_llama_backend
+        self._health = EngineHealth("loading", "not started")
+        self._backend: ModelBackend | None = None
+        self._info: ModelInfo | None = None
+        self._scheduler: Scheduler | None = None
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def start(self) -> None:
+        """Load the model in a worker thread, then start the engine thread."""
+        if self._backend is not None or self._health.state != "loading":
+            raise RuntimeError("LlamaEngine.start() may be called once")
+        self._loop = asyncio.get_running_loop()
+        self._health = EngineHealth("loading", f"loading {self._config.model_path}")
+        try:
+            backend = await asyncio.to_thread(self._factory, self._config)
+            info = backend.info()
+        except EngineError as exc:
+            self._health = EngineHealth("dead", exc.message)
+            raise
+        except Exception as exc:
+            self._health = EngineHealth("dead", f"model load failed: {exc}")
+            raise ModelLoadError(f"Could not load {self._config.model_path}: {exc}") from exc
+        self._backend, self._info = backend, info
+        self._scheduler = Scheduler(
+            backend,
+            deliver=self._deliver,
+            max_queue=self._config.max_queue,
+            prompt_cache=self._config.prompt_cache,
+            default_seed=self._config.seed,
+        )
+        self._thread = threading.Thread(target=self._run, name="cria-engine", daemon=True)
+        self._thread.start()
+        self._health = EngineHealth("ready")
+        logger.info(
+            "engine ready: %s, %d slots x %d tokens, batch %d",
+            info.name,
+            backend.n_slots,
+            backend.n_ctx_slot,
+            backend.n_batch,
+        )
+
+    async def stop(self) -> None:
+        """Cancel every request, join the engine thread and free the model."""
+        if self._health.state != "dead":
+            self._health = EngineHealth("stopped", "the engine was stopped")
+        if self._scheduler is not None:
+            self._scheduler.close("stopped")
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join)
+            self._thread = None
+        if self._backend is not None:
+            backend, self._backend = self._backend, None
+            await asyncio.to_thread(backend.close)
+
+    def submit(self, request: GenerationRequest) -> AsyncIterator[TokenEvent]:
+        """Validate and queue ``request``; return its event stream (see Engine.submit)."""
+        scheduler, backend = self._running()
+        prompt = self._prompt_tokens(request, backend)
+        limit = backend.n_ctx_slot
+        if len(prompt) >= limit:
+            raise ContextLengthExceeded(len(prompt), limit)
+        validate_sampling(request.sampling, n_vocab=cast(ModelInfo, self._info).n_vocab)
+        queue: _EventQueue = asyncio.Queue()
+        scheduler.enqueue(Sequence(request, prompt, queue, perf_counter()))
+        return _stream(queue)
+
+    def abort(self, request_id: str) -> None:
+        """End a request at the next step; unknown ids are ignored. Thread-safe."""
+        if self._scheduler is not None:
+            self._scheduler.abort(request_id)
+
+    def count_tokens(self, text: str, *, add_special: bool = True) -> int:
+        """Number of tokens ``text`` tokenizes to."""
+        _, backend = self._running()
+        return len(backend.tokenize(text, add_special=add_special))
+
+    def health(self) -> EngineHealth:
+        """Loading, ready, dead or stopped, with a reason."""
+        return self._health
+
+    def stats(self) -> EngineStats:
+        """A snapshot of slots, queue, KV usage and totals; never waits for the engine."""
+        if self._scheduler is not None:
+            return self._scheduler.stats()
+        cfg = self._config
+        return EngineStats(
+            0, cfg.n_slots, 0, cfg.max_queue, 0, cfg.n_slots * cfg.n_ctx_slot, 0, 0, 0, 0, 0
+        )
+
+    def model_info(self) -> ModelInfo:
+        """Facts about the loaded model."""
+        if self._info is None:
+            if self._health.state == "loading":
+                raise EngineNotReady("The model is still loading.")
+            raise EngineDead(f"No model is loaded ({self._health.reason}).")
+        return self._info
+
+    # ------------------------------------------------------------------ internals
+    def _running(self) -> tuple[Scheduler, ModelBackend]:
+        state = self._health.state
+        if state == "loading":
+            raise EngineNotReady("The model is still loading.")
+        if state != "ready" or self._scheduler is None or self._backend is None:
+            raise EngineDead(f"The engine is not running ({self._health.reason}).")
+        return self._scheduler, self._backend
+
+    def _prompt_tokens(self, request: GenerationRequest, backend: ModelBackend) -> list[int]:
+        prompt = request.prompt
+        if isinstance(prompt, str):
+            tokens = backend.tokenize(prompt, add_special=request.add_special) if prompt else []
+        else:
+            tokens = list(prompt)
+            n_vocab = cast(ModelInfo, self._info).n_vocab
+            if any(not 0 <= t < n_vocab for t in tokens):
+                raise InvalidRequest("Prompt token ids must be in [0, n_vocab).", param="prompt")
+        if not prompt or not tokens:
+            raise InvalidRequest("The prompt is empty.", param="prompt")
+        return tokens
+
+    def _run(self) -> None:
+        """The engine thread: step while there is work, sleep when idle."""
+        scheduler = cast(Scheduler, self._scheduler)
+        try:
+            while scheduler.wait_for_work():
+                scheduler.step()
+        except BaseException as exc:
+            logger.exception("the engine thread crashed")
+            reason = f"engine thread crashed: {type(exc).__name__}: {exc}"
+            self._health = EngineHealth("dead", reason)
+            try:
+                scheduler.fail_all(reason)
+            except Exception:
+                logger.exception("failing the live requests failed")
+        logger.debug("engine thread exits")
+
+    def _deliver(self, delivery: Delivery) -> None:
+        """Engine thread: hand a step's events to the event loop in one wake-up."""
+        loop = self._loop
+        if loop is None:
+            return
+        try:
+            loop.call_soon_threadsafe(_put_all, delivery)
+        except RuntimeError:  # the loop is closed: nobody is listening any more
+            logger.warning("event loop closed; dropped events of %d requests", len(delivery))
+
+
+def _put_all(delivery: Delivery) -> None:
+    for sink, events in delivery:
+        cast(_EventQueue, sink).put_nowait(events)
+
+
+async def _stream(queue: _EventQueue) -> AsyncIterator[TokenEvent]:
+    while True:
+        for event in await queue.get():
+            yield event
+            if event.finish_reason is not None:
+                return
+
+
+def _finite(name: str, value: float, low: float = -math.inf, high: float = math.inf) -> None:
+    if not (math.isfinite(value) and low <= value <= high):
+        raise InvalidRequest(f"{name} must be a finite number in [{low}, {high}].", param=name)
+
+
+def validate_sampling(params: SamplingParams, *, n_vocab: int) -> None:
+    """Raise InvalidRequest for sampling values the sampler chain cannot honour."""
+    _finite("temperature", params.temperature, 0.0)
+    _finite("top_p", params.top_p, 0.0, 1.0)
+    _finite("min_p", params.min_p, 0.0, 1.0)
+    _finite("repeat_penalty", params.repeat_penalty, 1e-6)
+    _finite("presence_penalty", params.presence_penalty)
+    _finite("frequency_penalty", params.frequency_penalty)
+    if params.top_k < 0:
+        raise InvalidRequest("top_k must be >= 0 (0 disables it).", param="top_k")
+    if params.penalty_last_n < -1:
+        raise InvalidRequest("penalty_last_n must be >= -1.", param="penalty_last_n")
+    if params.max_tokens is not None and params.max_tokens < 1:
+        raise InvalidRequest("max_tokens must be at least 1.", param="max_tokens")
+    if any(not stop for stop in params.stop):
+        raise InvalidRequest("Stop strings must not be empty.", param="stop")
+    for token, bias in params.logit_bias.items():
+        if not 0 <= token < n_vocab:
+            raise InvalidRequest(
+                f"logit_bias token {token} is not in the vocabulary.", param="logit_bias"
+            )
+        if math.isnan(bias) or bias == math.inf:
+            raise InvalidRequest("logit_bias values must be numbers or -inf.", param="logit_bias")

@@ -1,0 +1,105 @@
+"""Stop strings across token boundaries: held back while partial, never emitted."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from app.engine.stops import StopMatcher
+
+
+def run(stops: list[str], deltas: list[str]) -> tuple[list[str], bool]:
+    """Push deltas until a stop; return what was emitted (flush included) and whether it stopped."""
+    matcher = StopMatcher(stops)
+    out = []
+    for delta in deltas:
+        text, stopped = matcher.push(delta)
+        out.append(text)
+        if stopped:
+            return out, True
+    out.append(matcher.flush())
+    return out, False
+
+
+def test_no_stop_strings_pass_text_through() -> None:
+    assert run([], ["a", "b"]) == (["a", "b", ""], False)
+
+
+def test_stop_split_over_three_tokens_is_never_emitted() -> None:
+    out, stopped = run(["<|end|>"], ["Hello <", "|en", "d|", ">more"])
+    assert stopped
+    assert out == ["Hello ", "", "", ""]
+    assert "".join(out) == "Hello "
+
+
+def test_partial_match_is_held_then_released_when_it_diverges() -> None:
+    matcher = StopMatcher(["STOP"])
+    assert matcher.push("go ST") == ("go ", False)
+    assert matcher.held == "ST"
+    assert matcher.push("ART") == ("START", False)
+    assert matcher.held == ""
+
+
+def test_held_text_is_flushed_at_the_end_when_no_stop_matched() -> None:
+    out, stopped = run(["###"], ["a", "#", "#"])
+    assert not stopped
+    assert out == ["a", "", "", "##"]
+
+
+def test_stop_at_the_very_start_emits_nothing() -> None:
+    out, stopped = run(["\n\n"], ["\n", "\nrest"])
+    assert stopped
+    assert "".join(out) == ""
+
+
+def test_text_after_the_stop_in_the_same_delta_is_dropped() -> None:
+    assert run(["."], ["One. Two."]) == (["One"], True)
+
+
+def test_pushes_after_a_stop_emit_nothing() -> None:
+    matcher = StopMatcher(["x"])
+    assert matcher.push("ax") == ("a", True)
+    assert matcher.push("more") == ("", True)
+    assert matcher.flush() == ""
+
+
+def test_overlapping_stops_first_to_complete_wins() -> None:
+    # "bc" completes (at index 3) before "abcd" could; result is the same for any split.
+    text = "xabcd"
+    for cut1, cut2 in itertools.combinations(range(1, len(text)), 2):
+        deltas = [text[:cut1], text[cut1:cut2], text[cut2:]]
+        out, stopped = run(["abcd", "bc"], deltas)
+        assert stopped
+        assert "".join(out) == "xa"
+
+
+def test_same_end_prefers_the_longer_stop() -> None:
+    assert "".join(run(["b", "ab"], ["xab"])[0]) == "x"
+    assert "".join(run(["b", "ab"], ["xa", "b"])[0]) == "x"
+
+
+def test_stop_that_is_a_prefix_of_another() -> None:
+    out, stopped = run(["User:", "User"], ["Hi Us", "er: x"])
+    assert stopped
+    assert "".join(out) == "Hi "
+
+
+def test_repeated_prefix_characters_keep_the_longest_partial() -> None:
+    matcher = StopMatcher(["aab"])
+    assert matcher.push("xaaa") == ("xa", False)
+    assert matcher.held == "aa"
+    assert matcher.push("b") == ("", True)
+
+
+@pytest.mark.parametrize("stop", ["é!", "世界", "👋👋"])
+def test_multibyte_stop_strings(stop: str) -> None:
+    text = f"hi {stop} there"
+    for cut in range(1, len(text)):
+        out, stopped = run([stop], [text[:cut], text[cut:]])
+        assert stopped
+        assert "".join(out) == "hi "
+
+
+def test_empty_and_duplicate_stops_are_ignored() -> None:
+    assert run(["", "z", "z"], ["abc"]) == (["abc", ""], False)
