@@ -106,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _settings_from(args: argparse.Namespace) -> Settings:
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """Settings from parsed flags (only those given), the environment and --config."""
     flags = {name: getattr(args, name) for name in Settings.model_fields if hasattr(args, name)}
     config = getattr(args, "config", None) or os.environ.get(CONFIG_ENV) or None
     return load_settings(flags, Path(config) if config else None)
@@ -117,7 +118,7 @@ def cmd_settings(args: argparse.Namespace) -> int:
     if args.markdown:
         print(settings_table(), end="")
         return 0
-    for name, value in _settings_from(args).model_dump(mode="json").items():
+    for name, value in settings_from_args(args).model_dump(mode="json").items():
         shown = ["***"] * len(value) if name in SECRET_FIELDS else value
         if shown is not None:
             print(f"{name} = {_toml_value(shown)}")
@@ -138,7 +139,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Resolve the model (fetching it if needed) and run the HTTP server."""
     from app.serve import serve  # uvicorn and the app are only imported to serve
 
-    return serve(_settings_from(args))
+    return serve(settings_from_args(args))
 
 
 def _models_dir(args: argparse.Namespace) -> Path:
