@@ -1,0 +1,1 @@
+"""Route modules, one per family; handler names follow OpenAI's operation names."""

@@ -1,0 +1,72 @@
+"""The app factory: routes, error handlers, middleware, and the engine's lifespan."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from app.api.errors import install_error_handlers
+from app.api.middleware import REQUEST_ID_HEADER, BodySizeLimitMiddleware, RequestLogMiddleware
+from app.api.routes import chat, completions, health, models
+from app.api.runtime import EngineRuntime
+from app.engine.protocol import Engine
+from app.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
+    """Build the app. Without ``engine``, the lifespan resolves and loads the configured model.
+
+    Loading runs in the background: the app serves /health (503 "loading") meanwhile.
+    """
+    settings = settings if settings is not None else Settings()
+    runtime = EngineRuntime(settings, engine)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        runtime.start_loading()
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    app = FastAPI(
+        title="cria-server", summary="OpenAI-compatible local LLM server", lifespan=lifespan
+    )
+    app.state.settings = settings
+    app.state.runtime = runtime
+    install_error_handlers(app)
+    for router in (health.router, models.router, chat.router, completions.router):
+        app.include_router(router)
+    web = _web_router()
+    if web is not None:
+        app.include_router(web)
+    # Added innermost first: the request log wraps everything, CORS wraps the body cap.
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.cors_origin,
+        allow_methods=["GET", "POST", "OPTIONS"],
+        allow_headers=["Authorization", "Content-Type", "X-Api-Key"],
+        expose_headers=[REQUEST_ID_HEADER, "Retry-After"],
+        max_age=600,
+    )
+    app.add_middleware(RequestLogMiddleware)
+    return app
+
+
+def _web_router() -> APIRouter | None:
+    # TODO(engineer C): import app.web.routes directly once engineer E commits app/web.
+    try:
+        module = importlib.import_module("app.web.routes")
+    except ModuleNotFoundError:
+        logger.warning("app.web.routes is missing: the chat page is not served")
+        return None
+    router: APIRouter = module.router
+    return router

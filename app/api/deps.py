@@ -1,0 +1,79 @@
+"""Typed dependencies: routes reach the engine and settings through these, never globals."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+
+from app.api.middleware import new_request_id
+from app.api.runtime import EngineRuntime
+from app.engine.errors import InvalidRequest
+from app.engine.protocol import Engine
+from app.serving.generation import FinishSink
+from app.serving.sampling import Finished, Limits
+from app.settings import Settings
+
+
+def get_runtime(request: Request) -> EngineRuntime:
+    """The app's engine runtime."""
+    runtime: EngineRuntime = request.app.state.runtime
+    return runtime
+
+
+def get_engine(request: Request) -> Engine:
+    """The engine, if it is ready (else 503 through the error table)."""
+    return get_runtime(request).ready_engine()
+
+
+def get_settings(request: Request) -> Settings:
+    """The app's settings."""
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_limits(request: Request) -> Limits:
+    """The settings the serving layer applies to each request."""
+    settings = get_settings(request)
+    return Limits(
+        max_tokens_limit=settings.max_tokens_limit,
+        default_max_tokens=settings.default_max_tokens,
+        system_prompt=settings.system_prompt,
+    )
+
+
+def get_request_id(request: Request) -> str:
+    """The id the logging middleware gave this request."""
+    request_id = getattr(request.state, "request_id", None)
+    return request_id if isinstance(request_id, str) else new_request_id()
+
+
+EngineDep = Annotated[Engine, Depends(get_engine)]
+RuntimeDep = Annotated[EngineRuntime, Depends(get_runtime)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+LimitsDep = Annotated[Limits, Depends(get_limits)]
+RequestIdDep = Annotated[str, Depends(get_request_id)]
+
+
+async def json_object(request: Request) -> dict[str, Any]:
+    """The body as a JSON object, whatever the Content-Type says (CRIA sends text/plain)."""
+    raw = await request.body()
+    if not raw.strip():
+        raise InvalidRequest("The request body is empty: send a JSON object.")
+    try:
+        body = json.loads(raw)
+    except ValueError as exc:  # JSONDecodeError and undecodable bytes
+        raise InvalidRequest(f"The request body is not valid JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object.")
+    return body
+
+
+def usage_recorder(request: Request) -> FinishSink:
+    """A callback that leaves a request's token counts for the log line."""
+
+    def record(finished: Finished) -> None:
+        request.state.finished = finished
+
+    return record

@@ -1,0 +1,178 @@
+"""The one table from errors to HTTP statuses and OpenAI-style bodies, and its handlers.
+
+Every error answer, before or after a stream started, carries the same body:
+``{"error": {"message", "type", "param", "code"}}``. Nothing here looks at exception text:
+the class decides the status.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.engine.errors import (
+    ContextLengthExceeded,
+    EngineDead,
+    EngineError,
+    EngineNotReady,
+    InvalidRequest,
+    ModelLoadError,
+    ModelNotFound,
+    Overloaded,
+)
+from app.schemas.common import ErrorDetail, ErrorResponse
+from app.serving.errors import GenerationFailed, RequestCancelled
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ErrorSpec:
+    """How one kind of error is answered."""
+
+    status: int
+    type: str
+    code: str | None = None
+
+
+class ApiError(Exception):
+    """An error of the HTTP layer itself (auth, body size, unknown route)."""
+
+    spec = ErrorSpec(400, "invalid_request_error")
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+
+class Unauthorized(ApiError):
+    """Missing or wrong API key."""
+
+    spec = ErrorSpec(401, "invalid_request_error", "invalid_api_key")
+
+
+class PayloadTooLarge(ApiError):
+    """The request body is larger than ``max_body_bytes``."""
+
+    spec = ErrorSpec(413, "invalid_request_error", "request_too_large")
+
+
+ERROR_TABLE: Mapping[type[EngineError], ErrorSpec] = {
+    ContextLengthExceeded: ErrorSpec(400, "invalid_request_error", "context_length_exceeded"),
+    InvalidRequest: ErrorSpec(400, "invalid_request_error"),
+    ModelNotFound: ErrorSpec(404, "invalid_request_error", "model_not_found"),
+    Overloaded: ErrorSpec(429, "rate_limit_error", "queue_full"),
+    EngineNotReady: ErrorSpec(503, "server_error", "model_loading"),
+    EngineDead: ErrorSpec(503, "server_error", "engine_dead"),
+    ModelLoadError: ErrorSpec(503, "server_error", "model_load_failed"),
+    RequestCancelled: ErrorSpec(503, "server_error", "request_cancelled"),
+    GenerationFailed: ErrorSpec(500, "server_error", "generation_failed"),
+    EngineError: ErrorSpec(500, "server_error"),
+}
+INTERNAL = ErrorSpec(500, "server_error", "internal_error")
+INTERNAL_MESSAGE = "The server had an internal error while processing the request."
+LOADING_RETRY_AFTER_S = 5
+
+
+def spec_for(exc: BaseException) -> ErrorSpec:
+    """The table entry of the nearest class of ``exc`` (unknown errors: 500)."""
+    if isinstance(exc, ApiError):
+        return exc.spec
+    for cls in type(exc).__mro__:
+        spec = ERROR_TABLE.get(cls)
+        if spec is not None:
+            return spec
+    return INTERNAL
+
+
+def error_body(exc: BaseException) -> ErrorResponse:
+    """The OpenAI error body for ``exc``; unexpected errors say nothing about internals."""
+    spec = spec_for(exc)
+    if isinstance(exc, EngineError | ApiError):
+        detail = ErrorDetail(message=exc.message, type=spec.type, param=exc.param, code=spec.code)
+    else:
+        detail = ErrorDetail(message=INTERNAL_MESSAGE, type=spec.type, code=spec.code)
+    return ErrorResponse(error=detail)
+
+
+def retry_after(exc: BaseException) -> int | None:
+    """Seconds a client should wait before retrying, when that is known."""
+    if isinstance(exc, Overloaded):
+        return max(1, exc.retry_after_s)
+    if isinstance(exc, EngineNotReady):
+        return LOADING_RETRY_AFTER_S
+    return None
+
+
+def error_response(exc: BaseException) -> JSONResponse:
+    """A JSON error response for ``exc`` (with ``Retry-After`` or ``WWW-Authenticate``)."""
+    spec = spec_for(exc)
+    headers: dict[str, str] = {}
+    wait = retry_after(exc)
+    if wait is not None:
+        headers["Retry-After"] = str(wait)
+    if isinstance(exc, Unauthorized):
+        headers["WWW-Authenticate"] = "Bearer"
+    return JSONResponse(error_body(exc).model_dump(), status_code=spec.status, headers=headers)
+
+
+def validation_error(errors: Sequence[Any]) -> InvalidRequest:
+    """One clear ``InvalidRequest`` from pydantic's error list (the first error)."""
+    if not errors:
+        return InvalidRequest("The request body is invalid.")
+    first = errors[0]
+    parts = [str(part) for part in first.get("loc", ()) if _is_field(part)]
+    if parts and parts[0] == "body":
+        parts = parts[1:]
+    param = ".".join(parts) or None
+    message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
+    return InvalidRequest(f"{param}: {message}" if param else message, param=param)
+
+
+def _is_field(part: object) -> bool:
+    # Union members show up in error locations ("str", "list[TextContentPart]"); skip them.
+    if isinstance(part, int):
+        return True
+    text = str(part)
+    return "[" not in text and text not in {"str", "int", "float", "bool", "list", "dict"}
+
+
+async def _on_api_error(request: Request, exc: Exception) -> JSONResponse:
+    return error_response(exc)
+
+
+async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError | ValidationError)
+    return error_response(validation_error(exc.errors()))
+
+
+async def _on_http_exception(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
+    kind = "invalid_request_error" if exc.status_code < 500 else "server_error"
+    body = ErrorResponse(error=ErrorDetail(message=str(exc.detail), type=kind, code=code))
+    return JSONResponse(body.model_dump(), status_code=exc.status_code, headers=exc.headers)
+
+
+async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(exc)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Route every error kind to its OpenAI-style answer."""
+    app.add_exception_handler(EngineError, _on_api_error)
+    app.add_exception_handler(ApiError, _on_api_error)
+    app.add_exception_handler(RequestValidationError, _on_validation_error)
+    app.add_exception_handler(ValidationError, _on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, _on_http_exception)
+    app.add_exception_handler(Exception, _on_unexpected)

@@ -1,0 +1,126 @@
+"""Pure ASGI middleware: request ids and one log line per request; the body-size cap.
+
+Pure ASGI (not BaseHTTPMiddleware) so streamed responses pass through untouched and the
+log line is written when the stream really ends, with the tokens the serving layer left
+in the request state.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from typing import Any
+
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.api.errors import ApiError, PayloadTooLarge, error_response
+from app.serving.sampling import Finished
+
+logger = logging.getLogger(__name__)
+
+REQUEST_ID_HEADER = "X-Request-Id"
+QUIET_PATHS = frozenset({"/health", "/favicon.ico"})  # polled often: logged at DEBUG
+
+
+def new_request_id() -> str:
+    """A short random id naming one request in logs, headers and completion ids."""
+    return secrets.token_hex(12)
+
+
+class RequestLogMiddleware:
+    """Gives each request an id (state and ``X-Request-Id``) and logs one line at its end."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = new_request_id()
+        state: dict[str, Any] = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        started = time.perf_counter()
+        status = 500  # if the app raises before answering, ServerErrorMiddleware sends a 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                MutableHeaders(scope=message)[REQUEST_ID_HEADER] = request_id
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            _log_request(scope, request_id, status, time.perf_counter() - started)
+
+
+def _log_request(scope: Scope, request_id: str, status: int, duration_s: float) -> None:
+    route = getattr(scope.get("route"), "path", None) or scope.get("path", "")
+    finished = scope.get("state", {}).get("finished")
+    prompt_tokens = completion_tokens = 0
+    tokens_per_s = 0.0
+    if isinstance(finished, Finished):
+        prompt_tokens = finished.usage.prompt_tokens
+        completion_tokens = finished.usage.completion_tokens
+        if finished.timings is not None and finished.timings.decode_tokens_per_s > 0:
+            tokens_per_s = finished.timings.decode_tokens_per_s
+        elif duration_s > 0:
+            tokens_per_s = completion_tokens / duration_s
+    level = logging.DEBUG if scope.get("path") in QUIET_PATHS else logging.INFO
+    logger.log(
+        level,
+        "%s %s %d",
+        scope.get("method", ""),
+        route,
+        status,
+        extra={
+            "request_id": request_id,
+            "method": scope.get("method", ""),
+            "route": route,
+            "status": status,
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "duration_ms": round(duration_s * 1000, 1),
+            "tokens_per_s": round(tokens_per_s, 1),
+        },
+    )
+
+
+class BodySizeLimitMiddleware:
+    """Answers 413 for bodies over ``max_bytes``: by Content-Length, or while reading.
+
+    Chunked bodies (no Content-Length) are counted as they arrive; the route reading the
+    body gets ``PayloadTooLarge``, which the error table turns into the 413 answer.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = Headers(scope=scope).get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await error_response(self._too_large())(scope, receive, send)
+            return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise self._too_large()
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+    def _too_large(self) -> ApiError:
+        return PayloadTooLarge(f"The request body is larger than {self.max_bytes} bytes.")

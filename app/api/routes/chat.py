@@ -1,0 +1,84 @@
+"""``POST /v{N}/chat/completions``: OpenAI's chat API and CRIA's frontend contract."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request, Response
+from starlette.exceptions import HTTPException
+
+from app.api.deps import (
+    EngineDep,
+    LimitsDep,
+    RequestIdDep,
+    SettingsDep,
+    json_object,
+    usage_recorder,
+)
+from app.api.disconnect import CLIENT_CLOSED_REQUEST, ClientGone, unless_disconnected
+from app.api.security import require_api_key
+from app.api.sse import StreamResponse
+from app.engine.protocol import Engine
+from app.schemas.chat import ChatCompletionRequest
+from app.schemas.cria import CriaPromptRequest
+from app.serving.chat import chat_chunks, chat_completion, plan_chat
+from app.serving.cria import cria_pieces, plan_cria
+from app.serving.generation import pieces
+from app.serving.sampling import Limits
+from app.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(dependencies=[Depends(require_api_key)], tags=["chat"])
+
+API_VERSION = re.compile(r"v[0-9]+")
+
+
+def is_cria_body(body: dict[str, Any]) -> bool:
+    """CRIA's frontend sends ``{"prompt": ...}`` and no ``messages``."""
+    return "prompt" in body and "messages" not in body
+
+
+@router.post("/{api_version}/chat/completions", response_model=None)
+async def create_chat_completion(
+    api_version: str,
+    request: Request,
+    engine: EngineDep,
+    settings: SettingsDep,
+    limits: LimitsDep,
+    request_id: RequestIdDep,
+) -> Response:
+    """Create a chat completion (OpenAI), or stream raw text for CRIA's ``{"prompt"}`` body."""
+    if not API_VERSION.fullmatch(api_version):
+        raise HTTPException(404, "Not Found")
+    body = await json_object(request)
+    if is_cria_body(body):
+        return _cria_stream(body, request, engine, settings, limits, request_id)
+    chat = ChatCompletionRequest.model_validate(body)
+    plan = plan_chat(chat, engine.model_info(), limits, request_id)
+    events = engine.submit(plan.request)
+    stream = pieces(engine, request_id, events, usage_recorder(request))
+    if chat.stream:
+        return StreamResponse(chat_chunks(plan, stream), keepalive_s=settings.keepalive_s)
+    try:
+        result = await unless_disconnected(request, chat_completion(plan, stream))
+    except ClientGone:
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
+    return Response(result.model_dump_json(), media_type="application/json")
+
+
+def _cria_stream(
+    body: dict[str, Any],
+    request: Request,
+    engine: Engine,
+    settings: Settings,
+    limits: Limits,
+    request_id: str,
+) -> Response:
+    prompt = CriaPromptRequest.model_validate(body)
+    generation = plan_cria(prompt, engine.model_info(), limits, request_id)
+    events = engine.submit(generation)
+    stream = pieces(engine, request_id, events, usage_recorder(request))
+    return StreamResponse(cria_pieces(stream), keepalive_s=settings.keepalive_s)

@@ -1,0 +1,48 @@
+"""``POST /v1/completions``: OpenAI's text completion API."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import APIRouter, Depends, Request, Response
+
+from app.api.deps import (
+    EngineDep,
+    LimitsDep,
+    RequestIdDep,
+    SettingsDep,
+    json_object,
+    usage_recorder,
+)
+from app.api.disconnect import CLIENT_CLOSED_REQUEST, ClientGone, unless_disconnected
+from app.api.security import require_api_key
+from app.api.sse import StreamResponse
+from app.schemas.completions import CompletionRequest
+from app.serving.completions import completion, completion_chunks, plan_completion
+from app.serving.generation import pieces
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(dependencies=[Depends(require_api_key)], tags=["completions"])
+
+
+@router.post("/v1/completions", response_model=None)
+async def create_completion(
+    request: Request,
+    engine: EngineDep,
+    settings: SettingsDep,
+    limits: LimitsDep,
+    request_id: RequestIdDep,
+) -> Response:
+    """Create a text completion for a plain prompt."""
+    body = CompletionRequest.model_validate(await json_object(request))
+    plan = plan_completion(body, engine.model_info(), limits, request_id)
+    events = engine.submit(plan.request)
+    stream = pieces(engine, request_id, events, usage_recorder(request))
+    if body.stream:
+        return StreamResponse(completion_chunks(plan, stream), keepalive_s=settings.keepalive_s)
+    try:
+        result = await unless_disconnected(request, completion(plan, stream))
+    except ClientGone:
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
+    return Response(result.model_dump_json(), media_type="application/json")

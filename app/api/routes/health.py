@@ -1,0 +1,41 @@
+"""Public routes: ``GET /health`` and ``GET /model-card``.
+
+Health never touches the engine thread: it reads the engine's non-blocking snapshots, so
+it answers at once even while every slot is generating.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from app.api.deps import EngineDep, RuntimeDep
+from app.engine.errors import EngineNotReady
+from app.schemas.cria import Health, ModelCard
+from app.serving.models import health as health_body
+from app.serving.models import model_card
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/health", response_model=Health, responses={503: {"model": Health}})
+async def health(runtime: RuntimeDep) -> JSONResponse:
+    """Whether the server takes requests: 200 when ready, 503 while loading or if dead."""
+    state = runtime.health()
+    engine = runtime.engine
+    stats = info = None
+    if engine is not None:
+        stats = engine.stats()
+        if state.ready:
+            try:
+                info = engine.model_info()
+            except EngineNotReady:
+                info = None
+    body = health_body(state, stats, info)
+    return JSONResponse(body.model_dump(), status_code=200 if state.ready else 503)
+
+
+@router.get("/model-card")
+async def get_model_card(engine: EngineDep) -> ModelCard:
+    """CRIA's model card: name, version, description, language, and where the model runs."""
+    return model_card(engine.model_info())

@@ -1,0 +1,108 @@
+"""OpenAI chat completion wire types: the request, the response and the stream chunk."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
+
+from app.schemas.common import CompletionUsage, FinishReasonWire, SamplingRequest, WireRequest
+
+
+class TextContentPart(WireRequest):
+    """A text part of a message's content (the only part type this server takes)."""
+
+    type: Literal["text"]
+    text: str
+
+
+class ChatMessage(WireRequest):
+    """One message of a conversation. ``developer`` is OpenAI's newer name for ``system``."""
+
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[TextContentPart] | None = None
+    name: str | None = None
+
+    def text(self) -> str:
+        """The content as one string (text parts joined by newlines)."""
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        return "\n".join(part.text for part in self.content)
+
+
+class ChatCompletionRequest(SamplingRequest):
+    """``POST /v1/chat/completions`` body."""
+
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+
+
+class ChatCompletionMessage(BaseModel):
+    """The assistant's reply in a non-streamed response."""
+
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class ChatCompletionChoice(BaseModel):
+    """The one choice of a non-streamed response."""
+
+    index: int = 0
+    message: ChatCompletionMessage
+    logprobs: None = None
+    finish_reason: FinishReasonWire
+
+
+class ChatCompletion(BaseModel):
+    """A non-streamed chat completion."""
+
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[ChatCompletionChoice]
+    usage: CompletionUsage
+    system_fingerprint: str | None = None
+
+
+class ChoiceDelta(BaseModel):
+    """What one chunk adds to the message; absent keys are left out, as OpenAI does."""
+
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+
+    @model_serializer(mode="wrap")
+    def _drop_absent(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        return {key: value for key, value in data.items() if value is not None}
+
+
+class ChatCompletionChunkChoice(BaseModel):
+    """The one choice of a stream chunk."""
+
+    index: int = 0
+    delta: ChoiceDelta
+    logprobs: None = None
+    finish_reason: FinishReasonWire | None = None
+
+
+class ChatCompletionChunk(BaseModel):
+    """One streamed chunk. ``usage`` is sent (null until the last chunk) only when asked."""
+
+    id: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int
+    model: str
+    system_fingerprint: str | None = None
+    choices: list[ChatCompletionChunkChoice]
+    usage: CompletionUsage | None = None
+    include_usage: bool = Field(False, exclude=True)
+
+    @model_serializer(mode="wrap")
+    def _usage_when_asked(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if not self.include_usage:
+            data.pop("usage", None)
+        return data

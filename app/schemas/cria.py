@@ -1,0 +1,61 @@
+"""CRIA's own wire types: the frontend's prompt body, the model card and health."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from app.schemas.common import WireRequest
+
+
+class CriaPromptRequest(WireRequest):
+    """CRIA's frontend body on ``POST /v{N}/chat/completions``: just the user's text."""
+
+    prompt: str = Field(min_length=1)
+
+
+class OffloadState(BaseModel):
+    """Where the model runs: backend, device, layers on the GPU and why."""
+
+    backend: str
+    device: str | None
+    gpu_layers: int
+    total_layers: int
+    requested: str
+    reason: str
+    fallback: bool
+    amx_guard: bool
+
+
+class ModelCard(BaseModel):
+    """CRIA's model card, plus the facts a user wants about the served model."""
+
+    model_name: str
+    version: str
+    description: str
+    developed_by: str
+    language: str
+    architecture: str
+    quantization: str
+    parameters: int
+    size_bytes: int
+    context_length: int
+    context_length_train: int
+    slots: int
+    file: str
+    offload: OffloadState
+
+
+class Health(BaseModel):
+    """``GET /health``: ready or not, and the engine's load."""
+
+    status: Literal["ok", "loading", "dead", "stopped"]
+    reason: str | None = None
+    model: str | None = None
+    slots_busy: int = 0
+    slots_total: int = 0
+    queue_length: int = 0
+    max_queue: int = 0
+    requests_active: int = 0
+    offload: OffloadState | None = None

@@ -1,0 +1,140 @@
+"""Chat completions: wire request -> engine request, engine events -> OpenAI responses."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+
+from app.engine.errors import InvalidRequest
+from app.engine.types import GenerationRequest, ModelInfo
+from app.schemas.chat import (
+    ChatCompletion,
+    ChatCompletionChoice,
+    ChatCompletionChunk,
+    ChatCompletionChunkChoice,
+    ChatCompletionMessage,
+    ChatCompletionRequest,
+    ChoiceDelta,
+)
+from app.serving.chat_template import needs_bos, render_chat, with_system_prompt
+from app.serving.generation import collect
+from app.serving.sampling import (
+    Finished,
+    Limits,
+    max_tokens,
+    sampling_params,
+    served_model_name,
+    wire_usage,
+)
+
+
+@dataclass(frozen=True)
+class ChatPlan:
+    """A validated chat request, ready for the engine, and what its response needs."""
+
+    request: GenerationRequest
+    completion_id: str
+    model: str
+    created: int
+    include_usage: bool
+
+
+def render_conversation(
+    messages: list[Mapping[str, str]], info: ModelInfo, limits: Limits
+) -> tuple[str, bool]:
+    """The prompt text for a conversation and whether the engine should add BOS."""
+    conversation = with_system_prompt(messages, limits.system_prompt)
+    prompt = render_chat(
+        info.chat_template, conversation, bos_token=info.bos_token, eos_token=info.eos_token
+    )
+    return prompt, needs_bos(prompt, info.bos_token)
+
+
+def _messages(body: ChatCompletionRequest) -> list[Mapping[str, str]]:
+    messages: list[Mapping[str, str]] = []
+    for message in body.messages:
+        role = "system" if message.role == "developer" else message.role
+        messages.append({"role": role, "content": message.text()})
+    if messages[-1]["role"] == "assistant" and not messages[-1]["content"]:
+        raise InvalidRequest("The last message is an empty assistant message.", param="messages")
+    return messages
+
+
+def plan_chat(
+    body: ChatCompletionRequest, info: ModelInfo, limits: Limits, request_id: str
+) -> ChatPlan:
+    """Check the request against the served model and limits and build the engine request."""
+    model = served_model_name(body.model, info)
+    if body.max_completion_tokens is not None:
+        cap = max_tokens(body.max_completion_tokens, limits, param="max_completion_tokens")
+    else:
+        cap = max_tokens(body.max_tokens, limits)
+    prompt, add_bos = render_conversation(_messages(body), info, limits)
+    request = GenerationRequest(
+        request_id=request_id,
+        prompt=prompt,
+        sampling=sampling_params(body, cap),
+        add_special=add_bos,
+    )
+    return ChatPlan(
+        request=request,
+        completion_id=f"chatcmpl-{request_id}",
+        model=model,
+        created=int(time.time()),
+        include_usage=body.wants_usage_chunk(),
+    )
+
+
+def _chunk(
+    plan: ChatPlan, delta: ChoiceDelta, finish: Finished | None = None
+) -> ChatCompletionChunk:
+    return ChatCompletionChunk(
+        id=plan.completion_id,
+        created=plan.created,
+        model=plan.model,
+        choices=[
+            ChatCompletionChunkChoice(
+                delta=delta, finish_reason=finish.reason if finish is not None else None
+            )
+        ],
+        include_usage=plan.include_usage,
+    )
+
+
+async def chat_chunks(
+    plan: ChatPlan, stream: AsyncIterator[str | Finished]
+) -> AsyncIterator[ChatCompletionChunk]:
+    """OpenAI's chunk sequence: role first, content pieces, finish_reason, optional usage."""
+    yield _chunk(plan, ChoiceDelta(role="assistant", content=""))
+    async for item in stream:
+        if not isinstance(item, Finished):
+            yield _chunk(plan, ChoiceDelta(content=item))
+            continue
+        yield _chunk(plan, ChoiceDelta(), item)
+        if plan.include_usage:
+            yield ChatCompletionChunk(
+                id=plan.completion_id,
+                created=plan.created,
+                model=plan.model,
+                choices=[],
+                usage=wire_usage(item.usage),
+                include_usage=True,
+            )
+
+
+async def chat_completion(plan: ChatPlan, stream: AsyncIterator[str | Finished]) -> ChatCompletion:
+    """The whole reply as one ``chat.completion``."""
+    result = await collect(stream)
+    return ChatCompletion(
+        id=plan.completion_id,
+        created=plan.created,
+        model=plan.model,
+        choices=[
+            ChatCompletionChoice(
+                message=ChatCompletionMessage(content=result.text),
+                finish_reason=result.finished.reason,
+            )
+        ],
+        usage=wire_usage(result.finished.usage),
+    )

@@ -1,0 +1,112 @@
+"""Render a conversation into a prompt with the model's Jinja chat template.
+
+Templates come from GGUF metadata, i.e. from a downloaded file: they run in Jinja's
+immutable sandbox, so a hostile template cannot reach Python internals. Templates call
+``raise_exception(msg)`` to reject a conversation (e.g. roles that do not alternate);
+that becomes an ``InvalidRequest`` (HTTP 400).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from functools import lru_cache
+from typing import Any, NoReturn
+
+import jinja2
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from app.engine.errors import InvalidRequest
+
+logger = logging.getLogger(__name__)
+
+# Used when the GGUF file carries no template: ChatML, which SmolLM2, Qwen and others use.
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+
+class TemplateRaised(Exception):
+    """A template called ``raise_exception``."""
+
+
+def _raise_exception(message: str) -> NoReturn:
+    raise TemplateRaised(message)
+
+
+def _tojson(value: Any, indent: int | None = None) -> str:
+    # Jinja's own tojson escapes <, > and & for HTML; chat templates want plain JSON.
+    return json.dumps(value, ensure_ascii=False, indent=indent)
+
+
+def _strftime_now(fmt: str) -> str:
+    return datetime.now().strftime(fmt)
+
+
+@lru_cache(maxsize=8)
+def _compile(source: str) -> jinja2.Template:
+    env = ImmutableSandboxedEnvironment(
+        trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"]
+    )
+    env.filters["tojson"] = _tojson
+    env.globals["raise_exception"] = _raise_exception
+    env.globals["strftime_now"] = _strftime_now
+    return env.from_string(source)
+
+
+def _template(source: str | None) -> jinja2.Template:
+    if source:
+        try:
+            return _compile(source)
+        except jinja2.TemplateSyntaxError as exc:
+            logger.warning("the model's chat template does not compile (%s); using ChatML", exc)
+    return _compile(CHATML_TEMPLATE)
+
+
+def render_chat(
+    template_source: str | None,
+    messages: Sequence[Mapping[str, str]],
+    *,
+    bos_token: str = "",
+    eos_token: str = "",
+    add_generation_prompt: bool = True,
+) -> str:
+    """The prompt text for ``messages`` (dicts with ``role`` and ``content``).
+
+    Raises ``InvalidRequest`` when the template rejects the conversation.
+    """
+    template = _template(template_source)
+    try:
+        return template.render(
+            messages=[dict(message) for message in messages],
+            bos_token=bos_token,
+            eos_token=eos_token,
+            add_generation_prompt=add_generation_prompt,
+        )
+    except TemplateRaised as exc:
+        raise InvalidRequest(
+            f"The chat template rejected the conversation: {exc}", param="messages"
+        ) from exc
+    except jinja2.TemplateError as exc:
+        raise InvalidRequest(
+            f"The chat template failed on this conversation: {exc}", param="messages"
+        ) from exc
+
+
+def with_system_prompt(
+    messages: Sequence[Mapping[str, str]], system_prompt: str
+) -> list[Mapping[str, str]]:
+    """``messages`` with ``system_prompt`` first when none of them is a system message."""
+    if not system_prompt or any(message["role"] == "system" for message in messages):
+        return list(messages)
+    return [{"role": "system", "content": system_prompt}, *messages]
+
+
+def needs_bos(prompt: str, bos_token: str) -> bool:
+    """Whether the engine should add BOS: not when the template already wrote it."""
+    return not (bos_token and prompt.startswith(bos_token))

@@ -1,0 +1,34 @@
+"""CRIA's frontend contract: ``{"prompt": ...}`` in, raw text pieces out.
+
+The prompt is one user turn, rendered with the model's chat template and the configured
+system prompt. The stream's events carry the text itself (no JSON), then ``[DONE]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from app.engine.types import GenerationRequest, ModelInfo, SamplingParams
+from app.schemas.cria import CriaPromptRequest
+from app.serving.chat import render_conversation
+from app.serving.sampling import Finished, Limits
+
+
+def plan_cria(
+    body: CriaPromptRequest, info: ModelInfo, limits: Limits, request_id: str
+) -> GenerationRequest:
+    """The engine request for a CRIA frontend prompt (default sampling and token cap)."""
+    prompt, add_bos = render_conversation([{"role": "user", "content": body.prompt}], info, limits)
+    return GenerationRequest(
+        request_id=request_id,
+        prompt=prompt,
+        sampling=SamplingParams(max_tokens=limits.default_max_tokens),
+        add_special=add_bos,
+    )
+
+
+async def cria_pieces(stream: AsyncIterator[str | Finished]) -> AsyncIterator[str]:
+    """The raw text pieces of a generation."""
+    async for item in stream:
+        if not isinstance(item, Finished):
+            yield item

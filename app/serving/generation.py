@@ -1,0 +1,79 @@
+"""Turn an engine event stream into text pieces and one ``Finished``, aborting when cut short.
+
+Every route family builds on this: streams map pieces to chunks, non-streamed responses
+collect them. Closing the iterator early (client gone) aborts the request in the engine,
+so its slot is free at the next step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+import anyio
+
+from app.engine.protocol import Engine
+from app.engine.types import TokenEvent
+from app.serving.errors import GenerationFailed
+from app.serving.sampling import Finished, wire_finish_reason
+
+FinishSink = Callable[[Finished], None]
+
+
+def _ignore(_: Finished) -> None:
+    return None
+
+
+async def pieces(
+    engine: Engine,
+    request_id: str,
+    events: AsyncIterator[TokenEvent],
+    on_finish: FinishSink = _ignore,
+) -> AsyncIterator[str | Finished]:
+    """Non-empty text pieces, then one ``Finished`` (also handed to ``on_finish``).
+
+    Raises ``GenerationFailed`` or ``RequestCancelled`` when the engine ends the request
+    that way. However the iteration ends, the request is aborted in the engine (a no-op
+    for finished requests) and the engine's stream is closed.
+    """
+    try:
+        async for event in events:
+            if event.text:
+                yield event.text
+            if event.finish_reason is not None:
+                if event.usage is None:
+                    raise GenerationFailed("The engine finished a request without usage.")
+                finished = Finished(
+                    wire_finish_reason(event.finish_reason, event.error),
+                    event.usage,
+                    event.timings,
+                )
+                on_finish(finished)
+                yield finished
+                return
+        raise GenerationFailed("The engine's stream ended without a final event.")
+    finally:
+        engine.abort(request_id)
+        aclose = getattr(events, "aclose", None)
+        if aclose is not None:
+            # Shielded: this also runs while the task is being cancelled (client gone).
+            with anyio.CancelScope(shield=True):
+                await aclose()
+
+
+@dataclass(frozen=True)
+class Collected:
+    """A whole generation: its text and how it ended."""
+
+    text: str
+    finished: Finished
+
+
+async def collect(stream: AsyncIterator[str | Finished]) -> Collected:
+    """Join the pieces of ``stream`` (see ``pieces``)."""
+    parts: list[str] = []
+    async for item in stream:
+        if isinstance(item, Finished):
+            return Collected("".join(parts), item)
+        parts.append(item)
+    raise GenerationFailed("The engine's stream ended without a final event.")
