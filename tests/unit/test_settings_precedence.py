@@ -69,7 +69,7 @@ def test_plain_settings_ignore_any_file_after_load(config: Path) -> None:
 def test_unknown_key_in_file(tmp_path: Path) -> None:
     path = tmp_path / "bad.toml"
     path.write_text("prot = 1\n")
-    with pytest.raises(ConfigFileError, match="unknown setting.*prot"):
+    with pytest.raises(ConfigFileError, match=r"unknown setting.*prot"):
         load_settings({}, path)
 
 
