@@ -129,13 +129,18 @@ def validation_error(errors: Sequence[Any]) -> InvalidRequest:
     """One clear ``InvalidRequest`` from pydantic's error list (the first error)."""
     if not errors:
         return InvalidRequest("The request body is invalid.")
-    first = errors[0]
-    parts = [str(part) for part in first.get("loc", ()) if _is_field(part)]
-    if parts and parts[0] == "body":
-        parts = parts[1:]
-    param = ".".join(parts) or None
-    message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
+    first = _field_path(errors[0])
+    # A union field reports one error per member; the deepest one says the most.
+    related = [e for e in errors if _field_path(e)[: len(first)] == first]
+    chosen = max(related, key=lambda e: len(_field_path(e)))
+    param = ".".join(_field_path(chosen)) or None
+    message = str(chosen.get("msg", "invalid value")).removeprefix("Value error, ")
     return InvalidRequest(f"{param}: {message}" if param else message, param=param)
+
+
+def _field_path(error: Any) -> list[str]:
+    parts = [str(part) for part in error.get("loc", ()) if _is_field(part)]
+    return parts[1:] if parts and parts[0] == "body" else parts
 
 
 def _is_field(part: object) -> bool:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -21,6 +21,15 @@ def make_settings(**overrides: Any) -> Settings:
     values: dict[str, Any] = {"model": "fake-model", "keepalive_s": 0.05}
     values.update(overrides)
     return Settings(**values)
+
+
+async def eventually(predicate: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    """Wait until ``predicate()`` holds (polling), or fail after ``timeout_s``."""
+    for _ in range(int(timeout_s / 0.005)):
+        if predicate():
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"condition not met within {timeout_s} s")
 
 
 @asynccontextmanager
