@@ -311,3 +311,20 @@ def test_bad_settings_are_load_errors(model_path: Path) -> None:
         load_backend(EngineConfig(model_path=str(model_path), kv_cache_type="q3_x"))
     with pytest.raises(ModelLoadError, match="n_slots must be >= 1"):
         load_backend(EngineConfig(model_path=str(model_path), n_slots=0))
+
+
+# --- ggml device API (ctypes bindings on libggml) ---------------------------------------------
+def test_ggml_device_api_lists_the_cpu(backend: LlamaBackend) -> None:
+    from app.engine.llama import _lib
+    from app.engine.llama.devices import list_devices, list_gpu_devices
+
+    devices = list_devices()
+    cpus = [d for d in devices if d.kind == "cpu"]
+    assert cpus
+    assert cpus[0].description
+    assert cpus[0].total_bytes > 0
+    gpus = list_gpu_devices()
+    assert [g.index for g in gpus] == list(range(len(gpus)))
+    if not _lib.supports_gpu_offload():
+        assert gpus == []
+        assert backend.info().offload.reason.startswith("this llama.cpp build has no GPU backend")

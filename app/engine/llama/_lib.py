@@ -1,7 +1,8 @@
 """The typed ctypes surface over llama-cpp-python's low-level bindings.
 
-This is the one module that imports ``llama_cpp``: every other module of the backend calls
-the small typed helpers here, so the untyped bindings stay in one place. Pointers are plain
+Apart from the log router (``_native_log``), this is the one module that imports
+``llama_cpp``: every other module of the backend calls the small typed helpers here, so the
+untyped bindings stay in one place. Pointers are plain
 ``int`` handles (ctypes ``c_void_p`` results); NULL comes back as ``None`` and is turned into
 a typed error by the caller.
 
@@ -11,7 +12,6 @@ Importing this module routes llama.cpp's and ggml's log output into Python loggi
 
 from __future__ import annotations
 
-import collections
 import ctypes
 import logging
 import threading
@@ -20,8 +20,11 @@ from typing import Any
 import llama_cpp  # noqa: TID251 - this package is the llama_cpp boundary
 from llama_cpp import llama_cpp as L  # noqa: TID251 - this package is the llama_cpp boundary
 
+from app.engine.llama._native_log import install_native_log, take_native_problems
+
 logger = logging.getLogger(__name__)
-native_logger = logging.getLogger("app.engine.llama.native")
+install_native_log()
+__all__ = ["take_native_problems"]
 
 LIB_DIR = llama_cpp.llama_cpp._base_path  # the folder holding libllama / libggml*.so
 
@@ -57,44 +60,6 @@ KV_TYPE_BYTES: dict[str, float] = {
     "q5_0": 22 / 32,
     "q5_1": 24 / 32,
 }
-
-# ---------------------------------------------------------------------------------------
-# Logging: llama.cpp -> Python logging. The ctypes callback must stay referenced for as
-# long as the library may call it, hence the module-level object.
-# ---------------------------------------------------------------------------------------
-# enum ggml_log_level (ggml.h): NONE 0, DEBUG 1, INFO 2, WARN 3, ERROR 4, CONT 5.
-_GGML_LOG_WARN = 3
-_GGML_LOG_ERROR = 4
-_GGML_LOG_CONT = 5
-_recent_problems: collections.deque[str] = collections.deque(maxlen=8)
-_problems_lock = threading.Lock()
-_last_level = 0
-
-
-def _on_native_log(level: int, text: bytes | None, _user_data: object) -> None:
-    global _last_level
-    if level != _GGML_LOG_CONT:
-        _last_level = level
-    message = (text or b"").decode("utf-8", errors="replace").rstrip()
-    if not message:
-        return
-    native_logger.debug("%s", message)
-    if _last_level in (_GGML_LOG_ERROR, _GGML_LOG_WARN):
-        with _problems_lock:
-            _recent_problems.append(message)
-
-
-_log_callback = L.llama_log_callback(_on_native_log)
-L.llama_log_set(_log_callback, ctypes.c_void_p(0))
-
-
-def take_native_problems() -> list[str]:
-    """Return and forget the last warning/error lines llama.cpp logged (for error messages)."""
-    with _problems_lock:
-        lines = list(_recent_problems)
-        _recent_problems.clear()
-    return lines
-
 
 _backend_lock = threading.Lock()
 _backend_ready = False

@@ -2,14 +2,14 @@
 
 llama-cpp-python does not bind ``ggml_backend_dev_*``; these functions live in
 ``libggml.so`` (registry: count/get) and ``libggml-base.so`` (name, description, type,
-memory, backend reg). Only GPU-type devices are returned; integrated GPUs only when there
-is no discrete one (as llama.cpp itself does).
+memory, backend reg).
 """
 
 from __future__ import annotations
 
 import ctypes
 import logging
+from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
@@ -57,34 +57,66 @@ def _text(raw: object) -> str:
     return raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else ""
 
 
-def list_gpu_devices() -> list[GpuDevice]:
-    """The GPU devices ggml knows, with their free and total memory right now."""
+DEVICE_TYPES = {0: "cpu", DEV_TYPE_GPU: "gpu", DEV_TYPE_IGPU: "igpu", 3: "accel", 4: "meta"}
+
+
+@dataclass(frozen=True)
+class Device:
+    """Any ggml backend device (CPU, GPU, accelerator) with its memory right now."""
+
+    kind: str  # "cpu", "gpu", "igpu", "accel", "meta"
+    name: str
+    description: str
+    backend: str
+    free_bytes: int
+    total_bytes: int
+
+
+def list_devices() -> list[Device]:
+    """Every device ggml has registered, in registry order."""
     try:
         api = _api()
     except (OSError, AttributeError) as exc:
         logger.warning("cannot query ggml devices: %s", exc)
         return []
-    by_type: dict[int, list[GpuDevice]] = {DEV_TYPE_GPU: [], DEV_TYPE_IGPU: []}
+    devices = []
     for i in range(int(api.count())):
         dev = api.get(i)
-        kind = int(api.type(dev))
-        if kind not in by_type:
-            continue
         free, total = ctypes.c_size_t(0), ctypes.c_size_t(0)
         api.memory(dev, ctypes.byref(free), ctypes.byref(total))
         reg = api.reg(dev)
-        backend = _text(api.reg_name(reg)).lower() if reg else "gpu"
-        found = by_type[kind]
-        found.append(
-            GpuDevice(
-                index=len(found),
+        devices.append(
+            Device(
+                kind=DEVICE_TYPES.get(int(api.type(dev)), "unknown"),
                 name=_text(api.name(dev)),
                 description=_text(api.description(dev)),
-                backend=backend,
+                backend=_text(api.reg_name(reg)).lower() if reg else "",
                 free_bytes=int(free.value),
                 total_bytes=int(total.value),
             )
         )
-    devices = by_type[DEV_TYPE_GPU] or by_type[DEV_TYPE_IGPU]
-    logger.debug("ggml GPU devices: %s", devices)
     return devices
+
+
+def list_gpu_devices() -> list[GpuDevice]:
+    """The GPUs to offload to, numbered as llama.cpp's ``main_gpu`` counts them.
+
+    Discrete GPUs; integrated ones only when there is no discrete GPU (as llama.cpp does).
+    """
+    all_devices = list_devices()
+    gpus = [d for d in all_devices if d.kind == "gpu"] or [
+        d for d in all_devices if d.kind == "igpu"
+    ]
+    found = [
+        GpuDevice(
+            index=i,
+            name=d.name,
+            description=d.description,
+            backend=d.backend or "gpu",
+            free_bytes=d.free_bytes,
+            total_bytes=d.total_bytes,
+        )
+        for i, d in enumerate(gpus)
+    ]
+    logger.debug("ggml GPU devices: %s", found)
+    return found

@@ -193,6 +193,9 @@ def load_backend(config: EngineConfig, *, amx_guard: bool | None = None) -> Llam
         n_ctx_slot = _check_context(config, ctx)
         plan = replace(plan, layers_total=_lib.model_int(model, "n_layer") + 1)
         offload = offload_info(plan, cpu_name=cpu.name, amx_guard_reason=amx.reason)
+        info = build_model_info(
+            model, config, n_ctx_slot=n_ctx_slot, size_bytes=size, offload=offload
+        )
         backend = LlamaBackend(
             model=model,
             ctx=ctx,
@@ -204,8 +207,7 @@ def load_backend(config: EngineConfig, *, amx_guard: bool | None = None) -> Llam
         _lib.context_free(ctx)
         _lib.model_free(model)
         raise
-    backend.set_info(
-        build_model_info(model, config, n_ctx_slot=n_ctx_slot, size_bytes=size, offload=offload)
-    )
+    backend.set_info(info)
+    _lib.take_native_problems()  # load-time warnings are logged; decode errors start fresh
     logger.info("loaded %s: %s", config.model_path, offload.reason)
     return backend
