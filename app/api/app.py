@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import APIRouter, FastAPI
+from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from app.api.errors import install_error_handlers
@@ -16,6 +15,7 @@ from app.api.routes import chat, completions, health, models
 from app.api.runtime import EngineRuntime
 from app.engine.protocol import Engine
 from app.settings import Settings
+from app.web import routes as web_routes
 
 logger = logging.getLogger(__name__)
 
@@ -44,9 +44,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     install_error_handlers(app)
     for router in (health.router, models.router, chat.router, completions.router):
         app.include_router(router)
-    web = _web_router()
-    if web is not None:
-        app.include_router(web)
+    app.include_router(web_routes.router)  # the chat page and its assets: public
     # Added innermost first: the request log wraps everything, CORS wraps the body cap.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(
@@ -59,14 +57,3 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     )
     app.add_middleware(RequestLogMiddleware)
     return app
-
-
-def _web_router() -> APIRouter | None:
-    # TODO(engineer C): import app.web.routes directly once engineer E commits app/web.
-    try:
-        module = importlib.import_module("app.web.routes")
-    except ModuleNotFoundError:
-        logger.warning("app.web.routes is missing: the chat page is not served")
-        return None
-    router: APIRouter = module.router
-    return router

@@ -126,3 +126,12 @@ async def test_preflight_does_not_need_the_key() -> None:
             },
         )
     assert preflight.status_code == 200
+
+
+async def test_chat_page_and_its_assets_stay_public() -> None:
+    async with app_client(api_key=KEYS) as (client, _):
+        page = await client.get("/")
+        script = await client.get("/static/sse.js")
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    assert script.status_code == 200
