@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -69,6 +70,47 @@ def chromium_context(**options: Any) -> Iterator[Any]:
                 context.close()
     finally:
         shutil.rmtree(profile, ignore_errors=True)
+
+
+@contextmanager
+def chromium_browser() -> Iterator[Any]:
+    """A headless Chromium; each ``browser.new_context()`` is a fresh, empty profile."""
+    require_chromium()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def wait_until(page: Any, expression: str, timeout_s: float = 30.0, arg: Any = None) -> Any:
+    """Poll a JS function (source of ``(arg) => ...``) until it returns something truthy.
+
+    Playwright's own ``wait_for_function`` evaluates a string inside the page, which the
+    page's Content-Security-Policy (no 'unsafe-eval') rightly refuses; ``evaluate`` is fine.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = page.evaluate(expression, arg)
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for: {expression}")
+        time.sleep(0.05)
+
+
+class PageWatch:
+    """Console errors and uncaught exceptions of a page, to assert a clean run."""
+
+    def __init__(self, page: Any) -> None:
+        self.errors: list[str] = []
+        page.on("console", lambda m: m.type == "error" and self.errors.append(m.text))
+        page.on("pageerror", lambda e: self.errors.append(str(e)))
 
 
 class RequestLog:

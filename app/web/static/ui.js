@@ -142,15 +142,24 @@ export function formatCount(value) {
   return String(n);
 }
 
-const text = (value) => (typeof value === "string" && value.trim() ? value.trim() : null);
+function formatBytes(bytes) {
+  if (bytes >= 1024 ** 3) return `${(bytes / 1024 ** 3).toFixed(1)} GiB`;
+  if (bytes >= 1024 ** 2) return `${(bytes / 1024 ** 2).toFixed(0)} MiB`;
+  return `${Math.round(bytes / 1024)} KiB`;
+}
+
+const text = (value) =>
+  typeof value === "string" && value.trim() && value.trim().toLowerCase() !== "unknown" ? value.trim() : null;
 const int = (value) => (Number.isInteger(value) && value >= 0 ? value : null);
+const first = (...values) => values.find((value) => value !== null && value !== undefined) ?? null;
 
 /** Where the model runs, in a few words for the header and a sentence for the panel. */
 export function placement(offload) {
   const info = offload && typeof offload === "object" ? offload : {};
   const backend = text(info.backend)?.toLowerCase() ?? null;
-  const onGpu = int(info.layers_offloaded) ?? 0;
-  const total = int(info.layers_total);
+  // The brief says layers_offloaded/layers_total; the server sends gpu_layers/total_layers.
+  const onGpu = first(int(info.layers_offloaded), int(info.gpu_layers)) ?? 0;
+  const total = first(int(info.layers_total), int(info.total_layers));
   if (!backend && total === null) return { short: null, long: null, reason: text(info.reason) };
   const device = text(info.device) ?? text(info.device_name);
   if (backend && backend !== "cpu" && onGpu > 0) {
@@ -186,7 +195,9 @@ export function showModelCard(card) {
     ["Architecture", text(data.architecture)],
     ["Parameters", params],
     ["Quantization", text(data.quantization)],
-    ["Context", context ? `${context.toLocaleString("en-US")} tokens` : null],
+    ["Context", context ? `${context.toLocaleString("en-US")} tokens per slot` : null],
+    ["Slots", int(data.slots) ? `${data.slots} in parallel` : null],
+    ["File", text(data.file) && (int(data.size_bytes) ? `${text(data.file)} (${formatBytes(data.size_bytes)})` : text(data.file))],
     ["Runs on", where.long],
     ["Why", where.reason],
     ["Developed by", text(data.developed_by)],

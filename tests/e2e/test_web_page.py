@@ -1,0 +1,227 @@
+"""The demo chat page in a real headless Chromium against a real server with the real model.
+
+Each server is a uvicorn process on 127.0.0.1 serving SmolLM2-135M (the default model).
+A finished exchange is saved as screenshots under artifacts/ (desktop and phone widths).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support.browser import (
+    ARTIFACTS_DIR,
+    PHONE,
+    PageWatch,
+    RequestLog,
+    chromium_browser,
+    require_chromium,
+    wait_until,
+)
+from tests.support.web_server import REAL_FACTORY, Server, serve
+
+pytestmark = pytest.mark.browser
+
+API_KEY = "demo-key-3f9a"
+FIGURES_RE = re.compile(r"(\d+) tokens? · ([\d.]+) tok/s")
+
+
+def real_env(model_path: Path, **extra: str) -> dict[str, str]:
+    return {"CRIA_MODEL": str(model_path), "CRIA_PARALLEL": "2", "CRIA_CTX_SIZE": "1024", **extra}
+
+
+@pytest.fixture(scope="module")
+def server(model_path: Path) -> Iterator[Server]:
+    with serve(REAL_FACTORY, real_env(model_path)) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    require_chromium()
+    with chromium_browser() as running:
+        yield running
+
+
+@pytest.fixture
+def context(browser: Any) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1280, "height": 860})
+    yield context
+    context.close()
+
+
+def preset(context: Any, *, max_tokens: int, temperature: float = 0.0) -> None:
+    """Start the page with these settings in localStorage (as the Settings dialog saves them)."""
+    settings = json.dumps({"systemPrompt": "", "temperature": temperature, "maxTokens": max_tokens})
+    context.add_init_script(f"localStorage.setItem('cria.settings', {json.dumps(settings)})")
+
+
+def send(page: Any, text: str) -> None:
+    page.fill("#input", text)
+    page.press("#input", "Enter")
+
+
+def wait_for_replies(page: Any, count: int) -> None:
+    """Wait until ``count`` replies have finished (or an error card shows up)."""
+    wait_until(
+        page,
+        "(n) => document.querySelectorAll('.msg-assistant[data-state=done]').length >= n"
+        " || document.querySelector('.msg-error')",
+        timeout_s=60,
+        arg=count,
+    )
+    errors = page.locator(".msg-error").all_inner_texts()
+    assert errors == []
+
+
+def last_reply(page: Any) -> Any:
+    return page.locator(".msg-assistant").last
+
+
+def test_page_loads_with_every_request_to_localhost(context: Any, server: Server) -> None:
+    log = RequestLog()
+    context.on("request", log.record)
+    page = context.new_page()
+    watch = PageWatch(page)
+    page.goto(server.base_url)
+    page.wait_for_selector("#status-dot[data-state='ok']")
+    wait_until(page, "() => document.querySelector('#model-tags').childElementCount > 0")
+    assert page.text_content("#model-name") == "SmolLM2-135M-Instruct.Q4_1"
+    assert page.locator("#model-tags .tag").all_text_contents() == ["Q4_1", "1,024 ctx", "CPU"]
+    page.click("#model-button")
+    facts = page.inner_text("#model-facts")
+    assert "135M" in facts
+    assert "CPU only (Intel(R) Xeon(R) Processor)" in facts
+    assert "no GPU backend" in facts
+    paths = {url.removeprefix(server.base_url) for url in log.urls}
+    assert {"/", "/static/app.js", "/static/style.css", "/model-card", "/health"} <= paths
+    assert log.foreign() == []
+    assert watch.errors == []
+
+
+def test_reply_streams_then_shows_tokens_per_second(context: Any, server: Server) -> None:
+    preset(context, max_tokens=40)
+    bodies: list[dict[str, Any]] = []
+    context.on(
+        "request",
+        lambda r: r.url.endswith("/v1/chat/completions") and bodies.append(r.post_data_json),
+    )
+    page = context.new_page()
+    watch = PageWatch(page)
+    page.goto(server.base_url)
+    # Record the reply's text every time the DOM changes while it is still streaming.
+    page.evaluate(
+        """() => { window.partials = [];
+        new MutationObserver(() => {
+          const msg = [...document.querySelectorAll('.msg-assistant')].pop();
+          if (msg && msg.dataset.state === 'streaming')
+            window.partials.push(msg.querySelector('.content').textContent);
+        }).observe(document.getElementById('messages'),
+                   {subtree: true, childList: true, characterData: true, attributes: true}); }"""
+    )
+    send(page, "Write a short poem about the sea.")
+    wait_for_replies(page, 1)
+    final = last_reply(page).locator(".content").inner_text()
+    partials = [p for p in page.evaluate("window.partials") if p and len(p) < len(final)]
+    assert len(set(partials)) >= 2, partials
+    figures = FIGURES_RE.search(last_reply(page).locator(".meta").inner_text())
+    assert figures is not None
+    assert 0 < int(figures.group(1)) <= 40
+    assert float(figures.group(2)) > 0
+    # A second turn sends the whole conversation.
+    send(page, "Now make it rhyme.")
+    wait_for_replies(page, 2)
+    roles = [m["role"] for m in bodies[1]["messages"]]
+    assert roles == ["user", "assistant", "user"]
+    assert bodies[1]["messages"][1]["content"].strip()
+    assert bodies[0]["stream"] is True
+    assert bodies[0]["stream_options"] == {"include_usage": True}
+    assert bodies[0]["max_tokens"] == 40
+    assert watch.errors == []
+    save_screenshots(page, "exchange")
+
+
+def save_screenshots(page: Any, name: str) -> None:
+    ARTIFACTS_DIR.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS_DIR / f"web-{name}-desktop.png"))
+    page.set_viewport_size(PHONE)
+    page.wait_for_timeout(100)
+    page.screenshot(path=str(ARTIFACTS_DIR / f"web-{name}-phone.png"))
+
+
+def busy_slots(server: Server) -> int:
+    body = server.health().json()
+    return int(body["slots_busy"]) + int(body["queue_length"])
+
+
+def test_stop_ends_the_stream_and_frees_the_slot(context: Any, server: Server) -> None:
+    preset(context, max_tokens=1000, temperature=0.7)
+    page = context.new_page()
+    page.goto(server.base_url)
+    send(page, "Count from 1 to 500, one number per line.")
+    page.wait_for_selector(".msg-assistant[data-state='streaming']", timeout=60_000)
+    wait_until(
+        page, "() => document.querySelector('.msg-assistant .content').textContent.length > 10"
+    )
+    assert busy_slots(server) == 1  # the reply is being generated right now
+    assert page.is_visible("#stop")
+    page.keyboard.press("Escape")
+    page.wait_for_selector(".msg-assistant[data-state='stopped']", timeout=5_000)
+    stopped_text = last_reply(page).locator(".content").inner_text()
+    assert stopped_text
+    assert last_reply(page).locator(".meta").inner_text().startswith("Stopped")
+    deadline = time.monotonic() + 5
+    while busy_slots(server) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert busy_slots(server) == 0
+    # The text stays as it was and the page is ready for the next message.
+    page.wait_for_timeout(300)
+    assert last_reply(page).locator(".content").inner_text() == stopped_text
+    assert page.is_visible("#send")
+    page.fill("#input", "next")
+    assert page.is_enabled("#send")
+
+
+def test_api_key_server_asks_for_the_key_then_works(context: Any, model_path: Path) -> None:
+    preset(context, max_tokens=16)
+    with serve(REAL_FACTORY, real_env(model_path, CRIA_API_KEY=API_KEY)) as keyed:
+        assert httpx.post(f"{keyed.base_url}/v1/chat/completions", json={}).status_code == 401
+        auth_headers: list[str | None] = []
+        context.on(
+            "request",
+            lambda r: (
+                r.url.endswith("/completions")
+                and auth_headers.append(r.headers.get("authorization"))
+            ),
+        )
+        page = context.new_page()
+        page.goto(keyed.base_url)
+        send(page, "Say hello.")
+        dialog = page.locator("#key-dialog")
+        dialog.wait_for(state="visible")
+        page.fill("#api-key-input", "not-the-key")
+        page.press("#api-key-input", "Enter")
+        wait_until(
+            page,
+            "() => document.getElementById('key-dialog-note').textContent.includes('not accepted')",
+        )
+        dialog.wait_for(state="visible")
+        page.fill("#api-key-input", API_KEY)
+        page.click("#key-dialog button[type=submit]")
+        wait_for_replies(page, 1)
+        assert last_reply(page).locator(".content").inner_text().strip()
+        assert page.evaluate("localStorage.getItem('cria.apiKey')") == API_KEY
+        assert auth_headers == [None, "Bearer not-the-key", f"Bearer {API_KEY}"]
+        # After a reload the stored key is used at once: no dialog.
+        page.reload()
+        send(page, "Say goodbye.")
+        wait_for_replies(page, 1)
+        assert not dialog.is_visible()
+        assert auth_headers[-1] == f"Bearer {API_KEY}"
