@@ -271,13 +271,23 @@ def test_info_of_the_default_model(backend: LlamaBackend, model_path: Path) -> N
     assert info.offload.reason
 
 
-def test_alias_names_the_model(model_path: Path) -> None:
+def test_alias_and_real_context_sizes(model_path: Path) -> None:
+    """A tiny context: llama.cpp pads the per-sequence context and caps the batch at n_ctx;
+    the backend reports the real values and both hold."""
     b = load_backend(
-        EngineConfig(model_path=str(model_path), model_alias="tiny", n_slots=1, n_ctx_slot=256)
+        EngineConfig(
+            model_path=str(model_path), model_alias="tiny", n_slots=1, n_ctx_slot=100, n_batch=512
+        )
     )
     try:
         assert b.info().name == "tiny"
-        assert b.n_ctx_slot == 256
+        assert b.n_ctx_slot >= 100
+        assert b.info().n_ctx_slot == b.n_ctx_slot
+        assert b.n_batch <= 100
+        fill = [BatchToken(100, p, 0, False) for p in range(b.n_ctx_slot)]
+        for start in range(0, len(fill), b.n_batch):
+            b.decode(fill[start : start + b.n_batch])
+        assert b.kv_cells_used() == b.n_ctx_slot
     finally:
         b.close()
         b.close()  # idempotent

@@ -132,6 +132,11 @@ def n_ctx_seq(ctx: int) -> int:
     return int(L.llama_n_ctx_seq(ctx))
 
 
+def n_batch(ctx: int) -> int:
+    """The largest batch one llama_decode takes in one pass (min of n_batch and n_ubatch)."""
+    return min(int(L.llama_n_batch(ctx)), int(L.llama_n_ubatch(ctx)))
+
+
 def n_seq_max(ctx: int) -> int:
     return int(L.llama_n_seq_max(ctx))
 

@@ -164,15 +164,18 @@ def _create_context(
         model, plan = _load_model(config, fallback, amx)
 
 
-def _check_context(config: EngineConfig, ctx: int) -> int:
-    """The real per-sequence context (llama.cpp pads it up to a multiple of 256)."""
-    per_seq, seqs = _lib.n_ctx_seq(ctx), _lib.n_seq_max(ctx)
-    if seqs != config.n_slots or per_seq < config.n_ctx_slot:
+def _check_context(config: EngineConfig, ctx: int) -> tuple[int, int]:
+    """The real per-sequence context and batch size.
+
+    llama.cpp pads the per-sequence context up to a multiple of 256 and caps n_batch at n_ctx.
+    """
+    per_seq, seqs, batch = _lib.n_ctx_seq(ctx), _lib.n_seq_max(ctx), _lib.n_batch(ctx)
+    if seqs != config.n_slots or per_seq < config.n_ctx_slot or batch < 1:
         raise ModelLoadError(
-            f"llama.cpp made {seqs} sequences of {per_seq} tokens; asked for "
+            f"llama.cpp made {seqs} sequences of {per_seq} tokens (batch {batch}); asked for "
             f"{config.n_slots} of {config.n_ctx_slot}."
         )
-    return per_seq
+    return per_seq, min(batch, config.n_batch)
 
 
 def load_backend(config: EngineConfig, *, amx_guard: bool | None = None) -> LlamaBackend:
@@ -190,7 +193,7 @@ def load_backend(config: EngineConfig, *, amx_guard: bool | None = None) -> Llam
     model, plan = _load_model(config, _first_plan(config, size), amx)
     model, ctx, plan = _create_context(config, model, plan, amx)
     try:
-        n_ctx_slot = _check_context(config, ctx)
+        n_ctx_slot, n_batch = _check_context(config, ctx)
         plan = replace(plan, layers_total=_lib.model_int(model, "n_layer") + 1)
         offload = offload_info(plan, cpu_name=cpu.name, amx_guard_reason=amx.reason)
         info = build_model_info(
@@ -201,7 +204,7 @@ def load_backend(config: EngineConfig, *, amx_guard: bool | None = None) -> Llam
             ctx=ctx,
             n_slots=config.n_slots,
             n_ctx_slot=n_ctx_slot,
-            n_batch=config.n_batch,
+            n_batch=n_batch,
         )
     except BaseException:
         _lib.context_free(ctx)

@@ -112,33 +112,40 @@ def plan_offload(
     many layers as fit in free memory minus the margin; "all" and numbers are taken as asked
     (capped at the layer count) and backed off only if loading fails.
     """
-    total = footprint.layers_total
-    asked_gpu = requested != 0
     if requested == 0:
         return _cpu_plan(requested, footprint, "n_gpu_layers is 0: running on the CPU", False)
+    # Explicit requests that end on the CPU are fallbacks; "auto" choosing the CPU is not.
+    explicit = requested != "auto"
     if not gpu_supported:
-        reason = "this llama.cpp build has no GPU backend"
-        return _cpu_plan(requested, footprint, reason, asked_gpu and requested != "auto")
+        return _cpu_plan(requested, footprint, "this llama.cpp build has no GPU backend", explicit)
     device = pick_device(devices)
     if device is None:
-        reason = "no GPU device was found"
-        return _cpu_plan(requested, footprint, reason, requested != "auto")
-    where = f"{device.description or device.name} ({device.free_bytes // MIB} MiB free)"
+        return _cpu_plan(requested, footprint, "no GPU device was found", explicit)
     if requested == "auto":
-        fit = layers_that_fit(device, footprint, margin_bytes)
-        if fit <= 0:
-            reason = (
-                f"not enough free memory on {where} for one layer "
-                f"({footprint.bytes_per_layer // MIB} MiB each, "
-                f"{margin_bytes // MIB} MiB kept free)"
-            )
-            return _cpu_plan(requested, footprint, reason, False)
-        how = "all layers fit" if fit == total else f"{fit} of {total} layers fit"
-        reason = f"auto: {how} on {where}, keeping {margin_bytes // MIB} MiB free"
-        return OffloadPlan(fit, device, total, "auto", reason)
+        return _plan_auto(device, footprint, margin_bytes)
+    total = footprint.layers_total
     layers = total if requested == "all" or requested < 0 else min(requested, total)
-    reason = f"{layers} of {total} layers on {where} as asked"
+    reason = f"{layers} of {total} layers on {_where(device)} as asked"
     return OffloadPlan(layers, device, total, describe_request(requested), reason)
+
+
+def _where(device: GpuDevice) -> str:
+    return f"{device.description or device.name} ({device.free_bytes // MIB} MiB free)"
+
+
+def _plan_auto(device: GpuDevice, footprint: ModelFootprint, margin_bytes: int) -> OffloadPlan:
+    total = footprint.layers_total
+    fit = layers_that_fit(device, footprint, margin_bytes)
+    if fit <= 0:
+        reason = (
+            f"not enough free memory on {_where(device)} for one layer "
+            f"({footprint.bytes_per_layer // MIB} MiB each, "
+            f"{margin_bytes // MIB} MiB kept free)"
+        )
+        return _cpu_plan("auto", footprint, reason, False)
+    how = "all layers fit" if fit == total else f"{fit} of {total} layers fit"
+    reason = f"auto: {how} on {_where(device)}, keeping {margin_bytes // MIB} MiB free"
+    return OffloadPlan(fit, device, total, "auto", reason)
 
 
 def next_fallback(plan: OffloadPlan, failure: str) -> OffloadPlan | None:
