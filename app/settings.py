@@ -26,7 +26,7 @@ from pydantic_settings import (
 from app.engine.types import EngineConfig, GpuLayers
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_MODELS_DIR = REPO_ROOT / "models"
+DEFAULT_MODELS_DIR = REPO_ROOT / "models"  # in a checkout (editable install)
 DEFAULT_MODEL = "smollm2"
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
 
@@ -72,6 +72,13 @@ class ConfigFileSource(PydanticBaseSettingsSource):
         return dict(self.values)
 
 
+def default_models_dir() -> Path:
+    """``models/`` in a checkout; ``~/.cache/cria/models`` for a non-editable install."""
+    if (REPO_ROOT / "pyproject.toml").is_file():
+        return DEFAULT_MODELS_DIR
+    return Path.home() / ".cache" / "cria" / "models"
+
+
 def _split_list(value: object) -> object:
     """Accept ``a,b`` from the environment as well as a real list."""
     if isinstance(value, str):
@@ -96,7 +103,8 @@ class Settings(BaseSettings):
         None, description="Model id shown to clients (default: the file name without .gguf)."
     )
     models_dir: Path = Field(
-        DEFAULT_MODELS_DIR, description="Folder where models are looked up and downloaded."
+        default_factory=default_models_dir,
+        description="Folder where models are looked up and downloaded.",
     )
     # --- server ------------------------------------------------------------------------
     host: str = Field("127.0.0.1", description="Address to bind.")

