@@ -338,3 +338,18 @@ def test_ggml_device_api_lists_the_cpu(backend: LlamaBackend) -> None:
     if not _lib.supports_gpu_offload():
         assert gpus == []
         assert backend.info().offload.reason.startswith("this llama.cpp build has no GPU backend")
+
+
+def test_empty_device_list_loads_on_the_cpu(model_path: Path) -> None:
+    """The CPU fallback on GPU builds passes an empty NULL-terminated device list."""
+    from app.engine.llama import _lib
+
+    params = _lib.model_default_params()
+    params.devices = _lib.no_devices()
+    params.use_extra_bufts = False
+    model = _lib.model_load(str(model_path), params)
+    assert model is not None
+    try:
+        assert _lib.model_int(model, "n_layer") == 30
+    finally:
+        _lib.model_free(model)

@@ -104,6 +104,16 @@ def context_default_params() -> Any:
     return L.llama_context_default_params()
 
 
+# An empty, NULL-terminated device list: llama_model_params.devices = this keeps a model
+# (and its context) off every GPU. Module-level so the memory outlives every load.
+_NO_DEVICES = (ctypes.c_void_p * 1)()
+
+
+def no_devices() -> int:
+    """Address for ``llama_model_params.devices`` that means "no GPU devices at all"."""
+    return ctypes.addressof(_NO_DEVICES)
+
+
 def model_load(path: str, params: Any) -> int | None:
     """llama_model_load_from_file; None on failure."""
     handle = L.llama_model_load_from_file(path.encode(), params)

@@ -100,6 +100,9 @@ def _model_params(plan: OffloadPlan, amx: AmxDecision) -> Any:
     if plan.device is not None:
         params.split_mode = _lib.SPLIT_MODE_NONE
         params.main_gpu = plan.device.index
+    elif _lib.supports_gpu_offload():
+        # The CPU plan (asked for, or the last fallback): no GPU for weights, KV or ops.
+        params.devices = _lib.no_devices()
     return params
 
 
