@@ -17,7 +17,6 @@ const state = {
   apiKey: loadApiKey(),
   history: [], // completed turns only: {role, content}
   active: null, // {controller} while a reply streams
-  modelId: null,
   modelCardLoaded: false,
 };
 
@@ -38,7 +37,6 @@ function requestBody() {
     stream_options: { include_usage: true },
     temperature: state.settings.temperature,
   };
-  if (state.modelId) body.model = state.modelId;
   if (state.settings.maxTokens !== null) body.max_tokens = state.settings.maxTokens;
   return body;
 }
@@ -157,8 +155,11 @@ const ERROR_TEXT = {
     "The server is busy",
     `Every slot is taken and the queue is full.${e.retryAfter !== null ? ` Try again in ${e.retryAfter} s.` : ""}`,
   ],
-  loading: (e) => ["The model is still loading", e.message || "Try again in a few seconds."],
-  too_long: (e) => ["The conversation is too long for the model's context", `${e.message} Start a new chat or shorten the message.`],
+  loading: (e) =>
+    !e.code || e.code === "model_loading"
+      ? ["The model is still loading", `${e.message || ""} Try again in a few seconds.`.trim()]
+      : ["The model is not available", e.message],
+  too_long: (e) => ["The conversation is too long for the model's context", e.message],
   bad_request: (e) => ["The server refused the request", e.message],
   auth: () => ["An API key is needed", "This server requires an API key. Enter it to continue."],
   server: (e) => ["The server had a problem", e.message],
