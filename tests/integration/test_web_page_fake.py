@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from tests.support.browser import RequestLog, chromium_browser, require_chromium, wait_until
+from tests.support.web_apps import ENGINE_FAILURE
 from tests.support.web_server import FAKE_FACTORY, Server, serve
 
 pytestmark = pytest.mark.browser
@@ -210,3 +211,20 @@ def test_server_gone_shows_a_network_error_and_the_page_stays_usable(context: An
             page.evaluate("localStorage.getItem('cria.settings') || 'null'") or "null"
         )
         assert settings is None  # nothing was saved behind the user's back
+
+
+def test_error_event_mid_stream_keeps_the_text_and_says_what_happened(context: Any) -> None:
+    env = {"WEBTEST_FAIL_AFTER": "4", "WEBTEST_REPLY": "one two three four five six seven"}
+    with serve(FAKE_FACTORY, env) as server:
+        page = context.new_page()
+        page.goto(server.base_url)
+        send(page, "Go")
+        card = error_card(page)
+        assert "The reply stopped with an error" in card
+        assert ENGINE_FAILURE in card
+        reply = page.locator(".msg-assistant")
+        assert reply.get_attribute("data-state") == "error"
+        assert reply.locator(".content").inner_text() == "one two three four"
+        assert reply.locator(".meta").inner_text() == "The reply was cut short."
+        wait_until(page, "() => !document.getElementById('send').hidden")
+        assert server.health().json()["slots_busy"] == 0

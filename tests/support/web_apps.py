@@ -2,29 +2,65 @@
 
 The FakeEngine is configured from ``WEBTEST_*`` environment variables (not ``CRIA_*``, which
 belong to the settings tree): the reply text, the pause between tokens, slots, queue size,
-context size and a start delay (a server that stays "loading").
+context size, a start delay (a server that stays "loading"), and ``WEBTEST_FAIL_AFTER``: end
+every stream with an engine error after that many tokens (the final SSE error event).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import FastAPI
 
 from app.api.app import create_app
+from app.engine.types import FinishReason, GenerationRequest, TokenEvent, Usage
 from app.settings import Settings
 from tests.support.fake_engine import FakeEngine
+
+ENGINE_FAILURE = "The engine failed while generating (scripted by the test)."
+
+
+class FailingEngine(FakeEngine):
+    """A FakeEngine whose streams end with FinishReason.ERROR after ``fail_after`` tokens."""
+
+    def __init__(self, fail_after: int, **options: Any) -> None:
+        super().__init__(**options)
+        self.fail_after = fail_after
+
+    def submit(self, request: GenerationRequest) -> AsyncIterator[TokenEvent]:
+        return self._fail(super().submit(request), request.request_id)
+
+    async def _fail(self, stream: AsyncIterator[TokenEvent], rid: str) -> AsyncIterator[TokenEvent]:
+        sent = 0
+        try:
+            async for event in stream:
+                if event.is_final or sent >= self.fail_after:
+                    break
+                sent += 1
+                yield event
+            usage = Usage(prompt_tokens=1, cached_prompt_tokens=0, completion_tokens=sent)
+            yield TokenEvent(
+                rid, finish_reason=FinishReason.ERROR, error=ENGINE_FAILURE, usage=usage
+            )
+        finally:
+            await stream.aclose()  # type: ignore[attr-defined]  # it is an async generator
 
 
 def fake_app() -> FastAPI:
     """The real app (settings from ``CRIA_*``) over a FakeEngine with a scripted reply."""
     reply = os.environ.get("WEBTEST_REPLY", "Hello from the fake engine, one word at a time.")
-    engine = FakeEngine(
-        reply=lambda _prompt: reply,
-        token_delay_s=float(os.environ.get("WEBTEST_TOKEN_DELAY_S", "0.02")),
-        n_slots=int(os.environ.get("WEBTEST_SLOTS", "4")),
-        max_queue=int(os.environ.get("WEBTEST_MAX_QUEUE", "8")),
-        n_ctx_slot=int(os.environ.get("WEBTEST_CTX", "256")),
-        start_delay_s=float(os.environ.get("WEBTEST_START_DELAY_S", "0")),
+    options: dict[str, Any] = {
+        "reply": lambda _prompt: reply,
+        "token_delay_s": float(os.environ.get("WEBTEST_TOKEN_DELAY_S", "0.02")),
+        "n_slots": int(os.environ.get("WEBTEST_SLOTS", "4")),
+        "max_queue": int(os.environ.get("WEBTEST_MAX_QUEUE", "8")),
+        "n_ctx_slot": int(os.environ.get("WEBTEST_CTX", "256")),
+        "start_delay_s": float(os.environ.get("WEBTEST_START_DELAY_S", "0")),
+    }
+    fail_after = os.environ.get("WEBTEST_FAIL_AFTER")
+    engine = (
+        FakeEngine(**options) if fail_after is None else FailingEngine(int(fail_after), **options)
     )
     return create_app(Settings(), engine)
