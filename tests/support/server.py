@@ -46,6 +46,19 @@ def fake_app_from_env() -> FastAPI:
     return create_app(settings, FakeEngine(**options))
 
 
+def real_model_env(model_path: Path, **overrides: str) -> dict[str, str]:
+    """``CRIA_*`` variables serving the real model with small, test-friendly settings."""
+    env = {
+        "CRIA_MODEL": str(model_path),
+        "CRIA_PARALLEL": "8",
+        "CRIA_CTX_SIZE": "1024",
+        "CRIA_BATCH_SIZE": "256",
+        "CRIA_SEED": "1234",
+    }
+    env.update({f"CRIA_{name.upper()}": value for name, value in overrides.items()})
+    return env
+
+
 def free_port() -> int:
     """A port free on 127.0.0.1 right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
