@@ -1,4 +1,4 @@
-"""The page's Markdown renderer and SSE parser, run in a real headless Chromium.
+"""The page's Markdown renderer, SSE parser and reply figures, run in a real headless Chromium.
 
 No server: Playwright answers requests for a made-up origin from app/web/static, and the
 tests import the ES modules there and call them directly.
@@ -41,9 +41,10 @@ def page() -> Iterator[Any]:
             type="module",
             content="import * as md from '/static/markdown.js';"
             "import * as sse from '/static/sse.js';"
-            "window.md = md; window.sse = sse;",
+            "import * as fmt from '/static/format.js';"
+            "window.md = md; window.sse = sse; window.fmt = fmt;",
         )
-        page.wait_for_function("window.md && window.sse")
+        page.wait_for_function("window.md && window.sse && window.fmt")
         yield page
 
 
@@ -219,3 +220,21 @@ def test_sse_parser_byte_by_byte_and_unterminated_tail(page: Any) -> None:
         *SSE_EVENTS,
         {"event": "message", "data": "tail without blank line"},
     ]
+
+
+FIGURES_JS = "([result, timing, now]) => window.fmt.replyFigures(result, timing, now)"
+
+
+def test_reply_figures_from_usage_and_timing(page: Any) -> None:
+    result = {"usage": {"completion_tokens": 41}, "finishReason": "length"}
+    timing = {"start": 0, "first": 500, "last": 4500, "pieces": 40}
+    assert page.evaluate(FIGURES_JS, [result, timing, 4600]) == (
+        "41 tokens · 10.0 tok/s · first token 0.50 s · hit the max tokens limit"
+    )
+
+
+def test_reply_figures_without_usage_count_pieces(page: Any) -> None:
+    timing = {"start": 0, "first": 200, "last": 200, "pieces": 1}
+    assert page.evaluate(FIGURES_JS, [{}, timing, 1000]) == (
+        "~1 token · 1.0 tok/s · first token 0.20 s"
+    )

@@ -1,6 +1,7 @@
 // The chat page's controller: composer, conversation, streaming, Stop, errors, API key.
 
 import { ApiError, getJson, streamChat } from "./api.js";
+import { errorText, replyFigures } from "./format.js";
 import { askForApiKey, editSettings, loadApiKey, loadSettings, saveApiKey, saveSettings } from "./settings.js";
 import {
   AssistantMessage,
@@ -133,42 +134,8 @@ async function handleFailure(error, view, text, timing) {
   return "error";
 }
 
-/** "42 tokens · 95.3 tok/s", from the usage chunk and the time between first and last piece. */
-function replyFigures(result, timing) {
-  const usage = result.usage && typeof result.usage === "object" ? result.usage : null;
-  const counted = Number.isInteger(usage?.completion_tokens);
-  const tokens = counted ? usage.completion_tokens : timing.pieces;
-  const parts = [`${counted ? "" : "~"}${tokens} token${tokens === 1 ? "" : "s"}`];
-  const now = performance.now();
-  const span = timing.first !== null && timing.last > timing.first ? (timing.last - timing.first) / 1000 : 0;
-  let rate = null;
-  if (tokens > 1 && span > 0.05) rate = (tokens - 1) / span;
-  else if (tokens > 0) rate = tokens / Math.max((now - timing.start) / 1000, 0.001);
-  if (rate !== null) parts.push(`${rate.toFixed(1)} tok/s`);
-  if (timing.first !== null) parts.push(`first token ${((timing.first - timing.start) / 1000).toFixed(2)} s`);
-  if (result.finishReason === "length") parts.push("hit the max tokens limit");
-  return parts.join(" · ");
-}
-
-const ERROR_TEXT = {
-  busy: (e) => [
-    "The server is busy",
-    `Every slot is taken and the queue is full.${e.retryAfter !== null ? ` Try again in ${e.retryAfter} s.` : ""}`,
-  ],
-  loading: (e) =>
-    !e.code || e.code === "model_loading"
-      ? ["The model is still loading", `${e.message || ""} Try again in a few seconds.`.trim()]
-      : ["The model is not available", e.message],
-  too_long: (e) => ["The conversation is too long for the model's context", e.message],
-  bad_request: (e) => ["The server refused the request", e.message],
-  auth: () => ["An API key is needed", "This server requires an API key. Enter it to continue."],
-  server: (e) => ["The server had a problem", e.message],
-  stream: (e) => ["The reply stopped with an error", e.message],
-  network: (e) => ["Can't reach the server", e.message],
-};
-
 function showError(error, retry) {
-  const [title, detail] = (ERROR_TEXT[error.kind] || ERROR_TEXT.server)(error);
+  const [title, detail] = errorText(error);
   const actions = [{ label: "Try again", onClick: retry }];
   if (error.kind === "auth") actions.unshift({ label: "Enter API key", onClick: () => promptForKey(retry) });
   if (error.kind === "too_long") actions.unshift({ label: "New chat", onClick: newChat });
