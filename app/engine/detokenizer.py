@@ -4,7 +4,9 @@ A token's piece is raw bytes and may end in the middle of a multibyte UTF-8 char
 (byte-level BPE splits emoji and CJK characters over several tokens). Decoding each piece
 on its own would emit U+FFFD for every split character, so the bytes of an incomplete
 trailing character are held back until the token that completes it arrives. Only bytes
-that can never become valid UTF-8 turn into U+FFFD.
+that can never become valid UTF-8 turn into U+FFFD. A character left incomplete when the
+stream ends (generation cut by max_tokens in the middle of an emoji) is dropped: it was
+never produced, and showing U+FFFD for it would be the very glitch this module prevents.
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ class Detokenizer:
     """Turns a stream of token byte pieces into text deltas, one piece at a time.
 
     ``push`` returns the text that is complete so far (possibly ""), holding back the bytes
-    of a character that is not complete yet; ``flush`` returns what is left at the end
-    (an incomplete character there can never complete, so it becomes U+FFFD).
+    of a character that is not complete yet; ``flush`` ends the stream, dropping the bytes
+    of a character that did not complete.
     """
 
     __slots__ = ("_decoder",)
@@ -37,10 +39,16 @@ class Detokenizer:
         return self._decoder.decode(piece)
 
     def flush(self) -> str:
-        """End of stream: return the held-back bytes (U+FFFD for an incomplete character)."""
-        text = self._decoder.decode(b"", final=True)
+        """End of stream: drop the bytes of an incomplete last character; ready for reuse.
+
+        Returns "" (the decoder only ever holds back the valid start of a character, so
+        nothing complete is left); the return value keeps the push/flush shape symmetric.
+        """
+        dropped = self.pending_bytes
+        if dropped:
+            logger.debug("dropping %d bytes of an incomplete UTF-8 character", dropped)
         self._decoder.reset()
-        return text
+        return ""
 
     @property
     def pending_bytes(self) -> int:

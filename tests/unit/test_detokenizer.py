@@ -58,10 +58,11 @@ def test_pending_bytes_counts_the_held_back_prefix() -> None:
     assert detok.pending_bytes == 0
 
 
-def test_incomplete_character_at_the_end_becomes_one_replacement_char() -> None:
+def test_character_cut_off_by_the_end_of_the_stream_is_dropped_not_replaced() -> None:
     detok = Detokenizer()
     assert detok.push(b"ok" + "😀".encode()[:2]) == "ok"
-    assert detok.flush() == REPLACEMENT
+    assert detok.flush() == ""
+    assert detokenize([b"a", "世".encode()[:2]]) == "a"
 
 
 @pytest.mark.parametrize(
