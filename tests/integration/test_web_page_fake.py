@@ -7,6 +7,7 @@ is scripted, so replies can carry hostile HTML and errors can be produced on dem
 from __future__ import annotations
 
 import json
+import signal
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,10 +15,12 @@ import httpx
 import pytest
 
 from tests.support.browser import RequestLog, chromium_browser, require_chromium, wait_until
+from tests.support.server import ServerProcess, running_server
 from tests.support.web_apps import ENGINE_FAILURE
-from tests.support.web_server import FAKE_FACTORY, Server, serve
 
 pytestmark = pytest.mark.browser
+
+FAKE_FACTORY = "tests.support.web_apps:fake_app"
 
 HOSTILE_REPLY = (
     "Here: <script>window.__xss = 1</script> and "
@@ -25,6 +28,11 @@ HOSTILE_REPLY = (
     "[click me](javascript:window.__xss=3) and **bold** done."
 )
 CODE_REPLY = "Use this:\n\n```python\nprint('hi')\n```\n\nThat is all."
+
+
+def serve_fake(env: dict[str, str], *, wait_ready: bool = True) -> Any:
+    """The real app over the scripted engine of tests/support/web_apps.py, in uvicorn."""
+    return running_server(env, factory=FAKE_FACTORY, wait_ready=wait_ready)
 
 
 @pytest.fixture(scope="module")
@@ -42,13 +50,17 @@ def context(browser: Any) -> Iterator[Any]:
 
 
 @pytest.fixture(scope="module")
-def code_server() -> Iterator[Server]:
-    with serve(FAKE_FACTORY, {"WEBTEST_REPLY": CODE_REPLY, "WEBTEST_CTX": "256"}) as running:
+def code_server() -> Iterator[ServerProcess]:
+    with serve_fake({"WEBTEST_REPLY": CODE_REPLY, "WEBTEST_CTX": "256"}) as running:
         yield running
 
 
 COUNTS_JS = """() => [document.querySelectorAll('.msg-assistant[data-state=done]').length,
                       document.querySelectorAll('.msg-error').length]"""
+
+
+def health(server: ServerProcess) -> httpx.Response:
+    return httpx.get(f"{server.base_url}/health", timeout=5)
 
 
 def send(page: Any, text: str) -> None:
@@ -77,7 +89,7 @@ def test_html_in_a_reply_is_text_and_runs_nothing(browser: Any, bypass_csp: bool
     context = browser.new_context(bypass_csp=bypass_csp)
     log = RequestLog()
     context.on("request", log.record)
-    with serve(FAKE_FACTORY, {"WEBTEST_REPLY": HOSTILE_REPLY}) as server:
+    with serve_fake({"WEBTEST_REPLY": HOSTILE_REPLY}) as server:
         page = context.new_page()
         page.goto(server.base_url)
         send_and_wait(page, "Say something dangerous.")
@@ -94,7 +106,7 @@ def test_html_in_a_reply_is_text_and_runs_nothing(browser: Any, bypass_csp: bool
     context.close()
 
 
-def test_settings_are_remembered_and_sent(context: Any, code_server: Server) -> None:
+def test_settings_are_remembered_and_sent(context: Any, code_server: ServerProcess) -> None:
     bodies: list[dict[str, Any]] = []
     context.on(
         "request", lambda r: r.url.endswith("/completions") and bodies.append(r.post_data_json)
@@ -122,7 +134,7 @@ def test_settings_are_remembered_and_sent(context: Any, code_server: Server) -> 
     assert "max tokens" in meta
 
 
-def test_copy_button_and_new_chat(context: Any, code_server: Server) -> None:
+def test_copy_button_and_new_chat(context: Any, code_server: ServerProcess) -> None:
     context.grant_permissions(["clipboard-read", "clipboard-write"])
     bodies: list[dict[str, Any]] = []
     context.on(
@@ -142,7 +154,7 @@ def test_copy_button_and_new_chat(context: Any, code_server: Server) -> None:
 
 
 def test_context_too_long_shows_the_server_message_then_recovers(
-    context: Any, code_server: Server
+    context: Any, code_server: ServerProcess
 ) -> None:
     page = context.new_page()
     page.goto(code_server.base_url)
@@ -158,7 +170,7 @@ def test_context_too_long_shows_the_server_message_then_recovers(
 def test_queue_full_shows_retry_after_then_try_again_works(context: Any) -> None:
     env = {"WEBTEST_SLOTS": "1", "WEBTEST_MAX_QUEUE": "0", "WEBTEST_TOKEN_DELAY_S": "0.05"}
     env["WEBTEST_REPLY"] = " ".join(["word"] * 200)
-    with serve(FAKE_FACTORY, env) as server:
+    with serve_fake(env) as server:
         page = context.new_page()
         page.goto(server.base_url)
         body = {"messages": [{"role": "user", "content": "hold"}], "stream": True}
@@ -169,7 +181,7 @@ def test_queue_full_shows_retry_after_then_try_again_works(context: Any) -> None
             lines = held.iter_lines()
             while '"content":"word' not in next(lines):
                 pass
-            assert server.health().json()["slots_busy"] == 1
+            assert health(server).json()["slots_busy"] == 1
             send(page, "Am I in?")
             card = error_card(page)
         assert "The server is busy" in card
@@ -187,8 +199,8 @@ def test_queue_full_shows_retry_after_then_try_again_works(context: Any) -> None
 
 def test_loading_server_says_so(context: Any) -> None:
     env = {"WEBTEST_START_DELAY_S": "600"}
-    with serve(FAKE_FACTORY, env, wait_healthy=False) as server:
-        assert server.health().status_code == 503
+    with serve_fake(env, wait_ready=False) as server:
+        assert health(server).status_code == 503
         page = context.new_page()
         page.goto(server.base_url)
         wait_until(page, "() => document.getElementById('status-dot').dataset.state === 'loading'")
@@ -198,11 +210,12 @@ def test_loading_server_says_so(context: Any) -> None:
 
 
 def test_server_gone_shows_a_network_error_and_the_page_stays_usable(context: Any) -> None:
-    with serve(FAKE_FACTORY, {}) as server:
+    with serve_fake({}) as server:
         page = context.new_page()
         page.goto(server.base_url)
         wait_until(page, "() => document.getElementById('status-dot').dataset.state === 'ok'")
-        server.stop()
+        server.process.send_signal(signal.SIGINT)
+        server.process.wait(timeout=15)
         send(page, "Anyone there?")
         assert "Can't reach the server" in error_card(page)
         page.fill("#input", "typing still works")
@@ -215,7 +228,7 @@ def test_server_gone_shows_a_network_error_and_the_page_stays_usable(context: An
 
 def test_error_event_mid_stream_keeps_the_text_and_says_what_happened(context: Any) -> None:
     env = {"WEBTEST_FAIL_AFTER": "4", "WEBTEST_REPLY": "one two three four five six seven"}
-    with serve(FAKE_FACTORY, env) as server:
+    with serve_fake(env) as server:
         page = context.new_page()
         page.goto(server.base_url)
         send(page, "Go")
@@ -227,4 +240,4 @@ def test_error_event_mid_stream_keeps_the_text_and_says_what_happened(context: A
         assert reply.locator(".content").inner_text() == "one two three four"
         assert reply.locator(".meta").inner_text() == "The reply was cut short."
         wait_until(page, "() => !document.getElementById('send').hidden")
-        assert server.health().json()["slots_busy"] == 0
+        assert health(server).json()["slots_busy"] == 0
