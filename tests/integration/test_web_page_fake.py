@@ -149,8 +149,14 @@ def test_copy_button_and_new_chat(context: Any, code_server: ServerProcess) -> N
     page.click("#new-chat")
     assert page.locator("#messages > li").count() == 0
     assert page.is_visible("#empty")
-    send_and_wait(page, "Fresh start")
-    assert [m["content"] for m in bodies[-1]["messages"]] == ["Fresh start"]
+    # Shift+Enter adds a line; Enter sends both lines as one message.
+    page.fill("#input", "Fresh start")
+    page.press("#input", "Shift+Enter")
+    page.keyboard.type("second line")
+    page.press("#input", "Enter")
+    wait_until(page, "() => document.querySelectorAll('.msg-assistant[data-state=done]').length")
+    assert page.locator(".msg-user .bubble").inner_text() == "Fresh start\nsecond line"
+    assert [m["content"] for m in bodies[-1]["messages"]] == ["Fresh start\nsecond line"]
 
 
 def test_context_too_long_shows_the_server_message_then_recovers(
