@@ -13,6 +13,7 @@ import logging
 import math
 import threading
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from time import perf_counter
 from typing import cast
 
@@ -43,6 +44,14 @@ BackendFactory = Callable[[EngineConfig], ModelBackend]
 _EventQueue = asyncio.Queue[list[TokenEvent]]
 
 
+@dataclass(frozen=True, slots=True)
+class _Sink:
+    """Where a request's events go: its queue, on the loop that submitted it."""
+
+    loop: asyncio.AbstractEventLoop
+    queue: _EventQueue
+
+
 def _load_llama_backend(config: EngineConfig) -> ModelBackend:
     # Imported here so that importing the engine never loads llama_cpp.
     from app.engine.llama import load_backend
@@ -61,13 +70,11 @@ class LlamaEngine:
         self._info: ModelInfo | None = None
         self._scheduler: Scheduler | None = None
         self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> None:
         """Load the model in a worker thread, then start the engine thread."""
         if self._backend is not None or self._health.state != "loading":
             raise RuntimeError("LlamaEngine.start() may be called once")
-        self._loop = asyncio.get_running_loop()
         self._health = EngineHealth("loading", f"loading {self._config.model_path}")
         try:
             backend = await asyncio.to_thread(self._factory, self._config)
@@ -78,6 +85,9 @@ class LlamaEngine:
         except Exception as exc:
             self._health = EngineHealth("dead", f"model load failed: {exc}")
             raise ModelLoadError(f"Could not load {self._config.model_path}: {exc}") from exc
+        if self._health.state == "stopped":  # stop() was called while the model loaded
+            await asyncio.to_thread(backend.close)
+            raise EngineDead("The engine was stopped while the model was loading.")
         self._backend, self._info = backend, info
         self._scheduler = Scheduler(
             backend,
@@ -118,9 +128,9 @@ class LlamaEngine:
         if len(prompt) >= limit:
             raise ContextLengthExceeded(len(prompt), limit)
         validate_sampling(request.sampling, n_vocab=cast(ModelInfo, self._info).n_vocab)
-        queue: _EventQueue = asyncio.Queue()
-        scheduler.enqueue(Sequence(request, prompt, queue, perf_counter()))
-        return _stream(queue)
+        sink = _Sink(asyncio.get_running_loop(), asyncio.Queue())
+        scheduler.enqueue(Sequence(request, prompt, sink, perf_counter()))
+        return _stream(sink.queue)
 
     def abort(self, request_id: str) -> None:
         """End a request at the next step; unknown ids are ignored. Thread-safe."""
@@ -144,6 +154,11 @@ class LlamaEngine:
         return EngineStats(
             0, cfg.n_slots, 0, cfg.max_queue, 0, cfg.n_slots * cfg.n_ctx_slot, 0, 0, 0, 0, 0
         )
+
+    @property
+    def steps(self) -> int:
+        """Scheduler steps run so far (one decode call each), for benchmarks and logs."""
+        return self._scheduler.steps if self._scheduler is not None else 0
 
     def model_info(self) -> ModelInfo:
         """Facts about the loaded model."""
@@ -191,20 +206,30 @@ class LlamaEngine:
                 logger.exception("failing the live requests failed")
         logger.debug("engine thread exits")
 
-    def _deliver(self, delivery: Delivery) -> None:
-        """Engine thread: hand a step's events to the event loop in one wake-up."""
-        loop = self._loop
-        if loop is None:
+    @staticmethod
+    def _deliver(delivery: Delivery) -> None:
+        """Engine thread: hand a step's events over, one loop wake-up per event loop."""
+        first = cast(_Sink, delivery[0][0]).loop
+        if all(cast(_Sink, sink).loop is first for sink, _ in delivery):
+            _call_soon(first, delivery)
             return
-        try:
-            loop.call_soon_threadsafe(_put_all, delivery)
-        except RuntimeError:  # the loop is closed: nobody is listening any more
-            logger.warning("event loop closed; dropped events of %d requests", len(delivery))
+        by_loop: dict[asyncio.AbstractEventLoop, Delivery] = {}
+        for item in delivery:
+            by_loop.setdefault(cast(_Sink, item[0]).loop, []).append(item)
+        for loop, items in by_loop.items():
+            _call_soon(loop, items)
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, delivery: Delivery) -> None:
+    try:
+        loop.call_soon_threadsafe(_put_all, delivery)
+    except RuntimeError:  # the loop is closed: nobody is listening any more
+        logger.warning("event loop closed; dropped events of %d requests", len(delivery))
 
 
 def _put_all(delivery: Delivery) -> None:
     for sink, events in delivery:
-        cast(_EventQueue, sink).put_nowait(events)
+        cast(_Sink, sink).queue.put_nowait(events)
 
 
 async def _stream(queue: _EventQueue) -> AsyncIterator[TokenEvent]:

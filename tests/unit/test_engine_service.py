@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator
 
 import pytest
@@ -262,3 +263,25 @@ async def test_multibyte_text_streams_without_replacement_chars() -> None:
     assert text_of(events) == "日本語 🎉 ok"
     assert not any("\ufffd" in e.text for e in events)
     await eng.stop()
+
+
+async def test_stop_during_load_closes_the_model_and_never_becomes_ready() -> None:
+    backend = FakeBackend()
+    loading = threading.Event()
+    release = threading.Event()
+
+    def slow_factory(_: EngineConfig) -> FakeBackend:
+        loading.set()
+        release.wait(5)
+        return backend
+
+    eng = LlamaEngine(EngineConfig(model_path="/m.gguf"), backend_factory=slow_factory)
+    start = asyncio.create_task(eng.start())
+    await asyncio.to_thread(loading.wait, 5)
+    assert eng.health().state == "loading"
+    await eng.stop()
+    release.set()
+    with pytest.raises(EngineDead):
+        await start
+    assert backend.closed
+    assert eng.health().state == "stopped"

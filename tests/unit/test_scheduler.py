@@ -264,3 +264,14 @@ def test_many_requests_over_few_slots_keep_positions_consistent() -> None:
         keys = [(bt.seq_id, bt.pos) for bt in batch]
         assert len(set(keys)) == len(keys)
         assert all(isinstance(bt, BatchToken) for bt in batch)
+
+
+def test_each_step_delivers_all_its_events_in_one_call() -> None:
+    h = Harness(FakeBackend(n_slots=4))
+    for i in range(4):
+        h.submit(f"r{i}", prompt_of(3, i), SamplingParams(temperature=0.0, max_tokens=5))
+    steps = h.run()
+    assert len(h.deliveries) == steps == 5
+    for delivery in h.deliveries:
+        assert sorted(str(sink) for sink, _ in delivery) == ["r0", "r1", "r2", "r3"]
+    assert [len(events) for _, events in h.deliveries[-1]] == [2, 2, 2, 2]  # token + final
