@@ -174,6 +174,10 @@ class Scheduler:
                     seq.sampler.close()
                 except Exception:  # the backend may be broken: keep failing the others
                     logger.exception("closing a sampler failed")
+            seq.sampler = None
+            if seq.slot is not None:
+                seq.slot.seq = None
+                seq.slot.cached = []  # unknown after a crash: never reuse it
         self._running.clear()
         self._flush()
 
@@ -200,7 +204,7 @@ class Scheduler:
         use_cache = self._prompt_cache and seq.request.use_cache
         slot, reuse = choose_slot(free, seq.prompt, use_cache)
         if len(slot.cached) > reuse:
-            self._backend.clear_seq(slot.seq_id, reuse)
+            reuse = self._trim_cache(slot, reuse)
         self._admissions += 1
         slot.last_used = self._admissions
         slot.cached = []
@@ -225,6 +229,21 @@ class Scheduler:
         except Exception as exc:
             logger.exception("could not set up sampling for %s", seq.request_id)
             self._finish(seq, FinishReason.ERROR, now, error=f"sampler setup failed: {exc}")
+
+    def _trim_cache(self, slot: Slot, keep: int) -> int:
+        """Drop a slot's cached cells from ``keep`` on; returns how many cells were kept.
+
+        Some models' caches (sliding-window or recurrent layers) cannot drop a tail, only
+        everything: then the prefix is not reused.
+        """
+        if keep:
+            try:
+                self._backend.clear_seq(slot.seq_id, keep)
+                return keep
+            except RuntimeError as exc:
+                logger.info("slot %d cannot keep a prefix (%s); clearing it", slot.seq_id, exc)
+        self._backend.clear_seq(slot.seq_id, 0)
+        return 0
 
     def _seed_for(self, seed: int | None) -> int:
         if seed is None:

@@ -125,6 +125,7 @@ class FakeBackend:
         self.gate.set()
         self.on_decode: Callable[[Sequence[BatchToken]], None] | None = None
         self.fail_with: BaseException | None = None
+        self.partial_clear_ok = True  # False: like a sliding-window cache, clear all or none
         self.closed = False
         self.owner: threading.Thread | None = None
 
@@ -193,6 +194,8 @@ class FakeBackend:
 
     def clear_seq(self, seq_id: int, start_pos: int = 0) -> None:
         self.check_thread()
+        if start_pos and not self.partial_clear_ok:
+            raise RuntimeError(f"cannot drop positions >= {start_pos} of sequence {seq_id}")
         self.clears.append((seq_id, start_pos))
         del self.kv[seq_id][start_pos:]
 

@@ -208,6 +208,8 @@ async def test_engine_thread_crash_fails_live_requests_and_marks_engine_dead() -
     assert "segfault-ish" in health.reason
     with pytest.raises(EngineDead):
         eng.submit(GenerationRequest("late", "c", GREEDY))
+    stats = eng.stats()
+    assert (stats.slots_busy, stats.requests_active) == (0, 0)
     await eng.stop()
     assert eng.health().state == "dead"
 

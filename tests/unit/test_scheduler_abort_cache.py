@@ -216,3 +216,20 @@ def test_final_event_carries_timings() -> None:
     assert t.prefill_s > 0
     assert t.decode_s > 0
     assert t.decode_tokens_per_s > 0
+
+
+def test_a_cache_that_cannot_drop_a_tail_is_cleared_and_not_reused() -> None:
+    backend = FakeBackend(n_slots=1)
+    backend.partial_clear_ok = False
+    h = Harness(backend)
+    h.submit("a", prompt_of(8), params(4))
+    h.run()
+    h.submit("b", prompt_of(8) + prompt_of(3, 4), params(4))
+    h.run()
+    final = h.final("b")
+    assert final is not None
+    assert final.usage is not None
+    assert final.usage.cached_prompt_tokens == 0
+    assert backend.clears[-1] == (0, 0)
+    assert len(h.tokens("b")) == 4
+    assert final.finish_reason is FinishReason.LENGTH
