@@ -21,7 +21,8 @@ from time import perf_counter
 
 from app.engine.backend import BatchToken, DecodeError, ModelBackend
 from app.engine.errors import EngineDead, InvalidRequest, Overloaded
-from app.engine.sequence import SeqState, Sequence, Slot, choose_slot
+from app.engine.sequence import SeqState, Sequence
+from app.engine.slots import SlotPool
 from app.engine.stops import StopMatcher
 from app.engine.types import EngineStats, FinishReason, TokenEvent
 
@@ -56,21 +57,20 @@ class Scheduler:
         self._default_seed = default_seed
         self._n_ctx = backend.n_ctx_slot
         self._n_batch = backend.n_batch
-        self._slots = [Slot(i) for i in range(backend.n_slots)]
+        self._pool = SlotPool(backend)
         # Shared with submitting threads, under _lock:
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._waiting: deque[Sequence] = deque()
         self._aborts: set[str] = set()
         self._ids: set[str] = set()
-        self._free = len(self._slots)
+        self._free = backend.n_slots
         self._closed: str | None = None
         # Engine thread only:
         self._running: list[Sequence] = []
         self._dirty: list[Sequence] = []
         self._pieces: dict[int, bytes] = {}
         self._eog: dict[int, bool] = {}
-        self._admissions = 0
         # Counters (written by one thread, read anywhere):
         self.requests_total = 0
         self.prompt_tokens_total = 0
@@ -121,14 +121,13 @@ class Scheduler:
 
     def stats(self) -> EngineStats:
         """A snapshot without waiting on the engine thread (values may be one step old)."""
-        busy = sum(1 for slot in self._slots if slot.seq is not None)
         return EngineStats(
-            slots_busy=busy,
-            slots_total=len(self._slots),
+            slots_busy=self._pool.busy(),
+            slots_total=len(self._pool.slots),
             queue_length=max(0, len(self._waiting) - self._free),
             max_queue=self._max_queue,
-            kv_cells_used=sum(slot.n_cells for slot in self._slots),
-            kv_cells_total=len(self._slots) * self._n_ctx,
+            kv_cells_used=self._pool.cells_used(),
+            kv_cells_total=len(self._pool.slots) * self._n_ctx,
             prompt_tokens_total=self.prompt_tokens_total,
             cached_prompt_tokens_total=self.cached_prompt_tokens_total,
             generated_tokens_total=self.generated_tokens_total,
@@ -176,8 +175,7 @@ class Scheduler:
                     logger.exception("closing a sampler failed")
             seq.sampler = None
             if seq.slot is not None:
-                seq.slot.seq = None
-                seq.slot.cached = []  # unknown after a crash: never reuse it
+                self._pool.forget(seq.slot)
         self._running.clear()
         self._flush()
 
@@ -200,15 +198,7 @@ class Scheduler:
 
     def _start(self, seq: Sequence, now: float) -> None:
         """Put a sequence into the best free slot, keeping a shared cached prefix."""
-        free = [slot for slot in self._slots if slot.seq is None]
-        use_cache = self._prompt_cache and seq.request.use_cache
-        slot, reuse = choose_slot(free, seq.prompt, use_cache)
-        if len(slot.cached) > reuse:
-            reuse = self._trim_cache(slot, reuse)
-        self._admissions += 1
-        slot.last_used = self._admissions
-        slot.cached = []
-        slot.seq, seq.slot = seq, slot
+        reuse = self._pool.assign(seq, self._prompt_cache and seq.request.use_cache)
         seq.tokens = list(seq.prompt)
         seq.n_past = seq.n_cached = reuse
         seq.state = SeqState.PREFILLING
@@ -229,21 +219,6 @@ class Scheduler:
         except Exception as exc:
             logger.exception("could not set up sampling for %s", seq.request_id)
             self._finish(seq, FinishReason.ERROR, now, error=f"sampler setup failed: {exc}")
-
-    def _trim_cache(self, slot: Slot, keep: int) -> int:
-        """Drop a slot's cached cells from ``keep`` on; returns how many cells were kept.
-
-        Some models' caches (sliding-window or recurrent layers) cannot drop a tail, only
-        everything: then the prefix is not reused.
-        """
-        if keep:
-            try:
-                self._backend.clear_seq(slot.seq_id, keep)
-                return keep
-            except RuntimeError as exc:
-                logger.info("slot %d cannot keep a prefix (%s); clearing it", slot.seq_id, exc)
-        self._backend.clear_seq(slot.seq_id, 0)
-        return 0
 
     def _seed_for(self, seed: int | None) -> int:
         if seed is None:
@@ -332,11 +307,10 @@ class Scheduler:
             seq.sampler = None
         slot = seq.slot
         if slot is not None:
-            if reason is FinishReason.CANCELLED or reason is FinishReason.ERROR:
-                self._backend.clear_seq(slot.seq_id, 0)  # abort frees the KV cells
-            else:  # keep them for the next request with the same prefix
-                slot.cached = seq.tokens[: seq.n_past]
-            slot.seq = None
+            # An abort or an error frees the KV cells; a normal end keeps them for the next
+            # request with the same prefix.
+            failed = reason is FinishReason.CANCELLED or reason is FinishReason.ERROR
+            self._pool.release(slot, None if failed else seq.tokens[: seq.n_past])
             self._running.remove(seq)
         with self._lock:
             self._ids.discard(seq.request_id)

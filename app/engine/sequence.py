@@ -1,8 +1,6 @@
-"""Per-request state on the engine thread (``Sequence``) and the KV slots it runs in (``Slot``).
+"""Per-request state on the engine thread: ``Sequence``.
 
-Only the engine thread touches these after admission. A slot keeps the tokens that are in
-its KV cache after its last request so the next request with the same prompt prefix (the
-next turn of a chat) prefills only the rest.
+Created on the event loop thread at submit; only the engine thread touches it after that.
 """
 
 from __future__ import annotations
@@ -10,11 +8,15 @@ from __future__ import annotations
 import enum
 import logging
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from app.engine.backend import Sampler
 from app.engine.detokenizer import Detokenizer
 from app.engine.stops import StopMatcher
 from app.engine.types import FinishReason, GenerationRequest, Timings, TokenEvent, Usage
+
+if TYPE_CHECKING:
+    from app.engine.slots import Slot
 
 logger = logging.getLogger(__name__)
 
@@ -112,58 +114,3 @@ class Sequence:
             timings=self.timings(now),
             error=error,
         )
-
-
-@dataclass(eq=False)
-class Slot:
-    """One sequence id of the llama context and what its KV cache holds."""
-
-    seq_id: int
-    cached: list[int] = field(default_factory=list)  # tokens in the KV cache while idle
-    seq: Sequence | None = None
-    last_used: int = 0  # admission counter, for least-recently-used choice
-
-    @property
-    def n_cells(self) -> int:
-        """KV cells this slot holds right now."""
-        seq = self.seq
-        return seq.n_past if seq is not None else len(self.cached)
-
-
-def common_prefix_len(a: list[int], b: list[int]) -> int:
-    """Number of leading tokens ``a`` and ``b`` share."""
-    n = min(len(a), len(b))
-    if a[:n] == b[:n]:  # the common case for a chat's next turn: one C-level compare
-        return n
-    lo, hi = 0, n  # invariant: a[:lo] == b[:lo], a[:hi] != b[:hi]
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if a[lo:mid] == b[lo:mid]:
-            lo = mid
-        else:
-            hi = mid
-    return lo
-
-
-def choose_slot(free: list[Slot], prompt: list[int], use_cache: bool) -> tuple[Slot, int]:
-    """Pick the free slot for ``prompt`` and how many of its cached tokens to keep.
-
-    With the cache on, the slot sharing the longest prefix with the prompt wins. At least
-    the last prompt token is always evaluated again so that there are logits to sample
-    from. Without a useful match, an empty slot, else the least recently used one, is
-    taken, so that the caches of recent conversations survive longest.
-    """
-    best: Slot | None = None
-    best_len = 0
-    if use_cache:
-        limit = len(prompt) - 1
-        for slot in free:
-            n = min(common_prefix_len(slot.cached, prompt), limit)
-            if n > best_len or (
-                n == best_len and n > 0 and best is not None and slot.last_used < best.last_used
-            ):
-                best, best_len = slot, n
-    if best is None or best_len == 0:
-        best = min(free, key=lambda s: (len(s.cached) > 0, s.last_used))
-        best_len = 0
-    return best, best_len
