@@ -353,3 +353,19 @@ def test_empty_device_list_loads_on_the_cpu(model_path: Path) -> None:
         assert _lib.model_int(model, "n_layer") == 30
     finally:
         _lib.model_free(model)
+
+
+def test_use_after_close_raises_instead_of_crashing(model_path: Path) -> None:
+    b = load_backend(EngineConfig(model_path=str(model_path), n_slots=1, n_ctx_slot=256))
+    sampler = b.new_sampler(GREEDY, 0)
+    sampler.close()
+    with pytest.raises(RuntimeError, match="sampler is closed"):
+        sampler.sample(0)
+    b.close()
+    with pytest.raises(RuntimeError, match="backend is closed"):
+        b.decode([BatchToken(100, 0, 0, True)])
+    with pytest.raises(RuntimeError, match="backend is closed"):
+        b.clear_seq(0)
+    with pytest.raises(RuntimeError, match="backend is closed"):
+        b.new_sampler(GREEDY, 0)
+    assert b.kv_cells_used() == 0

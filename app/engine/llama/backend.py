@@ -134,27 +134,37 @@ class LlamaBackend:
 
     def new_sampler(self, params: SamplingParams, seed: int) -> LlamaSampler:
         """A sampler chain for one sequence (the caller closes it)."""
-        if self._ctx is None:
+        ctx = self._ctx
+        if ctx is None:
             raise RuntimeError("backend is closed")
-        return LlamaSampler(self._ctx, self._n_vocab, self._n_ctx_slot, params, seed)
+        return LlamaSampler(ctx, self._n_vocab, self._n_ctx_slot, params, seed)
 
     def clear_seq(self, seq_id: int, start_pos: int = 0) -> None:
         """Drop the KV cells of ``seq_id`` at positions >= ``start_pos``."""
+        self._require_open()
         if not _lib.memory_seq_rm(self._mem, seq_id, start_pos, -1):
             raise RuntimeError(f"could not remove positions >= {start_pos} of sequence {seq_id}")
 
     def seq_pos_range(self, seq_id: int) -> tuple[int, int]:
         """(smallest, largest) position cached for ``seq_id``; (-1, -1) when empty."""
+        self._require_open()
         return _lib.memory_seq_pos_range(self._mem, seq_id)
 
     def kv_cells_used(self) -> int:
-        """KV cells holding data, summed over sequences."""
+        """KV cells holding data, summed over sequences (0 once closed)."""
+        if self._ctx is None:
+            return 0
         used = 0
         for seq in range(self._n_slots):
             lo, hi = _lib.memory_seq_pos_range(self._mem, seq)
             if hi >= 0:
                 used += hi - lo + 1
         return used
+
+    def _require_open(self) -> None:
+        # Native calls on freed handles would crash the process instead of raising.
+        if self._ctx is None:
+            raise RuntimeError("backend is closed")
 
     def close(self) -> None:
         """Free the batch, the context and the model. Idempotent.

@@ -75,10 +75,15 @@ class LlamaSampler:
 
     def sample(self, batch_index: int) -> int:
         """Sample from the logits of batch token ``batch_index`` and accept the result."""
-        return int(_lib.raw_sampler_sample(self._chain, self._ctx, batch_index))
+        chain = self._chain
+        if chain is None:  # a NULL chain would crash the process
+            raise RuntimeError("sampler is closed")
+        return int(_lib.raw_sampler_sample(chain, self._ctx, batch_index))
 
     def accept(self, token: int) -> None:
         """Feed a token (e.g. from the prompt) into the penalty history."""
+        if self._chain is None:
+            raise RuntimeError("sampler is closed")
         _lib.raw_sampler_accept(self._chain, token)
 
     def close(self) -> None:
