@@ -79,7 +79,9 @@ async def test_abort_while_decoding_frees_the_slot_at_once(model_path: Path) -> 
         final = victim[-1]
         assert final.finish_reason is FinishReason.CANCELLED
         assert final.usage is not None
-        assert 3 <= final.usage.completion_tokens <= 5
+        # cut short: at least the 3 tokens seen, fewer than max_tokens (how many more the
+        # engine made before the abort landed depends on how busy the machine is)
+        assert 3 <= final.usage.completion_tokens < 32
         done = await keep
         assert done[-1].finish_reason is not FinishReason.CANCELLED
         assert text_of(done) == alone
