@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
+from pydantic import ValidationError
 
+from app.api.errors import validation_error
 from app.api.middleware import new_request_id
 from app.api.runtime import EngineRuntime
 from app.engine.errors import InvalidRequest
 from app.engine.protocol import Engine
+from app.schemas.common import WireRequest
 from app.serving.generation import FinishSink
 from app.serving.sampling import Finished, Limits
 from app.settings import Settings
+
+W = TypeVar("W", bound=WireRequest)
 
 
 def get_runtime(request: Request) -> EngineRuntime:
@@ -65,9 +70,22 @@ async def json_object(request: Request) -> dict[str, Any]:
         body = json.loads(raw)
     except ValueError as exc:  # JSONDecodeError and undecodable bytes
         raise InvalidRequest(f"The request body is not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise InvalidRequest("The request body is nested too deeply.") from exc
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.")
     return body
+
+
+def parse_body(model: type[W], body: dict[str, Any]) -> W:
+    """``body`` validated as ``model``; the first problem becomes a 400 naming its field.
+
+    (Only request bodies: a ValidationError anywhere else is a bug and stays a 500.)
+    """
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        raise validation_error(exc.errors()) from exc
 
 
 def usage_recorder(request: Request) -> FinishSink:

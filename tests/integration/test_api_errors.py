@@ -33,6 +33,8 @@ BAD_BODIES: list[tuple[str, bytes | dict[str, Any], str | None]] = [
     ("malformed json", b'{"messages": [', None),
     ("empty body", b"", None),
     ("json array", b"[1, 2]", None),
+    ("deeply nested", b'{"messages": ' + b"[" * 50_000 + b"]" * 50_000 + b"}", None),
+    ("not utf-8", b'{"messages": "\xff\xfe"}', None),
     ("messages not a list", {"messages": "hi"}, "messages"),
     ("empty messages", {"messages": []}, "messages"),
     ("unknown role", {"messages": [{"role": "bot", "content": "x"}]}, "messages.0.role"),

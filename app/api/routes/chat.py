@@ -15,6 +15,7 @@ from app.api.deps import (
     RequestIdDep,
     SettingsDep,
     json_object,
+    parse_body,
     usage_recorder,
 )
 from app.api.disconnect import CLIENT_CLOSED_REQUEST, ClientGone, unless_disconnected
@@ -56,7 +57,7 @@ async def create_chat_completion(
     body = await json_object(request)
     if is_cria_body(body):
         return _cria_stream(body, request, engine, settings, limits, request_id)
-    chat = ChatCompletionRequest.model_validate(body)
+    chat = parse_body(ChatCompletionRequest, body)
     plan = plan_chat(chat, engine.model_info(), limits, request_id)
     events = engine.submit(plan.request)
     stream = pieces(engine, request_id, events, usage_recorder(request))
@@ -77,7 +78,7 @@ def _cria_stream(
     limits: Limits,
     request_id: str,
 ) -> Response:
-    prompt = CriaPromptRequest.model_validate(body)
+    prompt = parse_body(CriaPromptRequest, body)
     generation = plan_cria(prompt, engine.model_info(), limits, request_id)
     events = engine.submit(generation)
     stream = pieces(engine, request_id, events, usage_recorder(request))

@@ -12,6 +12,7 @@ from app.api.deps import (
     RequestIdDep,
     SettingsDep,
     json_object,
+    parse_body,
     usage_recorder,
 )
 from app.api.disconnect import CLIENT_CLOSED_REQUEST, ClientGone, unless_disconnected
@@ -35,7 +36,7 @@ async def create_completion(
     request_id: RequestIdDep,
 ) -> Response:
     """Create a text completion for a plain prompt."""
-    body = CompletionRequest.model_validate(await json_object(request))
+    body = parse_body(CompletionRequest, await json_object(request))
     plan = plan_completion(body, engine.model_info(), limits, request_id)
     events = engine.submit(plan.request)
     stream = pieces(engine, request_id, events, usage_recorder(request))
