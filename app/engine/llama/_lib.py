@@ -2,9 +2,9 @@
 
 Apart from the log router (``_native_log``), this is the one module that imports
 ``llama_cpp``: every other module of the backend calls the small typed helpers here, so the
-untyped bindings stay in one place. Pointers are plain
-``int`` handles (ctypes ``c_void_p`` results); NULL comes back as ``None`` and is turned into
-a typed error by the caller.
+untyped bindings stay in one place. Model, context, vocab and memory pointers are plain
+``int`` handles (ctypes ``c_void_p`` results; NULL comes back as ``None`` and the caller
+turns it into a typed error); sampler handles are opaque ctypes pointer objects.
 
 Importing this module routes llama.cpp's and ggml's log output into Python logging at DEBUG
 (llama-cpp-python otherwise prints everything to stderr).
