@@ -298,6 +298,14 @@ class Scheduler:
         """Emit the final event, close the sampler and free the slot."""
         if seq.state is SeqState.FINISHED:
             return
+        logger.debug(
+            "request %s finished (%s): %d prompt (%d cached), %d generated",
+            seq.request_id,
+            reason,
+            seq.n_prompt,
+            seq.n_cached,
+            seq.n_generated,
+        )
         # A normal end releases held-back text; a cancel or an error drops it.
         text = seq.tail_text() if reason in (FinishReason.STOP, FinishReason.LENGTH) else ""
         self._emit(seq, seq.final_event(reason, now, text=text, error=error))
