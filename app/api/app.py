@@ -11,9 +11,13 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from app.api.errors import install_error_handlers
 from app.api.middleware import REQUEST_ID_HEADER, BodySizeLimitMiddleware, RequestLogMiddleware
+from app.api.openapi import install_openapi
 from app.api.routes import chat, completions, health, models
 from app.api.runtime import EngineRuntime
 from app.engine.protocol import Engine
+from app.schemas.chat import ChatCompletionRequest
+from app.schemas.completions import CompletionRequest
+from app.schemas.cria import CriaPromptRequest
 from app.settings import Settings
 from app.web import routes as web_routes
 
@@ -42,6 +46,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.settings = settings
     app.state.runtime = runtime
     install_error_handlers(app)
+    install_openapi(app, [ChatCompletionRequest, CriaPromptRequest, CompletionRequest])
     for router in (health.router, models.router, chat.router, completions.router):
         app.include_router(router)
     app.include_router(web_routes.router)  # the chat page and its assets: public

@@ -19,6 +19,7 @@ from app.api.deps import (
     usage_recorder,
 )
 from app.api.disconnect import CLIENT_CLOSED_REQUEST, ClientGone, unless_disconnected
+from app.api.openapi import ERROR_RESPONSES, json_body
 from app.api.security import require_api_key
 from app.api.sse import StreamResponse
 from app.engine.protocol import Engine
@@ -42,7 +43,12 @@ def is_cria_body(body: dict[str, Any]) -> bool:
     return "prompt" in body and "messages" not in body
 
 
-@router.post("/{api_version}/chat/completions", response_model=None)
+@router.post(
+    "/{api_version}/chat/completions",
+    response_model=None,
+    responses=ERROR_RESPONSES,
+    openapi_extra=json_body(ChatCompletionRequest, CriaPromptRequest),
+)
 async def create_chat_completion(
     api_version: str,
     request: Request,

@@ -16,6 +16,7 @@ from app.api.deps import (
     usage_recorder,
 )
 from app.api.disconnect import CLIENT_CLOSED_REQUEST, ClientGone, unless_disconnected
+from app.api.openapi import ERROR_RESPONSES, json_body
 from app.api.security import require_api_key
 from app.api.sse import StreamResponse
 from app.schemas.completions import CompletionRequest
@@ -27,7 +28,12 @@ logger = logging.getLogger(__name__)
 router = APIRouter(dependencies=[Depends(require_api_key)], tags=["completions"])
 
 
-@router.post("/v1/completions", response_model=None)
+@router.post(
+    "/v1/completions",
+    response_model=None,
+    responses=ERROR_RESPONSES,
+    openapi_extra=json_body(CompletionRequest),
+)
 async def create_completion(
     request: Request,
     engine: EngineDep,

@@ -1,0 +1,43 @@
+"""The OpenAPI document describes the hand-read request bodies, with every $ref resolvable."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from tests.support.api import app_client
+
+
+def refs(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "$ref":
+                yield value
+            else:
+                yield from refs(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from refs(item)
+
+
+async def test_openapi_document_has_the_body_schemas_and_resolves() -> None:
+    async with app_client() as (client, _):
+        document = (await client.get("/openapi.json")).json()
+        docs = await client.get("/docs")
+    assert docs.status_code == 200
+    schemas = document["components"]["schemas"]
+    for ref in refs(document):
+        assert ref.startswith("#/components/schemas/")
+        assert ref.removeprefix("#/components/schemas/") in schemas, ref
+    chat = document["paths"]["/{api_version}/chat/completions"]["post"]
+    body = chat["requestBody"]["content"]["application/json"]["schema"]
+    assert {ref["$ref"].rsplit("/", 1)[-1] for ref in body["oneOf"]} == {
+        "ChatCompletionRequest",
+        "CriaPromptRequest",
+    }
+    assert "messages" in schemas["ChatCompletionRequest"]["properties"]
+    assert "429" in chat["responses"]
+    completions = document["paths"]["/v1/completions"]["post"]
+    assert completions["requestBody"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/CompletionRequest"
+    }
