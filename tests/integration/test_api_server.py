@@ -76,11 +76,10 @@ async def test_dropping_a_stream_frees_the_slot_and_the_next_request_starts(
     async with httpx.AsyncClient(base_url=server.base_url, headers=AUTH, timeout=30) as client:
         await wait_idle(client)
         async with client.stream("POST", "/v1/chat/completions", json=chat(400)) as response:
-            seen = 0
-            async for _ in events_of(response):
-                seen += 1
-                if seen == 10:
-                    break
+            # Keep the iterator referenced: a dropped one is closed at GC, closing the socket.
+            events = events_of(response)
+            for _ in range(10):
+                await anext(events)
             assert (await health(client))["slots_busy"] == 1
         # The connection is closed mid-stream: 390 tokens (about 4 s) were still to come.
         await wait_idle(client, timeout_s=1.0)
