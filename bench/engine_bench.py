@@ -21,10 +21,14 @@ import asyncio
 import os
 import statistics
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, cast
 
 import llama_cpp  # noqa: TID251 - the bare baseline loop talks to llama.cpp directly
 
+from app.engine.backend import BatchToken, ModelBackend
+from app.engine.llama import load_backend
 from app.engine.service import LlamaEngine
 from app.engine.types import EngineConfig, GenerationRequest, SamplingParams, TokenEvent
 from app.models.registry import resolve_model
@@ -46,54 +50,62 @@ def prompt(i: int) -> str:
 
 
 # --------------------------------------------------------------------------- bare loop
-def bare_decode_tps(args: argparse.Namespace, model_path: str, amx_guard: bool) -> float:
-    """Tokens/s of a minimal low-level decode loop (first sampled token -> last)."""
-    L = llama_cpp
-    mparams = L.llama_model_default_params()
-    mparams.use_extra_bufts = not amx_guard  # as the engine loaded it (AMX crashes here)
-    model = L.llama_model_load_from_file(model_path.encode(), mparams)
-    cparams = L.llama_context_default_params()
-    cparams.n_ctx = args.ctx
-    cparams.n_seq_max = 1
-    cparams.kv_unified = False
-    cparams.n_batch = cparams.n_ubatch = args.batch
-    cparams.n_threads = cparams.n_threads_batch = args.threads
-    cparams.flash_attn_type = L.LLAMA_FLASH_ATTN_TYPE_AUTO
-    cparams.no_perf = True
-    ctx = L.llama_init_from_model(model, cparams)
-    vocab = L.llama_model_get_vocab(model)
-    text = prompt(0).encode()
-    buf = (L.llama_token * (len(text) + 8))()
-    n_prompt = L.llama_tokenize(vocab, text, len(text), buf, len(buf), True, True)
-    chain = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
-    L.llama_sampler_chain_add(chain, L.llama_sampler_init_greedy())
-    batch = L.llama_batch_init(max(n_prompt, 1), 0, 1)
-    best = 0.0
-    for _ in range(args.repeat):
+class BareLoop:
+    """A minimal llama-cpp-python low-level decode loop: batch of one token, greedy chain."""
+
+    def __init__(self, args: argparse.Namespace, model_path: str, amx_guard: bool) -> None:
+        L = llama_cpp
+        self.tokens = args.tokens
+        mparams = L.llama_model_default_params()
+        mparams.use_extra_bufts = not amx_guard  # as the engine loaded it (AMX crashes here)
+        self.model = L.llama_model_load_from_file(model_path.encode(), mparams)
+        cparams = L.llama_context_default_params()
+        cparams.n_ctx = args.ctx
+        cparams.n_seq_max = 1
+        cparams.kv_unified = False
+        cparams.n_batch = cparams.n_ubatch = args.batch
+        cparams.n_threads = cparams.n_threads_batch = args.threads
+        cparams.flash_attn_type = L.LLAMA_FLASH_ATTN_TYPE_AUTO
+        cparams.no_perf = True
+        self.ctx = L.llama_init_from_model(self.model, cparams)
+        vocab = L.llama_model_get_vocab(self.model)
+        text = prompt(0).encode()
+        self.prompt = (L.llama_token * (len(text) + 8))()
+        self.n_prompt = L.llama_tokenize(
+            vocab, text, len(text), self.prompt, len(text) + 8, True, True
+        )
+        self.chain = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
+        L.llama_sampler_chain_add(self.chain, L.llama_sampler_init_greedy())
+        self.batch = L.llama_batch_init(max(self.n_prompt, 1), 0, 1)
+
+    def run(self) -> float:
+        """Decode tokens/s from the first sampled token to the last."""
+        L, batch, ctx = llama_cpp, self.batch, self.ctx
         L.llama_memory_seq_rm(L.llama_get_memory(ctx), 0, 0, -1)
-        for i in range(n_prompt):
-            batch.token[i], batch.pos[i], batch.n_seq_id[i] = buf[i], i, 1
-            batch.seq_id[i][0], batch.logits[i] = 0, i == n_prompt - 1
-        batch.n_tokens = n_prompt
+        for i in range(self.n_prompt):
+            batch.token[i], batch.pos[i], batch.n_seq_id[i] = self.prompt[i], i, 1
+            batch.seq_id[i][0], batch.logits[i] = 0, i == self.n_prompt - 1
+        batch.n_tokens = self.n_prompt
         assert L.llama_decode(ctx, batch) == 0
-        pos, t_first = n_prompt, 0.0
-        for k in range(args.tokens):
-            token = L.llama_sampler_sample(chain, ctx, -1)
+        pos, t_first = self.n_prompt, 0.0
+        for k in range(self.tokens):
+            token = L.llama_sampler_sample(self.chain, ctx, -1)
             if k == 0:
                 t_first = time.perf_counter()
-            if k == args.tokens - 1:
+            if k == self.tokens - 1:
                 break
             batch.token[0], batch.pos[0], batch.n_seq_id[0] = token, pos, 1
             batch.seq_id[0][0], batch.logits[0] = 0, True
             batch.n_tokens = 1
             assert L.llama_decode(ctx, batch) == 0
             pos += 1
-        best = max(best, (args.tokens - 1) / (time.perf_counter() - t_first))
-    L.llama_batch_free(batch)
-    L.llama_sampler_free(chain)
-    L.llama_free(ctx)
-    L.llama_model_free(model)
-    return best
+        return float((self.tokens - 1) / (time.perf_counter() - t_first))
+
+    def close(self) -> None:
+        llama_cpp.llama_batch_free(self.batch)
+        llama_cpp.llama_sampler_free(self.chain)
+        llama_cpp.llama_free(self.ctx)
+        llama_cpp.llama_model_free(self.model)
 
 
 # --------------------------------------------------------------------------- engine runs
@@ -117,19 +129,80 @@ async def collect(engine: LlamaEngine, rid: str, text: str, sp: SamplingParams) 
     return [event async for event in engine.submit(GenerationRequest(rid, text, sp))]
 
 
-async def engine_single_tps(args: argparse.Namespace, model_path: str) -> tuple[float, bool]:
-    """Best decode tokens/s of one stream on a one-slot engine, and its AMX guard flag."""
+async def single_stream(args: argparse.Namespace, model_path: str) -> tuple[float, float]:
+    """Best decode tokens/s of (bare loop, one-slot engine), runs interleaved against noise."""
     engine = LlamaEngine(engine_config(args, model_path, 1))
     await engine.start()
+    bare = BareLoop(args, model_path, engine.model_info().offload.amx_guard)
     try:
-        rates = []
+        bare_rates, engine_rates = [], []
         for r in range(args.repeat):
+            bare_rates.append(bare.run())
             final = (await collect(engine, f"s{r}", prompt(0), params(args)))[-1]
             assert final.timings is not None
-            rates.append(final.timings.decode_tokens_per_s)
-        return max(rates), engine.model_info().offload.amx_guard
+            engine_rates.append(final.timings.decode_tokens_per_s)
+        return max(bare_rates), max(engine_rates)
+    finally:
+        bare.close()
+        await engine.stop()
+
+
+class _TimedBackend:
+    """Delegates to the real backend, adding up the time spent inside llama.cpp calls."""
+
+    def __init__(self, inner: ModelBackend) -> None:
+        self.inner = inner
+        self.native_s = 0.0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def decode(self, batch: Sequence[BatchToken]) -> None:
+        t = time.perf_counter()
+        self.inner.decode(batch)
+        self.native_s += time.perf_counter() - t
+
+    def new_sampler(self, params: SamplingParams, seed: int) -> Any:
+        sampler, timed = self.inner.new_sampler(params, seed), self
+
+        class Timed:
+            def sample(self, index: int) -> int:
+                t = time.perf_counter()
+                token = sampler.sample(index)
+                timed.native_s += time.perf_counter() - t
+                return token
+
+            def accept(self, token: int) -> None:
+                sampler.accept(token)
+
+            def close(self) -> None:
+                sampler.close()
+
+        return Timed()
+
+
+async def python_overhead(args: argparse.Namespace, model_path: str) -> tuple[float, float]:
+    """(microseconds, share) of engine-thread time per token outside llama.cpp, one stream."""
+    timed: list[_TimedBackend] = []
+
+    def factory(config: EngineConfig) -> ModelBackend:
+        timed.append(_TimedBackend(load_backend(config)))
+        return cast(ModelBackend, timed[0])
+
+    engine = LlamaEngine(engine_config(args, model_path, 1), backend_factory=factory)
+    await engine.start()
+    try:
+        await collect(engine, "warm", prompt(0), params(args))
+        timed[0].native_s = 0.0
+        start = time.perf_counter()
+        steps0 = engine.steps
+        await collect(engine, "timed", prompt(1), params(args))
+        wall = time.perf_counter() - start
+        steps = engine.steps - steps0
     finally:
         await engine.stop()
+    other = wall - timed[0].native_s
+    return other / steps * 1e6, other / wall
 
 
 async def aggregate_tps(engine: LlamaEngine, args: argparse.Namespace, n: int, tag: str) -> float:
@@ -197,8 +270,12 @@ async def run(args: argparse.Namespace, model_path: str) -> None:
         f"model {Path(model_path).name}, threads {args.threads}, ctx/slot {args.ctx}, "
         f"batch {args.batch}, {args.tokens} tokens per request, best of {args.repeat}"
     )
-    single, amx_guard = await engine_single_tps(args, model_path)
-    bare = bare_decode_tps(args, model_path, amx_guard)
+    bare, single = await single_stream(args, model_path)
+    overhead_us, share = await python_overhead(args, model_path)
+    print(
+        f"engine overhead outside llama.cpp (engine thread + asyncio delivery, wall): "
+        f"{overhead_us:.0f} us per token ({share * 100:.1f}% of the time)"
+    )
     print(
         f"single stream: bare loop {bare:7.1f} tok/s | engine {single:7.1f} tok/s "
         f"| ratio {single / bare:.3f} (target >= 0.95)"
