@@ -75,5 +75,9 @@ class StreamResponse(EventSourceResponse):
             with anyio.CancelScope(shield=True):
                 for iterator in (self.body_iterator, self._chunks):
                     aclose = getattr(iterator, "aclose", None)
-                    if aclose is not None:
+                    if aclose is None:
+                        continue
+                    try:
                         await aclose()
+                    except RuntimeError as exc:  # e.g. "already running": nothing to close
+                        logger.debug("stream iterator not closed: %s", exc)
