@@ -130,7 +130,20 @@ def streams(args: argparse.Namespace) -> list[str]:
     return [QUESTIONS[i % len(QUESTIONS)] for i in range(args.streams)]
 
 
-async def http_rates(base_url: str, args: argparse.Namespace) -> tuple[float, float]:
+def event_loop_cpu_s(pid: int) -> float:
+    """CPU seconds of the server's main thread (the event loop: all HTTP work); Linux only."""
+    try:
+        stat = Path(f"/proc/{pid}/task/{pid}/stat").read_text()
+    except OSError:
+        return float("nan")
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def http_rates(
+    base_url: str, args: argparse.Namespace, pid: int
+) -> tuple[float, float, float]:
+    """Single-stream and aggregate tok/s, and event-loop CPU microseconds per token."""
     async with httpx.AsyncClient(base_url=base_url, timeout=600) as client:
 
         async def one(question: str) -> int:
@@ -147,8 +160,11 @@ async def http_rates(base_url: str, args: argparse.Namespace) -> tuple[float, fl
 
         await run(QUESTIONS[:1])  # warm-up
         single = await measure(run, QUESTIONS[:1], args.repeat)
+        cpu_before = event_loop_cpu_s(pid)
+        tokens = sum([await run(streams(args)) for _ in range(args.repeat)])
+        loop_us_per_token = (event_loop_cpu_s(pid) - cpu_before) / max(tokens, 1) * 1e6
         many = await measure(run, streams(args), args.repeat)
-    return single, many
+    return single, many, loop_us_per_token
 
 
 def free_port() -> int:
@@ -198,7 +214,7 @@ def main() -> None:
     engine_single, engine_many = asyncio.run(engine_rates(settings, args))
     process, base_url = start_server(settings)
     try:
-        http_single, http_many = asyncio.run(http_rates(base_url, args))
+        http_single, http_many, loop_us = asyncio.run(http_rates(base_url, args, process.pid))
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -208,6 +224,7 @@ def main() -> None:
         (f"{args.streams} streams tok/s", engine_many, http_many),
     ):
         print(f"{label:24}{engine_rate:12.1f}{http_rate:12.1f}{http_rate / engine_rate:8.3f}")
+    print(f"server event-loop CPU per streamed token ({args.streams} streams): {loop_us:.0f} us")
 
 
 if __name__ == "__main__":
