@@ -130,6 +130,18 @@ async def test_chunked_oversized_body_is_413_over_real_http(server: ServerProces
     assert after.status_code == 200
 
 
+async def test_declared_oversized_body_is_413_and_the_connection_recovers(
+    server: ServerProcess,
+) -> None:
+    big = {"messages": [{"role": "user", "content": "z" * 8000}]}
+    async with httpx.AsyncClient(base_url=server.base_url, headers=AUTH, timeout=30) as client:
+        response = await client.post("/v1/chat/completions", json=big)
+        after = await client.post("/v1/chat/completions", json=chat(2, stream=False))
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "request_too_large"
+    assert after.status_code == 200
+
+
 async def test_one_log_line_per_request_and_no_key_in_logs(server: ServerProcess) -> None:
     async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as client:
         await wait_idle(client)
