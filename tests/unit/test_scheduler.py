@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import replace
 from time import perf_counter
 
 import pytest
@@ -275,3 +276,20 @@ def test_each_step_delivers_all_its_events_in_one_call() -> None:
     for delivery in h.deliveries:
         assert sorted(str(sink) for sink, _ in delivery) == ["r0", "r1", "r2", "r3"]
     assert [len(events) for _, events in h.deliveries[-1]] == [2, 2, 2, 2]  # token + final
+
+
+def test_seed_falls_back_to_the_engine_default_then_to_random() -> None:
+    backend = FakeBackend()
+    events: list[object] = []
+    sched = Scheduler(backend, deliver=events.append, max_queue=4, default_seed=77)
+    warm = SamplingParams(temperature=0.7, max_tokens=1)
+    for rid, params in (("default", warm), ("own", replace(warm, seed=5))):
+        request = GenerationRequest(rid, (1, 2), params)
+        sched.enqueue(Sequence(request, [1, 2], rid, perf_counter()))
+    sched.step()
+    assert [s.seed for s in backend.samplers] == [77, 5]
+    h = Harness(FakeBackend())  # no default seed: a random one per request
+    for i in range(3):
+        h.submit(f"r{i}", prompt_of(3), warm)
+    h.sched.step()
+    assert len({s.seed for s in h.backend.samplers}) == 3
