@@ -64,11 +64,11 @@ async def test_eight_concurrent_streams_each_equal_their_solo_output(
         solo = []
         for question in QUESTIONS:
             response = await client.post(
-                "/v1/chat/completions", json=greedy(question, 24, stream=False)
+                "/v1/chat/completions", json=greedy(question, 16, stream=False)
             )
             solo.append(response.json()["choices"][0]["message"]["content"])
         together = await asyncio.gather(
-            *(stream_text(client, greedy(q, 24, stream=True)) for q in QUESTIONS)
+            *(stream_text(client, greedy(q, 16, stream=True)) for q in QUESTIONS)
         )
     assert all(solo)
     assert list(together) == solo

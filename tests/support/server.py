@@ -47,13 +47,18 @@ def fake_app_from_env() -> FastAPI:
 
 
 def real_model_env(model_path: Path, **overrides: str) -> dict[str, str]:
-    """``CRIA_*`` variables serving the real model with small, test-friendly settings."""
+    """``CRIA_*`` variables serving the real model with small, test-friendly settings.
+
+    One CPU thread: on a small shared machine, llama.cpp's worker threads spin at barriers
+    and slow down many times over when another process takes a core; one thread does not.
+    """
     env = {
         "CRIA_MODEL": str(model_path),
         "CRIA_PARALLEL": "8",
         "CRIA_CTX_SIZE": "1024",
         "CRIA_BATCH_SIZE": "256",
         "CRIA_SEED": "1234",
+        "CRIA_THREADS": "1",
     }
     env.update({f"CRIA_{name.upper()}": value for name, value in overrides.items()})
     return env
