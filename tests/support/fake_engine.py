@@ -19,8 +19,8 @@ from app.engine.types import (
     GenerationRequest,
     ModelInfo,
     OffloadInfo,
-    TokenEvent,
     Timings,
+    TokenEvent,
     Usage,
 )
 
@@ -119,8 +119,10 @@ class FakeEngine:
             raise EngineNotReady("The model is still loading.")
         if self.state != "ready":
             raise EngineDead(self.dead_reason or "The engine has stopped.")
-        prompt = request.prompt if isinstance(request.prompt, str) else " ".join(
-            str(t) for t in request.prompt
+        prompt = (
+            request.prompt
+            if isinstance(request.prompt, str)
+            else " ".join(str(t) for t in request.prompt)
         )
         n_prompt = self.count_tokens(prompt)
         if n_prompt >= self.n_ctx_slot:
