@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from app.api.errors import install_error_handlers
+from app.api.metrics import HttpMetrics
 from app.api.middleware import REQUEST_ID_HEADER, BodySizeLimitMiddleware, RequestLogMiddleware
 from app.api.openapi import install_openapi
 from app.api.routes import chat, completions, health, models
@@ -45,6 +46,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     )
     app.state.settings = settings
     app.state.runtime = runtime
+    app.state.http_metrics = http_metrics = HttpMetrics()
     install_error_handlers(app)
     install_openapi(app, [ChatCompletionRequest, CriaPromptRequest, CompletionRequest])
     for router in (health.router, models.router, chat.router, completions.router):
@@ -60,5 +62,5 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         expose_headers=[REQUEST_ID_HEADER, "Retry-After"],
         max_age=600,
     )
-    app.add_middleware(RequestLogMiddleware)
+    app.add_middleware(RequestLogMiddleware, metrics=http_metrics)
     return app

@@ -16,12 +16,13 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.errors import ApiError, PayloadTooLarge, error_response
+from app.api.metrics import HttpMetrics
 from app.serving.sampling import Finished
 
 logger = logging.getLogger(__name__)
 
 REQUEST_ID_HEADER = "X-Request-Id"
-QUIET_PATHS = frozenset({"/health", "/favicon.ico"})  # polled often: logged at DEBUG
+QUIET_PATHS = frozenset({"/health", "/metrics", "/favicon.ico"})  # polled often: logged at DEBUG
 
 
 def new_request_id() -> str:
@@ -30,10 +31,14 @@ def new_request_id() -> str:
 
 
 class RequestLogMiddleware:
-    """Gives each request an id (state and ``X-Request-Id``) and logs one line at its end."""
+    """Gives each request an id (state and ``X-Request-Id``) and logs one line at its end.
 
-    def __init__(self, app: ASGIApp) -> None:
+    The same numbers feed ``metrics`` (served at ``/metrics``) when one is given.
+    """
+
+    def __init__(self, app: ASGIApp, metrics: HttpMetrics | None = None) -> None:
         self.app = app
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -55,10 +60,12 @@ class RequestLogMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            _log_request(scope, request_id, status, time.perf_counter() - started)
+            _log_request(scope, request_id, status, time.perf_counter() - started, self.metrics)
 
 
-def _log_request(scope: Scope, request_id: str, status: int, duration_s: float) -> None:
+def _log_request(
+    scope: Scope, request_id: str, status: int, duration_s: float, metrics: HttpMetrics | None
+) -> None:
     route = getattr(scope.get("route"), "path", None) or scope.get("path", "")
     finished = scope.get("state", {}).get("finished")
     prompt_tokens = completion_tokens = 0
@@ -70,6 +77,10 @@ def _log_request(scope: Scope, request_id: str, status: int, duration_s: float) 
             tokens_per_s = finished.timings.decode_tokens_per_s
         elif duration_s > 0:
             tokens_per_s = completion_tokens / duration_s
+    if metrics is not None:
+        metrics.observe(
+            scope.get("method", ""), route, status, duration_s, prompt_tokens, completion_tokens
+        )
     level = logging.DEBUG if scope.get("path") in QUIET_PATHS else logging.INFO
     logger.log(
         level,

@@ -1,4 +1,4 @@
-"""Public routes: ``GET /health`` and ``GET /model-card``.
+"""``GET /health`` and ``GET /model-card`` (public), ``GET /metrics`` (behind the API key).
 
 Health never touches the engine thread: it reads the engine's non-blocking snapshots, so
 it answers at once even while every slot is generating.
@@ -6,10 +6,12 @@ it answers at once even while every slot is generating.
 
 from __future__ import annotations
 
-from fastapi import APIRouter
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
 
 from app.api.deps import EngineDep, RuntimeDep
+from app.api.metrics import HttpMetrics, render_metrics
+from app.api.security import require_api_key
 from app.engine.errors import EngineNotReady
 from app.schemas.cria import Health, ModelCard
 from app.serving.models import health as health_body
@@ -39,3 +41,17 @@ async def health(runtime: RuntimeDep) -> JSONResponse:
 async def get_model_card(engine: EngineDep) -> ModelCard:
     """CRIA's model card: name, version, description, language, and where the model runs."""
     return model_card(engine.model_info())
+
+
+@router.get(
+    "/metrics",
+    response_class=PlainTextResponse,
+    dependencies=[Depends(require_api_key)],
+    tags=["metrics"],
+)
+async def get_metrics(runtime: RuntimeDep, request: Request) -> PlainTextResponse:
+    """Prometheus metrics: engine state, slots, queue, KV cells, tokens, HTTP requests."""
+    engine = runtime.engine
+    http: HttpMetrics = request.app.state.http_metrics
+    body = render_metrics(runtime.health(), engine.stats() if engine else None, http)
+    return PlainTextResponse(body, media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -1,0 +1,59 @@
+"""``GET /metrics``: Prometheus text with engine state, slots, queue, tokens and HTTP counts."""
+
+from __future__ import annotations
+
+import re
+
+from tests.support.api import app_client
+from tests.support.fake_engine import FakeEngine
+
+USER = [{"role": "user", "content": "Hello"}]
+
+
+def samples(text: str) -> dict[str, float]:
+    """Parse exposition lines ``name{labels} value`` into a dict (comments skipped)."""
+    values: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            values[name] = float(value)
+    return values
+
+
+async def test_metrics_count_requests_tokens_and_report_the_engine() -> None:
+    async with app_client(FakeEngine(n_slots=3, max_queue=5)) as (client, _):
+        ok = await client.post("/v1/chat/completions", json={"messages": USER})
+        bad = await client.post("/v1/chat/completions", json={"messages": []})
+        response = await client.get("/metrics")
+    assert ok.status_code == 200
+    assert bad.status_code == 400
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+    values = samples(response.text)
+    assert values['cria_engine_state{state="ready"}'] == 1
+    assert values['cria_engine_state{state="loading"}'] == 0
+    assert values["cria_slots_total"] == 3
+    assert values["cria_slots_busy"] == 0
+    assert values["cria_queue_max"] == 5
+    assert values["cria_requests_total"] == 1
+    assert values["cria_generated_tokens_total"] == ok.json()["usage"]["completion_tokens"]
+    route = "/{api_version}/chat/completions"  # the route template: bounded label values
+    assert values[f'cria_http_requests_total{{method="POST",route="{route}",status="200"}}'] == 1
+    assert values[f'cria_http_requests_total{{method="POST",route="{route}",status="400"}}'] == 1
+    assert values[f'cria_http_request_duration_seconds_count{{route="{route}"}}'] == 2
+    assert values["cria_http_completion_tokens_total"] == ok.json()["usage"]["completion_tokens"]
+    # Every sample line belongs to a family declared with HELP and TYPE.
+    declared = set(re.findall(r"^# TYPE (\S+) ", response.text, flags=re.M))
+    for name in values:
+        family = re.sub(r"(_bucket|_sum|_count)$", "", name.split("{")[0])
+        assert family in declared or name.split("{")[0] in declared, name
+
+
+async def test_metrics_while_loading_and_behind_the_api_key() -> None:
+    engine = FakeEngine(start_delay_s=30)
+    async with app_client(engine, wait_ready=False, api_key=["secret-key-123"]) as (client, _):
+        denied = await client.get("/metrics")
+        loading = await client.get("/metrics", headers={"Authorization": "Bearer secret-key-123"})
+    assert denied.status_code == 401
+    assert loading.status_code == 200
+    assert samples(loading.text)['cria_engine_state{state="loading"}'] == 1
