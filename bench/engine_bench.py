@@ -20,6 +20,8 @@ import argparse
 import asyncio
 import os
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,7 +30,8 @@ from typing import Any, cast
 import llama_cpp  # noqa: TID251 - the bare baseline loop talks to llama.cpp directly
 
 from app.engine.backend import BatchToken, ModelBackend
-from app.engine.llama import load_backend
+from app.engine.llama import _lib, load_backend
+from app.engine.llama.cpu import decide_amx_guard, read_cpu_facts
 from app.engine.service import LlamaEngine
 from app.engine.types import EngineConfig, GenerationRequest, SamplingParams, TokenEvent
 from app.models.registry import resolve_model
@@ -51,17 +54,24 @@ def prompt(i: int) -> str:
 
 # --------------------------------------------------------------------------- bare loop
 class BareLoop:
-    """A minimal llama-cpp-python low-level decode loop: batch of one token, greedy chain."""
+    """A minimal llama-cpp-python low-level decode loop: greedy, ``n_seq`` sequences batched.
 
-    def __init__(self, args: argparse.Namespace, model_path: str, amx_guard: bool) -> None:
+    With ``n_seq=1`` it is the single-stream baseline; with ``n_seq=8`` it is the ceiling of
+    what llama.cpp itself gives on this machine for 8 batched sequences (no scheduler).
+    """
+
+    def __init__(
+        self, args: argparse.Namespace, model_path: str, amx_guard: bool, n_seq: int = 1
+    ) -> None:
         L = llama_cpp
         self.tokens = args.tokens
+        self.n_seq = n_seq
         mparams = L.llama_model_default_params()
         mparams.use_extra_bufts = not amx_guard  # as the engine loaded it (AMX crashes here)
         self.model = L.llama_model_load_from_file(model_path.encode(), mparams)
         cparams = L.llama_context_default_params()
-        cparams.n_ctx = args.ctx
-        cparams.n_seq_max = 1
+        cparams.n_ctx = args.ctx * n_seq
+        cparams.n_seq_max = n_seq
         cparams.kv_unified = False
         cparams.n_batch = cparams.n_ubatch = args.batch
         cparams.n_threads = cparams.n_threads_batch = args.threads
@@ -69,43 +79,65 @@ class BareLoop:
         cparams.no_perf = True
         self.ctx = L.llama_init_from_model(self.model, cparams)
         vocab = L.llama_model_get_vocab(self.model)
-        text = prompt(0).encode()
-        self.prompt = (L.llama_token * (len(text) + 8))()
-        self.n_prompt = L.llama_tokenize(
-            vocab, text, len(text), self.prompt, len(text) + 8, True, True
-        )
-        self.chain = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
-        L.llama_sampler_chain_add(self.chain, L.llama_sampler_init_greedy())
-        self.batch = L.llama_batch_init(max(self.n_prompt, 1), 0, 1)
+        self.prompts: list[list[int]] = []
+        for i in range(n_seq):
+            text = prompt(i).encode()
+            buf = (L.llama_token * (len(text) + 8))()
+            n = L.llama_tokenize(vocab, text, len(text), buf, len(text) + 8, True, True)
+            self.prompts.append(list(buf[:n]))
+        self.chains = []
+        for _ in range(n_seq):
+            chain = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
+            L.llama_sampler_chain_add(chain, L.llama_sampler_init_greedy())
+            self.chains.append(chain)
+        self.batch = L.llama_batch_init(max(args.batch, n_seq), 0, 1)
+
+    def _decode(self, items: list[tuple[int, int, int, bool]]) -> None:
+        batch = self.batch
+        for i, (token, pos, seq, logits) in enumerate(items):
+            batch.token[i], batch.pos[i], batch.n_seq_id[i] = token, pos, 1
+            batch.seq_id[i][0], batch.logits[i] = seq, logits
+        batch.n_tokens = len(items)
+        assert llama_cpp.llama_decode(self.ctx, batch) == 0
 
     def run(self) -> float:
-        """Decode tokens/s from the first sampled token to the last."""
-        L, batch, ctx = llama_cpp, self.batch, self.ctx
-        L.llama_memory_seq_rm(L.llama_get_memory(ctx), 0, 0, -1)
-        for i in range(self.n_prompt):
-            batch.token[i], batch.pos[i], batch.n_seq_id[i] = self.prompt[i], i, 1
-            batch.seq_id[i][0], batch.logits[i] = 0, i == self.n_prompt - 1
-        batch.n_tokens = self.n_prompt
-        assert L.llama_decode(ctx, batch) == 0
-        pos, t_first = self.n_prompt, 0.0
-        for k in range(self.tokens):
-            token = L.llama_sampler_sample(self.chain, ctx, -1)
-            if k == 0:
-                t_first = time.perf_counter()
-            if k == self.tokens - 1:
-                break
-            batch.token[0], batch.pos[0], batch.n_seq_id[0] = token, pos, 1
-            batch.seq_id[0][0], batch.logits[0] = 0, True
-            batch.n_tokens = 1
-            assert L.llama_decode(ctx, batch) == 0
-            pos += 1
-        return float((self.tokens - 1) / (time.perf_counter() - t_first))
+        """Decode tokens/s (all sequences) from the first sampled token to the last."""
+        L, ctx = llama_cpp, self.ctx
+        L.llama_memory_clear(L.llama_get_memory(ctx), True)
+        last = []
+        for seq, tokens in enumerate(self.prompts):
+            n = len(tokens)
+            self._decode([(t, p, seq, p == n - 1) for p, t in enumerate(tokens)])
+            last.append((L.llama_sampler_sample(self.chains[seq], ctx, -1), n))
+        t_first = time.perf_counter()
+        for _ in range(self.tokens - 1):
+            self._decode([(tok, pos, seq, True) for seq, (tok, pos) in enumerate(last)])
+            last = [
+                (L.llama_sampler_sample(self.chains[seq], ctx, seq), pos + 1)
+                for seq, (_, pos) in enumerate(last)
+            ]
+        return float(self.n_seq * (self.tokens - 1) / (time.perf_counter() - t_first))
 
     def close(self) -> None:
         llama_cpp.llama_batch_free(self.batch)
-        llama_cpp.llama_sampler_free(self.chain)
+        for chain in self.chains:
+            llama_cpp.llama_sampler_free(chain)
         llama_cpp.llama_free(self.ctx)
         llama_cpp.llama_model_free(self.model)
+
+
+def detect_amx_guard() -> bool:
+    """Whether the engine's loader would disable the AMX extra buffer type on this host."""
+    return decide_amx_guard(read_cpu_facts(), _lib.build_has_amx(), None).guard
+
+
+def bare_batched(args: argparse.Namespace, model_path: str, n: int) -> float:
+    """Decode tokens/s of the bare loop with ``n`` sequences batched (best of a few runs)."""
+    loop = BareLoop(args, model_path, amx_guard=detect_amx_guard(), n_seq=n)
+    try:
+        return max(loop.run() for _ in range(args.repeat))
+    finally:
+        loop.close()
 
 
 # --------------------------------------------------------------------------- engine runs
@@ -129,21 +161,34 @@ async def collect(engine: LlamaEngine, rid: str, text: str, sp: SamplingParams) 
     return [event async for event in engine.submit(GenerationRequest(rid, text, sp))]
 
 
+def bare_in_subprocess(args: argparse.Namespace, model_path: str, n_seq: int) -> float:
+    """The bare loop's decode tokens/s, measured in a fresh process.
+
+    A separate process, as a real server has: two llama contexts in one process (and their
+    thread pools) measurably slow each other down on 2 cores.
+    """
+    command = [
+        sys.executable, __file__, "--bare-only", str(n_seq), "--model", model_path,
+        "--tokens", str(args.tokens), "--threads", str(args.threads), "--ctx", str(args.ctx),
+        "--batch", str(args.batch), "--repeat", "1",
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, check=True, timeout=600)
+    return float(result.stdout.split()[-1])
+
+
 async def single_stream(args: argparse.Namespace, model_path: str) -> tuple[float, float]:
     """Best decode tokens/s of (bare loop, one-slot engine), runs interleaved against noise."""
     engine = LlamaEngine(engine_config(args, model_path, 1))
     await engine.start()
-    bare = BareLoop(args, model_path, engine.model_info().offload.amx_guard)
     try:
         bare_rates, engine_rates = [], []
         for r in range(args.repeat):
-            bare_rates.append(bare.run())
+            bare_rates.append(bare_in_subprocess(args, model_path, 1))
             final = (await collect(engine, f"s{r}", prompt(0), params(args)))[-1]
             assert final.timings is not None
             engine_rates.append(final.timings.decode_tokens_per_s)
         return max(bare_rates), max(engine_rates)
     finally:
-        bare.close()
         await engine.stop()
 
 
@@ -292,6 +337,11 @@ async def run(args: argparse.Namespace, model_path: str) -> None:
         base = agg.get(1) or single
         for n, tps in agg.items():
             print(f"aggregate {n} stream(s): {tps:7.1f} tok/s ({tps / base:.2f}x one stream)")
+        ceiling = max(bare_in_subprocess(args, model_path, 8) for _ in range(args.repeat))
+        print(
+            f"bare llama.cpp loop, 8 sequences batched (decode only, no scheduler): "
+            f"{ceiling:7.1f} tok/s ({ceiling / bare:.2f}x the bare single stream)"
+        )
         ttfts = [await ttft_under_load(engine, args) for _ in range(args.repeat)]
         print(
             f"time to first token with 7 streams decoding: {statistics.median(ttfts) * 1000:.0f} ms"
@@ -319,7 +369,11 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=512)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--streams", default="1,2,4,8", help="comma-separated stream counts")
+    parser.add_argument("--bare-only", type=int, metavar="N", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.bare_only:  # child process of bare_in_subprocess: print the rate and exit
+        print(bare_batched(args, args.model, args.bare_only))
+        return
     args.streams = [int(s) for s in args.streams.split(",")]
     model_path = args.model or str(resolve_model(DEFAULT_MODEL, DEFAULT_MODELS_DIR))
     asyncio.run(run(args, model_path))
