@@ -6,7 +6,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
 
-from app.schemas.common import CompletionUsage, FinishReasonWire, SamplingRequest, WireRequest
+from app.schemas.common import (
+    CompletionUsage,
+    FinishReasonWire,
+    SamplingRequest,
+    UsageWhenAsked,
+    WireRequest,
+)
 
 
 class TextContentPart(WireRequest):
@@ -88,7 +94,7 @@ class ChatCompletionChunkChoice(BaseModel):
     finish_reason: FinishReasonWire | None = None
 
 
-class ChatCompletionChunk(BaseModel):
+class ChatCompletionChunk(UsageWhenAsked):
     """One streamed chunk. ``usage`` is sent (null until the last chunk) only when asked."""
 
     id: str
@@ -98,11 +104,3 @@ class ChatCompletionChunk(BaseModel):
     system_fingerprint: str | None = None
     choices: list[ChatCompletionChunkChoice]
     usage: CompletionUsage | None = None
-    include_usage: bool = Field(False, exclude=True)
-
-    @model_serializer(mode="wrap")
-    def _usage_when_asked(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        data: dict[str, Any] = handler(self)
-        if not self.include_usage:
-            data.pop("usage", None)
-        return data

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+)
 
 
 class ErrorDetail(BaseModel):
@@ -35,6 +42,19 @@ class CompletionUsage(BaseModel):
     completion_tokens: int
     total_tokens: int
     prompt_tokens_details: PromptTokensDetails | None = None
+
+
+class UsageWhenAsked(BaseModel):
+    """A response whose ``usage`` key is sent only when ``include_usage`` (never sent) is set."""
+
+    include_usage: bool = Field(False, exclude=True)
+
+    @model_serializer(mode="wrap")
+    def _usage_when_asked(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if not self.include_usage:
+            data.pop("usage", None)
+        return data
 
 
 class StreamOptions(BaseModel):

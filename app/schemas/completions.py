@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import (
     BaseModel,
     Field,
-    SerializerFunctionWrapHandler,
     field_validator,
-    model_serializer,
 )
 
-from app.schemas.common import CompletionUsage, FinishReasonWire, SamplingRequest
+from app.schemas.common import (
+    CompletionUsage,
+    FinishReasonWire,
+    SamplingRequest,
+    UsageWhenAsked,
+)
 
 
 class CompletionRequest(SamplingRequest):
@@ -66,7 +69,7 @@ class CompletionChoice(BaseModel):
     finish_reason: FinishReasonWire | None = None
 
 
-class Completion(BaseModel):
+class Completion(UsageWhenAsked):
     """A text completion, or (object ``text_completion`` too) one chunk of a stream."""
 
     id: str
@@ -77,10 +80,3 @@ class Completion(BaseModel):
     choices: list[CompletionChoice]
     usage: CompletionUsage | None = None
     include_usage: bool = Field(True, exclude=True)
-
-    @model_serializer(mode="wrap")
-    def _usage_when_asked(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        data: dict[str, Any] = handler(self)
-        if not self.include_usage:
-            data.pop("usage", None)
-        return data
