@@ -12,7 +12,8 @@ import contextlib
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-from fastapi import Request
+from fastapi import Request, Response
+from pydantic import BaseModel
 
 T = TypeVar("T")
 
@@ -44,3 +45,14 @@ async def unless_disconnected(request: Request, work: Coroutine[Any, Any, T]) ->
                 pending.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await pending
+
+
+async def json_unless_disconnected(
+    request: Request, work: Coroutine[Any, Any, BaseModel]
+) -> Response:
+    """The JSON answer ``work`` builds, or a bare 499 if the client left first."""
+    try:
+        result = await unless_disconnected(request, work)
+    except ClientGone:
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
+    return Response(result.model_dump_json(), media_type="application/json")

@@ -18,7 +18,7 @@ from app.api.deps import (
     parse_body,
     usage_recorder,
 )
-from app.api.disconnect import CLIENT_CLOSED_REQUEST, ClientGone, unless_disconnected
+from app.api.disconnect import json_unless_disconnected
 from app.api.openapi import ERROR_RESPONSES, json_body
 from app.api.security import require_api_key
 from app.api.sse import StreamResponse
@@ -69,11 +69,7 @@ async def create_chat_completion(
     stream = pieces(engine, request_id, events, usage_recorder(request))
     if chat.stream:
         return StreamResponse(chat_chunks(plan, stream), keepalive_s=settings.keepalive_s)
-    try:
-        result = await unless_disconnected(request, chat_completion(plan, stream))
-    except ClientGone:
-        return Response(status_code=CLIENT_CLOSED_REQUEST)
-    return Response(result.model_dump_json(), media_type="application/json")
+    return await json_unless_disconnected(request, chat_completion(plan, stream))
 
 
 def _cria_stream(

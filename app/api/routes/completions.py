@@ -15,7 +15,7 @@ from app.api.deps import (
     parse_body,
     usage_recorder,
 )
-from app.api.disconnect import CLIENT_CLOSED_REQUEST, ClientGone, unless_disconnected
+from app.api.disconnect import json_unless_disconnected
 from app.api.openapi import ERROR_RESPONSES, json_body
 from app.api.security import require_api_key
 from app.api.sse import StreamResponse
@@ -48,8 +48,4 @@ async def create_completion(
     stream = pieces(engine, request_id, events, usage_recorder(request))
     if body.stream:
         return StreamResponse(completion_chunks(plan, stream), keepalive_s=settings.keepalive_s)
-    try:
-        result = await unless_disconnected(request, completion(plan, stream))
-    except ClientGone:
-        return Response(status_code=CLIENT_CLOSED_REQUEST)
-    return Response(result.model_dump_json(), media_type="application/json")
+    return await json_unless_disconnected(request, completion(plan, stream))
