@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
 
 from app.engine.errors import InvalidRequest
 from app.engine.types import GenerationRequest, ModelInfo
@@ -18,7 +16,7 @@ from app.schemas.chat import (
     ChoiceDelta,
 )
 from app.serving.chat_template import needs_bos, render_chat, with_system_prompt
-from app.serving.generation import collect
+from app.serving.generation import ResponsePlan, collect
 from app.serving.sampling import (
     Finished,
     Limits,
@@ -27,17 +25,6 @@ from app.serving.sampling import (
     served_model_name,
     wire_usage,
 )
-
-
-@dataclass(frozen=True)
-class ChatPlan:
-    """A validated chat request, ready for the engine, and what its response needs."""
-
-    request: GenerationRequest
-    completion_id: str
-    model: str
-    created: int
-    include_usage: bool
 
 
 def render_conversation(
@@ -63,7 +50,7 @@ def _messages(body: ChatCompletionRequest) -> list[Mapping[str, str]]:
 
 def plan_chat(
     body: ChatCompletionRequest, info: ModelInfo, limits: Limits, request_id: str
-) -> ChatPlan:
+) -> ResponsePlan:
     """Check the request against the served model and limits and build the engine request."""
     model = served_model_name(body.model, info)
     if body.max_completion_tokens is not None:
@@ -77,17 +64,13 @@ def plan_chat(
         sampling=sampling_params(body, cap),
         add_special=add_bos,
     )
-    return ChatPlan(
-        request=request,
-        completion_id=f"chatcmpl-{request_id}",
-        model=model,
-        created=int(time.time()),
-        include_usage=body.wants_usage_chunk(),
+    return ResponsePlan.new(
+        request, id_prefix="chatcmpl", model=model, include_usage=body.wants_usage_chunk()
     )
 
 
 def _chunk(
-    plan: ChatPlan, delta: ChoiceDelta, finish: Finished | None = None
+    plan: ResponsePlan, delta: ChoiceDelta, finish: Finished | None = None
 ) -> ChatCompletionChunk:
     return ChatCompletionChunk(
         id=plan.completion_id,
@@ -103,7 +86,7 @@ def _chunk(
 
 
 async def chat_chunks(
-    plan: ChatPlan, stream: AsyncIterator[str | Finished]
+    plan: ResponsePlan, stream: AsyncIterator[str | Finished]
 ) -> AsyncIterator[ChatCompletionChunk]:
     """OpenAI's chunk sequence: role first, content pieces, finish_reason, optional usage."""
     yield _chunk(plan, ChoiceDelta(role="assistant", content=""))
@@ -123,7 +106,9 @@ async def chat_chunks(
             )
 
 
-async def chat_completion(plan: ChatPlan, stream: AsyncIterator[str | Finished]) -> ChatCompletion:
+async def chat_completion(
+    plan: ResponsePlan, stream: AsyncIterator[str | Finished]
+) -> ChatCompletion:
     """The whole reply as one ``chat.completion``."""
     result = await collect(stream)
     return ChatCompletion(

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
 from app.engine.types import GenerationRequest, ModelInfo
 from app.schemas.completions import Completion, CompletionChoice, CompletionRequest
-from app.serving.generation import collect
+from app.serving.generation import ResponsePlan, collect
 from app.serving.sampling import (
     Finished,
     Limits,
@@ -19,20 +17,9 @@ from app.serving.sampling import (
 )
 
 
-@dataclass(frozen=True)
-class CompletionPlan:
-    """A validated completion request, ready for the engine."""
-
-    request: GenerationRequest
-    completion_id: str
-    model: str
-    created: int
-    include_usage: bool
-
-
 def plan_completion(
     body: CompletionRequest, info: ModelInfo, limits: Limits, request_id: str
-) -> CompletionPlan:
+) -> ResponsePlan:
     """Check the request against the served model and limits and build the engine request."""
     model = served_model_name(body.model, info)
     request = GenerationRequest(
@@ -40,16 +27,12 @@ def plan_completion(
         prompt=body.prompt_input(),
         sampling=sampling_params(body, max_tokens(body.max_tokens, limits)),
     )
-    return CompletionPlan(
-        request=request,
-        completion_id=f"cmpl-{request_id}",
-        model=model,
-        created=int(time.time()),
-        include_usage=body.wants_usage_chunk(),
+    return ResponsePlan.new(
+        request, id_prefix="cmpl", model=model, include_usage=body.wants_usage_chunk()
     )
 
 
-def _completion(plan: CompletionPlan, choices: list[CompletionChoice]) -> Completion:
+def _completion(plan: ResponsePlan, choices: list[CompletionChoice]) -> Completion:
     return Completion(
         id=plan.completion_id,
         created=plan.created,
@@ -60,7 +43,7 @@ def _completion(plan: CompletionPlan, choices: list[CompletionChoice]) -> Comple
 
 
 async def completion_chunks(
-    plan: CompletionPlan, stream: AsyncIterator[str | Finished]
+    plan: ResponsePlan, stream: AsyncIterator[str | Finished]
 ) -> AsyncIterator[Completion]:
     """Streamed ``text_completion`` chunks: text pieces, finish_reason, optional usage."""
     async for item in stream:
@@ -73,7 +56,7 @@ async def completion_chunks(
             yield last.model_copy(update={"usage": wire_usage(item.usage)})
 
 
-async def completion(plan: CompletionPlan, stream: AsyncIterator[str | Finished]) -> Completion:
+async def completion(plan: ResponsePlan, stream: AsyncIterator[str | Finished]) -> Completion:
     """The whole continuation as one ``text_completion``."""
     result = await collect(stream)
     return Completion(

@@ -7,17 +7,37 @@ so its slot is free at the next step.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import anyio
 
 from app.engine.protocol import Engine
-from app.engine.types import TokenEvent
+from app.engine.types import GenerationRequest, TokenEvent
 from app.serving.errors import GenerationFailed
 from app.serving.sampling import Finished, wire_finish_reason
 
 FinishSink = Callable[[Finished], None]
+
+
+@dataclass(frozen=True)
+class ResponsePlan:
+    """A validated request, ready for the engine, and what its response objects need."""
+
+    request: GenerationRequest
+    completion_id: str
+    model: str
+    created: int
+    include_usage: bool
+
+    @classmethod
+    def new(
+        cls, request: GenerationRequest, *, id_prefix: str, model: str, include_usage: bool
+    ) -> ResponsePlan:
+        """A plan created now, with an OpenAI-style id (``chatcmpl-...``, ``cmpl-...``)."""
+        completion_id = f"{id_prefix}-{request.request_id}"
+        return cls(request, completion_id, model, int(time.time()), include_usage)
 
 
 def _ignore(_: Finished) -> None:
