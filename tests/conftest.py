@@ -8,6 +8,8 @@ import pytest
 
 TESTS_DIR = Path(__file__).parent
 
+pytest_plugins = ["tests.support.browser_fixtures"]  # browser, context
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:

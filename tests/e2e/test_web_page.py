@@ -21,8 +21,6 @@ from tests.support.browser import (
     PHONE,
     PageWatch,
     RequestLog,
-    chromium_browser,
-    require_chromium,
     wait_until,
 )
 from tests.support.server import ServerProcess, real_model_env, running_server
@@ -42,20 +40,6 @@ def health(server: ServerProcess) -> dict[str, Any]:
 def server(model_path: Path) -> Iterator[ServerProcess]:
     with running_server(real_model_env(model_path, parallel="2")) as running:
         yield running
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    require_chromium()
-    with chromium_browser() as running:
-        yield running
-
-
-@pytest.fixture
-def context(browser: Any) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1280, "height": 860})
-    yield context
-    context.close()
 
 
 def preset(context: Any, *, max_tokens: int, temperature: float = 0.0) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.browser import RequestLog, chromium_browser, require_chromium, wait_until
+from tests.support.browser import RequestLog, wait_until
 from tests.support.server import ServerProcess, running_server
 from tests.support.web_apps import ENGINE_FAILURE
 
@@ -33,20 +33,6 @@ CODE_REPLY = "Use this:\n\n```python\nprint('hi')\n```\n\nThat is all."
 def serve_fake(env: dict[str, str], *, wait_ready: bool = True) -> Any:
     """The real app over the scripted engine of tests/support/web_apps.py, in uvicorn."""
     return running_server(env, factory=FAKE_FACTORY, wait_ready=wait_ready)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    require_chromium()
-    with chromium_browser() as running:
-        yield running
-
-
-@pytest.fixture
-def context(browser: Any) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1280, "height": 860})
-    yield context
-    context.close()
 
 
 @pytest.fixture(scope="module")
