@@ -10,6 +10,7 @@ import asyncio
 import json
 from typing import Any
 
+import pytest
 from fastapi import FastAPI
 
 from tests.support.api import app_client, eventually
@@ -69,11 +70,18 @@ async def call_then_disconnect(
     return sent
 
 
-async def test_stream_disconnect_aborts_the_engine_request() -> None:
+@pytest.mark.parametrize(
+    ("stream", "status"),
+    # A stream has answered 200 already; a non-streamed request is logged as 499
+    # ("client closed request"), which nobody reads.
+    [(True, 200), (False, 499)],
+    ids=["streamed", "non-streamed"],
+)
+async def test_disconnect_aborts_the_engine_request(stream: bool, status: int) -> None:
     engine = RecordingEngine()
     async with app_client(engine) as (_, app):
         gone = asyncio.Event()
-        body = {"messages": [{"role": "user", "content": "go"}], "stream": True}
+        body = {"messages": [{"role": "user", "content": "go"}], "stream": stream}
         call = asyncio.create_task(call_then_disconnect(app, body, gone))
         await eventually(lambda: engine._generated_total >= 5)
         gone.set()
@@ -83,21 +91,4 @@ async def test_stream_disconnect_aborts_the_engine_request() -> None:
     assert engine.abort_calls == [request.request_id]
     assert engine._generated_total < 100
     start = next(m for m in sent if m["type"] == "http.response.start")
-    assert start["status"] == 200
-
-
-async def test_non_streamed_disconnect_aborts_the_engine_request() -> None:
-    engine = RecordingEngine()
-    async with app_client(engine) as (_, app):
-        gone = asyncio.Event()
-        body = {"messages": [{"role": "user", "content": "go"}]}
-        call = asyncio.create_task(call_then_disconnect(app, body, gone))
-        await eventually(lambda: engine._generated_total >= 5)
-        gone.set()
-        sent = await call
-        await eventually(lambda: engine.stats().slots_busy == 0, timeout_s=1.0)
-    (request,) = engine.submitted
-    assert engine.abort_calls == [request.request_id]
-    assert engine._generated_total < 100
-    start = next(m for m in sent if m["type"] == "http.response.start")
-    assert start["status"] == 499  # logged as "client closed request"; nobody reads it
+    assert start["status"] == status
