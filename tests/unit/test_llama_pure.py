@@ -1,8 +1,13 @@
-"""Pure parts of the llama backend: cpuinfo parsing, the AMX guard decision, GGUF checks."""
+"""Pure parts of the llama backend: cpuinfo parsing, the AMX guard decision, GGUF checks.
+
+The CPU facts are faked both ways (an Intel host with AMX, an AMD host without), so these
+tests say the same on any machine.
+"""
 
 from __future__ import annotations
 
 import struct
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -10,41 +15,32 @@ import pytest
 from app.engine.errors import ModelLoadError, ModelNotFound
 from app.engine.llama.cpu import CpuFacts, decide_amx_guard, parse_cpuinfo, read_cpu_facts
 from app.engine.llama.gguf import check_gguf_file
-
-CPUINFO_AMX = """processor\t: 0
-vendor_id\t: GenuineIntel
-model name\t: Intel(R) Xeon(R) Platinum 8480+
-flags\t\t: fpu vme avx512f avx512_bf16 amx_bf16 avx512_fp16 amx_tile amx_int8
-
-processor\t: 1
-model name\t: Intel(R) Xeon(R) Platinum 8480+
-flags\t\t: fpu vme
-"""
-
-CPUINFO_PLAIN = """processor\t: 0
-model name\t: AMD EPYC 7763 64-Core Processor
-flags\t\t: fpu vme avx2 avx512f
-"""
+from app.engine.llama.offload import ModelFootprint, offload_info, plan_offload
+from app.engine.types import EngineHealth
+from app.serving.models import health, model_card
+from tests.support.cpuinfo import FAKE_HOSTS, FakeHost
+from tests.support.fake_engine import fake_model_info
 
 
-def test_parse_cpuinfo_finds_name_and_amx_flags() -> None:
-    facts = parse_cpuinfo(CPUINFO_AMX)
-    assert facts.name == "Intel(R) Xeon(R) Platinum 8480+"
-    assert facts.amx_flags == {"amx_bf16", "amx_tile", "amx_int8"}
-    assert facts.has_amx
+@pytest.mark.parametrize("host", FAKE_HOSTS, ids=lambda h: h.id)
+def test_parse_cpuinfo_finds_the_name_and_amx_flags(host: FakeHost) -> None:
+    facts = parse_cpuinfo(host.cpuinfo)
+    assert facts.name == host.name
+    assert facts.amx_flags == host.amx_flags
+    assert facts.has_amx is bool(host.amx_flags)
 
 
-def test_parse_cpuinfo_without_amx() -> None:
-    facts = parse_cpuinfo(CPUINFO_PLAIN)
-    assert facts.name == "AMD EPYC 7763 64-Core Processor"
-    assert not facts.has_amx
+@pytest.mark.parametrize("host", FAKE_HOSTS, ids=lambda h: h.id)
+def test_read_cpu_facts_from_a_cpuinfo_file(host: FakeHost, tmp_path: Path) -> None:
+    path = tmp_path / "cpuinfo"
+    path.write_text(host.cpuinfo)
+    assert read_cpu_facts(path) == CpuFacts(host.name, host.amx_flags)
 
 
-def test_read_cpu_facts_agrees_with_this_machine() -> None:
-    text = Path("/proc/cpuinfo").read_text()
-    facts = read_cpu_facts()
-    assert facts.has_amx == (" amx_int8" in text or " amx_tile" in text or " amx_bf16" in text)
+def test_read_cpu_facts_of_this_machine_gives_a_name() -> None:
+    facts = read_cpu_facts()  # whatever the host is, it has a name and an answer about AMX
     assert facts.name
+    assert facts.has_amx in (True, False)
 
 
 def test_read_cpu_facts_without_cpuinfo(tmp_path: Path) -> None:
@@ -53,21 +49,41 @@ def test_read_cpu_facts_without_cpuinfo(tmp_path: Path) -> None:
     assert not facts.has_amx
 
 
-AMX_CPU = CpuFacts(name="x", amx_flags=frozenset({"amx_int8"}))
-PLAIN_CPU = CpuFacts(name="x", amx_flags=frozenset())
+@pytest.mark.parametrize("build_has_amx", [False, True], ids=["plain-build", "amx-build"])
+@pytest.mark.parametrize("host", FAKE_HOSTS, ids=lambda h: h.id)
+def test_amx_guard_decision_on_each_host(host: FakeHost, build_has_amx: bool) -> None:
+    decision = decide_amx_guard(parse_cpuinfo(host.cpuinfo), build_has_amx, None)
+    if host.amx_flags:
+        assert decision.guard
+        assert decision.reason == f"the CPU reports Intel AMX ({', '.join(sorted(host.amx_flags))})"
+    elif build_has_amx:
+        assert decision.guard
+        assert decision.reason == "this llama.cpp build has AMX kernels"
+    else:
+        assert (decision.guard, decision.reason) == (False, None)
+    # Forcing wins either way (load_backend(amx_guard=...)).
+    assert decide_amx_guard(parse_cpuinfo(host.cpuinfo), build_has_amx, False).guard is False
+    assert decide_amx_guard(parse_cpuinfo(host.cpuinfo), build_has_amx, True).guard is True
 
 
-def test_amx_guard_decision() -> None:
-    on = decide_amx_guard(AMX_CPU, False, None)
-    assert on.guard
-    assert on.reason == "the CPU reports Intel AMX (amx_int8)"
-    built = decide_amx_guard(PLAIN_CPU, True, None)
-    assert built.guard
-    assert built.reason is not None
-    assert "build has AMX" in built.reason
-    assert decide_amx_guard(PLAIN_CPU, False, None).guard is False
-    assert decide_amx_guard(AMX_CPU, True, False).guard is False
-    assert decide_amx_guard(PLAIN_CPU, False, True).guard is True
+@pytest.mark.parametrize("host", FAKE_HOSTS, ids=lambda h: h.id)
+def test_health_and_model_card_report_the_cpu_and_the_guard(host: FakeHost) -> None:
+    """cpuinfo -> guard -> offload info -> what /health and /model-card show."""
+    cpu = parse_cpuinfo(host.cpuinfo)
+    amx = decide_amx_guard(cpu, False, None)
+    plan = plan_offload(
+        "auto",
+        gpu_supported=False,
+        devices=[],
+        footprint=ModelFootprint(0, 1000, 0),
+        margin_bytes=0,
+    )
+    offload = offload_info(plan, cpu_name=cpu.name, amx_guard_reason=amx.reason)
+    info = replace(fake_model_info(), offload=offload)
+    for state in (model_card(info).offload, health(EngineHealth("ready"), None, info).offload):
+        assert state is not None
+        assert (state.backend, state.device, state.amx_guard) == ("cpu", host.name, amx.guard)
+        assert ("AMX guard on" in state.reason) is bool(host.amx_flags)
 
 
 def gguf_header(version: int = 3, n_tensors: int = 5, n_kv: int = 2) -> bytes:
