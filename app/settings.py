@@ -126,17 +126,33 @@ class Settings(BaseSettings):
         description="Origin allowed by CORS; repeat for several ('*' allows any).",
     )
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest request body accepted.")
-    max_tokens_limit: int = Field(
-        4096, ge=1, description="Cap on max_tokens a request may ask for."
+    max_tokens_limit: int | None = Field(
+        None,
+        ge=1,
+        description="Most tokens one reply may generate; a larger max_tokens is clamped to it "
+        "(the reply ends with finish_reason 'length'). Default: what the slot context holds.",
     )
     default_max_tokens: int | None = Field(
         None,
         ge=1,
-        description="max_tokens when a request sets none (default: until the slot is full).",
+        description="max_tokens when an OpenAI request sets none (default: until the slot is "
+        "full).",
+    )
+    cria_max_tokens: int = Field(
+        256,
+        ge=1,
+        description='Reply cap for CRIA\'s {"prompt"} contract, which cannot send one '
+        "(CRIA's original server capped at 256).",
     )
     system_prompt: str = Field(
         DEFAULT_SYSTEM_PROMPT,
-        description="System prompt used when a chat request has none ('' for none).",
+        description="System prompt for CRIA's {\"prompt\"} contract ('' for none). OpenAI chat "
+        "requests are sent as they are.",
+    )
+    strict_model_names: bool = Field(
+        False,
+        description="Answer 404 for a request's model that is not the served model's id, file "
+        "name or --model reference (default: any name is served by the loaded model).",
     )
     keepalive_s: float = Field(
         10.0, gt=0, description="Seconds between SSE keep-alive comments while a stream waits."

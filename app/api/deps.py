@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
@@ -13,6 +14,7 @@ from app.api.middleware import new_request_id
 from app.api.runtime import EngineRuntime
 from app.engine.errors import InvalidRequest
 from app.engine.protocol import Engine
+from app.models.builtin import BUILTIN_MODELS
 from app.schemas.common import WireRequest
 from app.serving.generation import FinishSink
 from app.serving.sampling import Finished, Limits
@@ -44,8 +46,21 @@ def get_limits(request: Request) -> Limits:
     return Limits(
         max_tokens_limit=settings.max_tokens_limit,
         default_max_tokens=settings.default_max_tokens,
+        cria_max_tokens=settings.cria_max_tokens,
         system_prompt=settings.system_prompt,
+        model_aliases=model_aliases(settings),
+        strict_model_names=settings.strict_model_names,
     )
+
+
+def model_aliases(settings: Settings) -> frozenset[str]:
+    """Names that mean the served model besides its id: the --model reference, as typed
+    (``smollm2``, a path, ``hf://...``), its alias, and built-in names of the same file."""
+    names = {settings.model, Path(settings.model).name, Path(settings.model).stem}
+    names |= {name for name, spec in BUILTIN_MODELS.items() if spec.filename in names}
+    if settings.model_alias:
+        names.add(settings.model_alias)
+    return frozenset(name.strip().lower() for name in names if name.strip())
 
 
 def get_request_id(request: Request) -> str:

@@ -65,6 +65,11 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
+# OpenAI allows 4; editor clients send more (Continue's autocomplete sends 7-9). The cap
+# keeps the per-token stop matching cheap; the body size limit bounds their length.
+MAX_STOP_SEQUENCES = 64
+
+
 class WireRequest(BaseModel):
     """Base of request bodies: strict types (no "5" for 5), unknown fields ignored."""
 
@@ -103,8 +108,8 @@ class SamplingRequest(WireRequest):
     @classmethod
     def _stops(cls, value: str | list[str] | None) -> str | list[str] | None:
         stops = [value] if isinstance(value, str) else (value or [])
-        if len(stops) > 4:
-            raise ValueError("at most 4 stop sequences are allowed")
+        if len(stops) > MAX_STOP_SEQUENCES:
+            raise ValueError(f"at most {MAX_STOP_SEQUENCES} stop sequences are allowed")
         if any(not s for s in stops):
             raise ValueError("stop sequences must not be empty")
         return value

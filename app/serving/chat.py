@@ -28,10 +28,14 @@ from app.serving.sampling import (
 
 
 def render_conversation(
-    messages: list[Mapping[str, str]], info: ModelInfo, limits: Limits
+    messages: list[Mapping[str, str]], info: ModelInfo, system_prompt: str = ""
 ) -> tuple[str, bool]:
-    """The prompt text for a conversation and whether the engine should add BOS."""
-    conversation = with_system_prompt(messages, limits.system_prompt)
+    """The prompt text for a conversation and whether the engine should add BOS.
+
+    ``system_prompt`` goes first when the conversation has none (CRIA's contract only: an
+    OpenAI request is rendered as sent; some templates refuse a system turn).
+    """
+    conversation = with_system_prompt(messages, system_prompt)
     prompt = render_chat(
         info.chat_template, conversation, bos_token=info.bos_token, eos_token=info.eos_token
     )
@@ -52,12 +56,12 @@ def plan_chat(
     body: ChatCompletionRequest, info: ModelInfo, limits: Limits, request_id: str
 ) -> ResponsePlan:
     """Check the request against the served model and limits and build the engine request."""
-    model = served_model_name(body.model, info)
-    if body.max_completion_tokens is not None:
-        cap = max_tokens(body.max_completion_tokens, limits, param="max_completion_tokens")
-    else:
-        cap = max_tokens(body.max_tokens, limits)
-    prompt, add_bos = render_conversation(_messages(body), info, limits)
+    model = served_model_name(body.model, info, limits)
+    asked = body.max_completion_tokens
+    if asked is None:
+        asked = body.max_tokens
+    cap = max_tokens(asked, limits, info, default=limits.default_max_tokens)
+    prompt, add_bos = render_conversation(_messages(body), info)
     request = GenerationRequest(
         request_id=request_id,
         prompt=prompt,

@@ -21,11 +21,12 @@ def plan_completion(
     body: CompletionRequest, info: ModelInfo, limits: Limits, request_id: str
 ) -> ResponsePlan:
     """Check the request against the served model and limits and build the engine request."""
-    model = served_model_name(body.model, info)
+    model = served_model_name(body.model, info, limits)
+    cap = max_tokens(body.max_tokens, limits, info, default=limits.default_max_tokens)
     request = GenerationRequest(
         request_id=request_id,
         prompt=body.prompt_input(),
-        sampling=sampling_params(body, max_tokens(body.max_tokens, limits)),
+        sampling=sampling_params(body, cap),
     )
     return ResponsePlan.new(
         request, id_prefix="cmpl", model=model, include_usage=body.wants_usage_chunk()

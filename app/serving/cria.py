@@ -1,7 +1,8 @@
 """CRIA's frontend contract: ``{"prompt": ...}`` in, raw text pieces out.
 
 The prompt is one user turn, rendered with the model's chat template and the configured
-system prompt. The stream's events carry the text itself (no JSON), then ``[DONE]``.
+system prompt (only this contract gets one), capped at ``cria_max_tokens``. The stream's
+events carry the text itself (no JSON), then ``[DONE]``.
 """
 
 from __future__ import annotations
@@ -11,18 +12,24 @@ from collections.abc import AsyncIterator
 from app.engine.types import GenerationRequest, ModelInfo, SamplingParams
 from app.schemas.cria import CriaPromptRequest
 from app.serving.chat import render_conversation
-from app.serving.sampling import Finished, Limits
+from app.serving.sampling import Finished, Limits, max_tokens
 
 
 def plan_cria(
     body: CriaPromptRequest, info: ModelInfo, limits: Limits, request_id: str
 ) -> GenerationRequest:
-    """The engine request for a CRIA frontend prompt (default sampling and token cap)."""
-    prompt, add_bos = render_conversation([{"role": "user", "content": body.prompt}], info, limits)
+    """The engine request for a CRIA frontend prompt: default sampling, the CRIA reply cap.
+
+    The frontend cannot send a cap, so ``cria_max_tokens`` (256, like CRIA's original server)
+    keeps a looping small model from generating until its slot is full.
+    """
+    turn = {"role": "user", "content": body.prompt}
+    prompt, add_bos = render_conversation([turn], info, limits.system_prompt)
+    cap = max_tokens(None, limits, info, default=limits.cria_max_tokens)
     return GenerationRequest(
         request_id=request_id,
         prompt=prompt,
-        sampling=SamplingParams(max_tokens=limits.default_max_tokens),
+        sampling=SamplingParams(max_tokens=cap),
         add_special=add_bos,
     )
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from app.engine.errors import InvalidRequest, ModelNotFound
+from app.engine.errors import ModelNotFound
 from app.engine.types import FinishReason, ModelInfo, SamplingParams, Timings, Usage
 from app.schemas.common import (
     CompletionUsage,
@@ -23,37 +23,54 @@ T = TypeVar("T")
 class Limits:
     """The settings the serving layer needs (kept small so tests can build one)."""
 
-    max_tokens_limit: int
-    default_max_tokens: int | None
-    system_prompt: str
+    max_tokens_limit: int | None = None  # None: what the slot context holds
+    default_max_tokens: int | None = None  # OpenAI requests that set no max_tokens
+    cria_max_tokens: int = 256  # CRIA's {"prompt"} contract cannot send a cap
+    system_prompt: str = ""  # CRIA's contract only; OpenAI chats are sent as they are
+    model_aliases: frozenset[str] = frozenset()  # more names of the served model (lower case)
+    strict_model_names: bool = False
 
 
-def served_model_name(requested: str | None, info: ModelInfo) -> str:
-    """The served model id; raises ``ModelNotFound`` for a name that is not this model.
+def served_model_name(requested: str | None, info: ModelInfo, limits: Limits) -> str:
+    """The served model id, which answers whatever ``model`` a client names.
 
-    Accepts the served id (alias, else file stem), the file name and no name at all.
+    A single-model server serves every request with the loaded model (clients send
+    placeholders such as ``gpt-3.5-turbo`` or ``tgi``). With ``strict_model_names`` a name
+    that is not the served id, its file name or one of ``limits.model_aliases`` (the
+    ``--model`` reference, such as ``smollm2``) raises ``ModelNotFound``.
     """
-    if requested is None or requested in _accepted_names(info):
-        return info.name
-    raise ModelNotFound(
-        f"The model '{requested}' does not exist on this server; it serves '{info.name}'.",
-        param="model",
-    )
+    if requested is not None and limits.strict_model_names:
+        check_model_name(requested, info, limits)
+    return info.name
 
 
-def _accepted_names(info: ModelInfo) -> set[str]:
+def check_model_name(name: str, info: ModelInfo, limits: Limits) -> None:
+    """Raise ``ModelNotFound`` unless ``name`` (any case) is the served model's id, its file
+    name or stem, or one of ``limits.model_aliases``."""
     path = Path(info.path)
-    return {info.name, path.name, path.stem}
-
-
-def max_tokens(requested: int | None, limits: Limits, *, param: str = "max_tokens") -> int | None:
-    """The generation cap: the request's (at most the configured limit), else the default."""
-    if requested is not None and requested > limits.max_tokens_limit:
-        raise InvalidRequest(
-            f"{param} is {requested}, but this server allows at most {limits.max_tokens_limit}.",
-            param=param,
+    names = {n.lower() for n in (info.name, path.name, path.stem)} | limits.model_aliases
+    if name.strip().lower() not in names:
+        raise ModelNotFound(
+            f"The model '{name}' does not exist on this server; it serves '{info.name}'.",
+            param="model",
         )
-    return requested if requested is not None else limits.default_max_tokens
+
+
+def max_tokens(
+    requested: int | None, limits: Limits, info: ModelInfo, *, default: int | None
+) -> int | None:
+    """The generation cap: the request's, else ``default``, clamped to what fits.
+
+    A cap above ``max_tokens_limit`` or the slot context is clamped (as llama-server does),
+    not refused: the reply ends with finish_reason ``length`` when it reaches the cap or
+    fills the slot. Values below 1 never get here (the wire schemas refuse them with a 400).
+    None means "until the slot is full".
+    """
+    cap = requested if requested is not None else default
+    ceilings = [c for c in (limits.max_tokens_limit, info.n_ctx_slot) if c is not None]
+    if cap is None:
+        return limits.max_tokens_limit
+    return min(cap, *ceilings)
 
 
 def sampling_params(body: SamplingRequest, cap: int | None) -> SamplingParams:

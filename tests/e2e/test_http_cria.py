@@ -24,7 +24,7 @@ MAX_TOKENS = "40"
 
 @pytest.fixture(scope="module")
 def server(model_path: Path) -> Iterator[ServerProcess]:
-    env = real_model_env(model_path, default_max_tokens=MAX_TOKENS, system_prompt="You are CRIA.")
+    env = real_model_env(model_path, cria_max_tokens=MAX_TOKENS, system_prompt="You are CRIA.")
     with running_server(env) as process:
         yield process
 
@@ -66,11 +66,13 @@ def test_cria_frontend_request_gets_raw_text_events(
         assert not piece.startswith('{"id"')
     text = "".join(pieces)
     assert text.strip()
-    # Same prompt, system prompt and (seeded) default sampling through the OpenAI route:
-    # the same text, so the CRIA stream carries every piece, newlines included.
+    # Same prompt, system prompt, cap and (seeded) default sampling through the OpenAI route
+    # (which adds no system prompt of its own): the same text, so the CRIA stream carries
+    # every piece, newlines included.
+    messages = [{"role": "system", "content": "You are CRIA."}, {"role": "user", "content": PROMPT}]
     openai_style = httpx.post(
         f"{server.base_url}/v1/chat/completions",
-        json={"messages": [{"role": "user", "content": PROMPT}]},
+        json={"messages": messages, "max_tokens": int(MAX_TOKENS)},
         timeout=300,
     ).json()
     assert text == openai_style["choices"][0]["message"]["content"]

@@ -89,15 +89,15 @@ async def test_max_tokens_ends_with_length() -> None:
     assert completion.json()["usage"]["completion_tokens"] == 3
 
 
-async def test_default_system_prompt_is_added_only_when_none_is_given() -> None:
+async def test_openai_chat_gets_no_default_system_prompt() -> None:
+    """The default system prompt is CRIA's contract only: OpenAI chats are rendered as sent."""
     engine = fake()
     async with app_client(engine, system_prompt="You are CRIA.") as (client, _):
         await client.post("/v1/chat/completions", json={"messages": USER})
         own = [{"role": "system", "content": "Be brief."}, *USER]
         await client.post("/v1/chat/completions", json={"messages": own})
     first, second = (str(request.prompt) for request in engine.submitted)
-    assert first.startswith("<|im_start|>system\nYou are CRIA.<|im_end|>\n<|im_start|>user\n")
-    assert first.endswith("<|im_start|>assistant\n")
+    assert first == f"<|im_start|>user\n{USER[0]['content']}<|im_end|>\n<|im_start|>assistant\n"
     assert "You are CRIA." not in second
     assert second.startswith("<|im_start|>system\nBe brief.<|im_end|>")
 
@@ -165,13 +165,29 @@ async def test_served_name_file_name_and_alias_are_accepted() -> None:
             assert response.json()["model"] == "fake-model"
 
 
-async def test_unknown_model_is_404_model_not_found() -> None:
+async def test_any_model_name_is_served_by_the_loaded_model() -> None:
     async with app_client(fake()) as (client, _):
-        response = await client.post(
+        for name in ("gpt-4o", "tgi", "", "SMOLLM2"):
+            response = await client.post(
+                "/v1/chat/completions", json={"model": name, "messages": USER}
+            )
+            assert response.status_code == 200, name
+            assert response.json()["model"] == "fake-model"  # the real model, not the name sent
+
+
+async def test_strict_model_names_refuse_other_names_but_keep_aliases() -> None:
+    async with app_client(fake(), strict_model_names=True, model="smollm2") as (client, _):
+        other = await client.post(
             "/v1/chat/completions", json={"model": "gpt-4o", "messages": USER}
         )
-    assert response.status_code == 404
-    error = response.json()["error"]
+        for alias in ("smollm2", "SmolLM2", "fake-model", "fake-model.Q4_1.gguf"):
+            served = await client.post(
+                "/v1/chat/completions", json={"model": alias, "messages": USER}
+            )
+            assert served.status_code == 200, alias
+            assert served.json()["model"] == "fake-model"
+    assert other.status_code == 404
+    error = other.json()["error"]
     assert error["code"] == "model_not_found"
     assert error["param"] == "model"
     assert "gpt-4o" in error["message"]

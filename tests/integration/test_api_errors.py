@@ -52,14 +52,13 @@ BAD_BODIES: list[tuple[str, bytes | dict[str, Any], str | None]] = [
     ("max_tokens fractional", {"messages": USER, "max_tokens": 1.5}, "max_tokens"),
     ("max_tokens negative", {"messages": USER, "max_tokens": -1}, "max_tokens"),
     ("max_tokens zero", {"messages": USER, "max_tokens": 0}, "max_tokens"),
-    ("max_tokens huge", {"messages": USER, "max_tokens": 10**9}, "max_tokens"),
     (
-        "max_completion_tokens huge",
-        {"messages": USER, "max_completion_tokens": 5000},
+        "max_completion_tokens zero",
+        {"messages": USER, "max_completion_tokens": 0},
         "max_completion_tokens",
     ),
     ("n=2", {"messages": USER, "n": 2}, "n"),
-    ("too many stops", {"messages": USER, "stop": ["a", "b", "c", "d", "e"]}, "stop"),
+    ("too many stops", {"messages": USER, "stop": [f"s{i}" for i in range(65)]}, "stop"),
     ("logit_bias key", {"messages": USER, "logit_bias": {"abc": 1}}, "logit_bias"),
     ("logit_bias value", {"messages": USER, "logit_bias": {"1": 1000}}, "logit_bias"),
 ]
@@ -84,12 +83,10 @@ async def test_bad_chat_request_is_400_and_the_server_keeps_serving(
         assert after.status_code == 200
 
 
-async def test_n_and_huge_max_tokens_messages_say_why() -> None:
-    async with app_client(max_tokens_limit=100) as (client, _):
+async def test_n_message_says_why() -> None:
+    async with app_client() as (client, _):
         n = await client.post("/v1/chat/completions", json={"messages": USER, "n": 3})
-        huge = await client.post("/v1/chat/completions", json={"messages": USER, "max_tokens": 101})
     assert "n=1" in n.json()["error"]["message"]
-    assert "100" in huge.json()["error"]["message"]
 
 
 async def test_bad_requests_do_not_disturb_a_running_stream() -> None:

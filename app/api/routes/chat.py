@@ -1,4 +1,9 @@
-"""``POST /v{N}/chat/completions``: OpenAI's chat API and CRIA's frontend contract."""
+"""``POST /{segment}/chat/completions``: OpenAI's chat API and CRIA's frontend contract.
+
+OpenAI bodies are served on ``/v{N}/chat/completions`` (``/v1``, ``/v2``...). CRIA's
+``{"prompt"}`` body is served under any single path segment, because CRIA's models are
+versioned like ``v1.3`` and its frontend puts that version in the path.
+"""
 
 from __future__ import annotations
 
@@ -58,11 +63,11 @@ async def create_chat_completion(
     request_id: RequestIdDep,
 ) -> Response:
     """Create a chat completion (OpenAI), or stream raw text for CRIA's ``{"prompt"}`` body."""
-    if not API_VERSION.fullmatch(api_version):
-        raise HTTPException(404, "Not Found")
     body = await json_object(request)
     if is_cria_body(body):
         return _cria_stream(body, request, engine, settings, limits, request_id)
+    if not API_VERSION.fullmatch(api_version):
+        raise HTTPException(404, "Not Found: OpenAI chat requests go to /v1/chat/completions.")
     chat = parse_body(ChatCompletionRequest, body)
     plan = plan_chat(chat, engine.model_info(), limits, request_id)
     events = engine.submit(plan.request)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
-from app.api.deps import EngineDep
+from app.api.deps import EngineDep, LimitsDep
 from app.api.security import require_api_key
 from app.schemas.models import Model, ModelList
 from app.serving.models import list_models as model_list
 from app.serving.models import served_model
-from app.serving.sampling import served_model_name
+from app.serving.sampling import check_model_name
 
 router = APIRouter(dependencies=[Depends(require_api_key)], tags=["models"])
 
@@ -21,8 +21,8 @@ async def list_models(engine: EngineDep) -> ModelList:
 
 
 @router.get("/v1/models/{model_id:path}")
-async def retrieve_model(model_id: str, engine: EngineDep) -> Model:
-    """Describe the served model (404 for any other name)."""
+async def retrieve_model(model_id: str, engine: EngineDep, limits: LimitsDep) -> Model:
+    """Describe the served model (404 for a name that is not one of its names)."""
     info = engine.model_info()
-    served_model_name(model_id, info)
+    check_model_name(model_id, info, limits)
     return served_model(info)
