@@ -123,7 +123,14 @@ class Settings(BaseSettings):
             "http://localhost:8000",
             "http://127.0.0.1:8000",
         ],
-        description="Origin allowed by CORS; repeat for several ('*' allows any).",
+        description="Origin allowed by CORS; repeat for several ('*' allows any). Cross-origin "
+        "POSTs from other origins are refused (403), with or without a preflight.",
+    )
+    allowed_host: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Host name clients may use besides localhost, 127.0.0.1, [::1] and the "
+        "bound address (DNS-rebinding guard); repeat for several, '*.example.com' for "
+        "subdomains, '*' turns the check off.",
     )
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest request body accepted.")
     max_tokens_limit: int | None = Field(
@@ -195,10 +202,16 @@ class Settings(BaseSettings):
         """Precedence: init values (CLI flags) > CRIA_* environment > config file > defaults."""
         return (init_settings, env_settings, ConfigFileSource(settings_cls, _CONFIG_FILE.get()))
 
-    @field_validator("api_key", "cors_origin", mode="before")
+    @field_validator("api_key", "cors_origin", "allowed_host", mode="before")
     @classmethod
     def _lists(cls, value: object) -> object:
         return _split_list(value)
+
+    @field_validator("cors_origin")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        # Browsers send an origin as scheme://host[:port], lower case, no path or slash.
+        return [origin.strip().rstrip("/").lower() for origin in value]
 
     @field_validator("n_gpu_layers")
     @classmethod

@@ -15,6 +15,7 @@ from app.api.middleware import REQUEST_ID_HEADER, BodySizeLimitMiddleware, Reque
 from app.api.openapi import install_openapi
 from app.api.routes import chat, completions, health, models
 from app.api.runtime import EngineRuntime
+from app.api.security import CORS_ALLOWED_HEADERS, BrowserGuardMiddleware, HostPolicy
 from app.engine.protocol import Engine
 from app.schemas.chat import ChatCompletionRequest
 from app.schemas.completions import CompletionRequest
@@ -52,15 +53,24 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     for router in (health.router, models.router, chat.router, completions.router):
         app.include_router(router)
     app.include_router(web_routes.router)  # the chat page and its assets: public
-    # Added innermost first: the request log wraps everything, CORS wraps the body cap.
+    # Added innermost first: the request log wraps everything (403s are logged too), the
+    # browser guard runs before CORS (a foreign Host gets no preflight answer either), CORS
+    # wraps the body cap.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.cors_origin,
         allow_methods=["GET", "POST", "OPTIONS"],
-        allow_headers=["Authorization", "Content-Type", "X-Api-Key"],
+        allow_headers=CORS_ALLOWED_HEADERS,
         expose_headers=[REQUEST_ID_HEADER, "Retry-After"],
+        # Chrome asks before a public page calls a local address; allowed origins may.
+        allow_private_network=True,
         max_age=600,
+    )
+    app.add_middleware(
+        BrowserGuardMiddleware,
+        hosts=HostPolicy.build(settings.host, settings.allowed_host),
+        cors_origins=settings.cors_origin,
     )
     app.add_middleware(RequestLogMiddleware, metrics=http_metrics)
     return app

@@ -59,6 +59,18 @@ class Unauthorized(ApiError):
     spec = ErrorSpec(401, "invalid_request_error", "invalid_api_key")
 
 
+class HostNotAllowed(ApiError):
+    """The ``Host`` header names no address of this server (DNS rebinding)."""
+
+    spec = ErrorSpec(403, "permission_error", "host_not_allowed")
+
+
+class OriginNotAllowed(ApiError):
+    """A cross-origin write from a page whose origin is not in the CORS allowlist."""
+
+    spec = ErrorSpec(403, "permission_error", "origin_not_allowed")
+
+
 class PayloadTooLarge(ApiError):
     """The request body is larger than ``max_body_bytes``."""
 

@@ -28,7 +28,7 @@ async def serve_and_ask(settings: Settings) -> tuple[httpx.Response, httpx.Respo
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
             health = await health_when_settled(client)
             chat = await client.post(
                 "/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}]}
