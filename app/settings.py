@@ -189,6 +189,13 @@ class Settings(BaseSettings):
         True, description="Reuse a slot's KV cache for a prompt prefix shared with a past request."
     )
     seed: int | None = Field(None, description="Default sampling seed (default: random).")
+    embeddings: bool = Field(
+        False,
+        description="Serve POST /v1/embeddings from a second, pooled context on the model.",
+    )
+    embeddings_pooling: Literal["mean", "last", "cls"] = Field(
+        "mean", description="How /v1/embeddings pools token vectors into one per input."
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -243,6 +250,8 @@ class Settings(BaseSettings):
             max_queue=self.max_queue,
             prompt_cache=self.prompt_cache,
             seed=self.seed,
+            embeddings=self.embeddings,
+            embeddings_pooling=self.embeddings_pooling,
         )
 
 

@@ -2,8 +2,8 @@
 
 The real implementation lives in ``app/engine/llama/`` (the only place that imports
 llama_cpp); unit tests drive the scheduler with a fake. Every method except ``tokenize``,
-``token_to_bytes``, ``is_eog`` and ``info`` is called only from the engine thread that owns
-the llama context.
+``token_to_bytes``, ``special_piece``, ``detokenize``, ``is_eog``, ``info`` and
+``new_embedder`` is called only from the engine thread that owns the llama context.
 """
 
 from __future__ import annotations
@@ -53,6 +53,31 @@ class Sampler(Protocol):
         ...
 
 
+class Embedder(Protocol):
+    """A second llama context on the loaded model with pooled embeddings output.
+
+    llama.cpp contexts are not thread-safe, but separate contexts on one model are: the
+    embeddings context is used by ONE thread of its own (``app.engine.embeddings``), never
+    by the engine thread that decodes generations, so neither waits for the other.
+    """
+
+    @property
+    def n_ctx(self) -> int:
+        """Most tokens one ``embed`` call takes, summed over its inputs (so the longest input)."""
+        ...
+
+    @property
+    def n_seq_max(self) -> int:
+        """Most inputs one ``embed`` call takes."""
+        ...
+
+    def embed(self, inputs: Sequence[Sequence[int]]) -> list[list[float]]:
+        """One pooled (not normalised) vector per input, from one decode of them all."""
+        ...
+
+    def close(self) -> None: ...
+
+
 class ModelBackend(Protocol):
     """A loaded model plus one llama context with ``n_slots`` sequences (seq ids 0..n_slots-1)."""
 
@@ -81,6 +106,18 @@ class ModelBackend(Protocol):
 
     def is_eog(self, token: int) -> bool:
         """True for end-of-generation tokens (EOS, EOT, <|im_end|>, ...). Thread-safe."""
+        ...
+
+    def special_piece(self, token: int) -> bytes:
+        """The raw bytes of one token's piece, control tokens rendered. Thread-safe."""
+        ...
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        """The text of ``tokens`` (ids checked by the caller), control tokens rendered."""
+        ...
+
+    def new_embedder(self, *, pooling: str, n_ctx: int, n_seq_max: int, n_threads: int) -> Embedder:
+        """A pooled embeddings context on this model (the caller closes it before ``close``)."""
         ...
 
     def decode(self, batch: Sequence[BatchToken]) -> None:

@@ -6,10 +6,17 @@ The HTTP layer is tested against a fake that implements this; the real implement
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Protocol
 
-from app.engine.types import EngineHealth, EngineStats, GenerationRequest, ModelInfo, TokenEvent
+from app.engine.types import (
+    Embeddings,
+    EngineHealth,
+    EngineStats,
+    GenerationRequest,
+    ModelInfo,
+    TokenEvent,
+)
 
 
 class Engine(Protocol):
@@ -42,6 +49,26 @@ class Engine(Protocol):
 
     def count_tokens(self, text: str, *, add_special: bool = True) -> int:
         """Number of tokens ``text`` tokenizes to (thread-safe, no decode)."""
+        ...
+
+    def tokenize(self, text: str, *, add_special: bool = False) -> list[int]:
+        """Token ids of ``text``, special tokens parsed (thread-safe, no decode)."""
+        ...
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        """The text of ``tokens``, control tokens rendered (raises InvalidRequest for bad ids)."""
+        ...
+
+    def token_pieces(self, tokens: Sequence[int]) -> list[bytes]:
+        """Each token's raw bytes, control tokens rendered (may be part of a UTF-8 character)."""
+        ...
+
+    async def embed(self, texts: Sequence[str]) -> Embeddings:
+        """Pooled, normalised embeddings of ``texts``, computed off the event loop thread.
+
+        Raises ``InvalidRequest`` when embeddings are off or an input is empty,
+        ``ContextLengthExceeded`` when an input is too long and ``Overloaded`` when full.
+        """
         ...
 
     def health(self) -> EngineHealth:

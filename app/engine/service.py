@@ -11,13 +11,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
 import threading
 from collections.abc import AsyncIterator, Callable
+from collections.abc import Sequence as Seq
 from dataclasses import dataclass
 from time import perf_counter
 from typing import cast
 
 from app.engine.backend import ModelBackend
+from app.engine.embeddings import EmbeddingService
 from app.engine.errors import (
     ContextLengthExceeded,
     EngineDead,
@@ -29,6 +32,7 @@ from app.engine.errors import (
 from app.engine.scheduler import Delivery, Scheduler
 from app.engine.sequence import Sequence
 from app.engine.types import (
+    Embeddings,
     EngineConfig,
     EngineHealth,
     EngineStats,
@@ -42,6 +46,7 @@ logger = logging.getLogger(__name__)
 
 BackendFactory = Callable[[EngineConfig], ModelBackend]
 _EventQueue = asyncio.Queue[list[TokenEvent]]
+EMBEDDING_INPUTS_PER_BATCH = 16  # sequences of the embeddings context
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +75,7 @@ class LlamaEngine:
         self._info: ModelInfo | None = None
         self._scheduler: Scheduler | None = None
         self._thread: threading.Thread | None = None
+        self._embeddings: EmbeddingService | None = None
 
     async def start(self) -> None:
         """Load the model in a worker thread, then start the engine thread."""
@@ -89,6 +95,12 @@ class LlamaEngine:
             await asyncio.to_thread(backend.close)
             raise EngineDead("The engine was stopped while the model was loading.")
         self._backend, self._info = backend, info
+        if self._config.embeddings:
+            try:
+                await self._start_embeddings(backend)
+            except EngineError as exc:
+                self._health = EngineHealth("dead", exc.message)
+                raise
         self._scheduler = Scheduler(
             backend,
             deliver=self._deliver,
@@ -116,6 +128,9 @@ class LlamaEngine:
         if self._thread is not None:
             await asyncio.to_thread(self._thread.join)
             self._thread = None
+        if self._embeddings is not None:
+            embeddings, self._embeddings = self._embeddings, None
+            await asyncio.to_thread(embeddings.close)
         if self._backend is not None:
             backend, self._backend = self._backend, None
             await asyncio.to_thread(backend.close)
@@ -141,6 +156,42 @@ class LlamaEngine:
         """Number of tokens ``text`` tokenizes to."""
         _, backend = self._running()
         return len(backend.tokenize(text, add_special=add_special))
+
+    def tokenize(self, text: str, *, add_special: bool = False) -> list[int]:
+        """Token ids of ``text`` (special tokens parsed)."""
+        _, backend = self._running()
+        return backend.tokenize(text, add_special=add_special) if text else []
+
+    def detokenize(self, tokens: Seq[int]) -> str:
+        """The text of ``tokens``; ids outside the vocabulary are an InvalidRequest."""
+        _, backend = self._running()
+        self._check_ids(tokens, "tokens")
+        return backend.detokenize(tokens) if tokens else ""
+
+    def token_pieces(self, tokens: Seq[int]) -> list[bytes]:
+        """Each token's raw bytes, control tokens rendered."""
+        _, backend = self._running()
+        self._check_ids(tokens, "tokens")
+        return [backend.special_piece(token) for token in tokens]
+
+    async def embed(self, texts: Seq[str]) -> Embeddings:
+        """Pooled, normalised vectors of ``texts`` from the embeddings thread (see Engine)."""
+        _, backend = self._running()
+        service = self._embeddings
+        if service is None:
+            raise InvalidRequest(
+                "Embeddings are off on this server: start it with --embeddings "
+                "(CRIA_EMBEDDINGS=true).",
+                param="input",
+            )
+        inputs = [backend.tokenize(text, add_special=True) if text else [] for text in texts]
+        for i, tokens in enumerate(inputs):
+            if not tokens:
+                raise InvalidRequest(f"input[{i}] is empty.", param="input")
+            if len(tokens) > service.max_input_tokens:
+                raise ContextLengthExceeded(len(tokens), service.max_input_tokens, param="input")
+        vectors = await asyncio.wrap_future(service.submit(inputs))
+        return Embeddings(tuple(tuple(v) for v in vectors), sum(len(t) for t in inputs))
 
     def health(self) -> EngineHealth:
         """Loading, ready, dead or stopped, with a reason."""
@@ -169,6 +220,23 @@ class LlamaEngine:
         return self._info
 
     # ------------------------------------------------------------------ internals
+    async def _start_embeddings(self, backend: ModelBackend) -> None:
+        # A second context on the same weights, with a thread of its own (see embeddings.py).
+        cfg = self._config
+        embedder = await asyncio.to_thread(
+            backend.new_embedder,
+            pooling=cfg.embeddings_pooling,
+            n_ctx=cfg.n_ctx_slot,
+            n_seq_max=EMBEDDING_INPUTS_PER_BATCH,
+            n_threads=cfg.n_threads or os.cpu_count() or 1,
+        )
+        self._embeddings = EmbeddingService(embedder, max_queue=cfg.max_queue)
+
+    def _check_ids(self, tokens: Seq[int], param: str) -> None:
+        n_vocab = cast(ModelInfo, self._info).n_vocab
+        if any(not 0 <= t < n_vocab for t in tokens):
+            raise InvalidRequest(f"Token ids must be in [0, {n_vocab}).", param=param)
+
     def _running(self) -> tuple[Scheduler, ModelBackend]:
         state = self._health.state
         if state == "loading":

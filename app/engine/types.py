@@ -105,6 +105,14 @@ class TokenEvent:
 
 
 @dataclass(frozen=True)
+class Embeddings:
+    """Pooled, L2-normalised embedding vectors, one per input, and the tokens they took."""
+
+    vectors: tuple[tuple[float, ...], ...]
+    prompt_tokens: int
+
+
+@dataclass(frozen=True)
 class OffloadInfo:
     """Where the model runs and why: the outcome of the GPU offload decision."""
 
@@ -191,3 +199,5 @@ class EngineConfig:
     max_queue: int = 64
     prompt_cache: bool = True  # reuse a free slot's KV cache for a shared prompt prefix
     seed: int | None = None  # default seed for requests without one (None: random)
+    embeddings: bool = False  # open a second, pooled context on the model for embed()
+    embeddings_pooling: Literal["mean", "last", "cls"] = "mean"

@@ -94,6 +94,36 @@ class FakeSampler:
         self.closed = True
 
 
+class FakeEmbedder:
+    """Embeds token lists as byte histograms over 8 buckets; checks it has one owner thread."""
+
+    def __init__(self, n_ctx: int, n_seq_max: int) -> None:
+        self.n_ctx = n_ctx
+        self.n_seq_max = n_seq_max
+        self.calls: list[list[list[int]]] = []
+        self.threads: set[str] = set()
+        self.closed = False
+        self.fail_with: BaseException | None = None
+
+    def embed(self, inputs: Sequence[Sequence[int]]) -> list[list[float]]:
+        self.threads.add(threading.current_thread().name)
+        if self.fail_with is not None:
+            raise self.fail_with
+        if len(inputs) > self.n_seq_max or sum(map(len, inputs)) > self.n_ctx:
+            raise FakeBackendError(f"embed batch too big: {[len(i) for i in inputs]}")
+        self.calls.append([list(i) for i in inputs])
+        vectors = []
+        for tokens in inputs:
+            vector = [0.0] * 8
+            for token in tokens:
+                vector[token % 8] += 1.0
+            vectors.append(vector)
+        return vectors
+
+    def close(self) -> None:
+        self.closed = True
+
+
 class FakeBackend:
     """Implements app.engine.backend.ModelBackend deterministically, without a model.
 
@@ -128,6 +158,7 @@ class FakeBackend:
         self.partial_clear_ok = True  # False: like a sliding-window cache, clear all or none
         self.closed = False
         self.owner: threading.Thread | None = None
+        self.embedder: FakeEmbedder | None = None
 
     @property
     def n_slots(self) -> int:
@@ -152,6 +183,18 @@ class FakeBackend:
 
     def is_eog(self, token: int) -> bool:
         return token == EOG
+
+    def special_piece(self, token: int) -> bytes:
+        return {BOS: b"<s>", EOG: b"</s>"}.get(token, bytes([token % 256]))
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        return b"".join(self.special_piece(t) for t in tokens).decode("utf-8", errors="replace")
+
+    def new_embedder(
+        self, *, pooling: str, n_ctx: int, n_seq_max: int, n_threads: int
+    ) -> FakeEmbedder:
+        self.embedder = FakeEmbedder(n_ctx, n_seq_max)
+        return self.embedder
 
     def check_thread(self) -> None:
         """Context methods must all run on one thread (the engine thread)."""

@@ -8,11 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+import zlib
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 
-from app.engine.errors import ContextLengthExceeded, EngineDead, EngineNotReady, Overloaded
+from app.engine.embeddings import normalize
+from app.engine.errors import (
+    ContextLengthExceeded,
+    EngineDead,
+    EngineNotReady,
+    InvalidRequest,
+    Overloaded,
+)
 from app.engine.types import (
+    Embeddings,
     EngineHealth,
     EngineStats,
     FinishReason,
@@ -73,6 +82,9 @@ class FakeEngine:
 
     ``reply`` maps a prompt to the reply text (default: echoes a fixed sentence);
     ``token_delay_s`` paces tokens; ``n_slots`` requests run at once, ``max_queue`` wait.
+    ``tokenize`` gives one token per UTF-8 byte (ids 0..255; ``<|im_start|>`` style markers
+    are not special here); ``embed`` (with ``embeddings=True``) hashes words into 16
+    dimensions, so texts sharing words are closer.
     """
 
     def __init__(
@@ -84,6 +96,7 @@ class FakeEngine:
         max_queue: int = 8,
         n_ctx_slot: int = 256,
         start_delay_s: float = 0.0,
+        embeddings: bool = False,
     ) -> None:
         self.reply = reply or (lambda prompt: "Hello from the fake engine, one word at a time.")
         self.token_delay_s = token_delay_s
@@ -91,6 +104,8 @@ class FakeEngine:
         self.max_queue = max_queue
         self.n_ctx_slot = n_ctx_slot
         self.start_delay_s = start_delay_s
+        self.embeddings = embeddings
+        self.embedded: list[list[str]] = []
         self.state: str = "loading"
         self.dead_reason: str | None = None
         self.submitted: list[GenerationRequest] = []
@@ -114,11 +129,45 @@ class FakeEngine:
     def count_tokens(self, text: str, *, add_special: bool = True) -> int:
         return len(text.split()) + (1 if add_special else 0)
 
-    def submit(self, request: GenerationRequest) -> AsyncIterator[TokenEvent]:
+    def _require_ready(self) -> None:
         if self.state == "loading":
             raise EngineNotReady("The model is still loading.")
         if self.state != "ready":
             raise EngineDead(self.dead_reason or "The engine has stopped.")
+
+    def tokenize(self, text: str, *, add_special: bool = False) -> list[int]:
+        self._require_ready()
+        return ([256] if add_special else []) + list(text.encode("utf-8"))
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        return b"".join(self.token_pieces(tokens)).decode("utf-8", errors="replace")
+
+    def token_pieces(self, tokens: Sequence[int]) -> list[bytes]:
+        self._require_ready()
+        if any(not 0 <= t <= 256 for t in tokens):
+            raise InvalidRequest("Token ids must be in [0, 257).", param="tokens")
+        return [b"<s>" if t == 256 else bytes([t]) for t in tokens]
+
+    async def embed(self, texts: Sequence[str]) -> Embeddings:
+        self._require_ready()
+        if not self.embeddings:
+            raise InvalidRequest("Embeddings are off on this server.", param="input")
+        for i, text in enumerate(texts):
+            if not text:
+                raise InvalidRequest(f"input[{i}] is empty.", param="input")
+            if len(text.encode()) > self.n_ctx_slot:
+                raise ContextLengthExceeded(len(text.encode()), self.n_ctx_slot, param="input")
+        self.embedded.append(list(texts))
+        vectors = []
+        for text in texts:
+            vector = [0.0] * 16
+            for word in text.lower().split():
+                vector[zlib.crc32(word.strip(".,!?").encode()) % 16] += 1.0
+            vectors.append(tuple(normalize(vector)))
+        return Embeddings(tuple(vectors), sum(len(t.encode()) for t in texts))
+
+    def submit(self, request: GenerationRequest) -> AsyncIterator[TokenEvent]:
+        self._require_ready()
         prompt = (
             request.prompt
             if isinstance(request.prompt, str)

@@ -238,15 +238,29 @@ def tokenize(vocab: int, data: bytes, add_special: bool) -> list[int]:
         capacity = -n
 
 
-def token_piece(vocab: int, token: int) -> bytes:
-    """llama_token_to_piece with special=False: raw bytes of the piece."""
+def token_piece(vocab: int, token: int, special: bool = False) -> bytes:
+    """llama_token_to_piece: raw bytes of the piece (control tokens rendered if ``special``)."""
     size = 32
     while True:
         buf = ctypes.create_string_buffer(size)
-        n = int(L.llama_token_to_piece(vocab, token, buf, size, 0, False))
+        n = int(L.llama_token_to_piece(vocab, token, buf, size, 0, special))
         if n >= 0:
             return buf.raw[:n]
         size = -n
+
+
+def detokenize(vocab: int, tokens: list[int]) -> bytes:
+    """llama_detokenize with control tokens rendered; grows the buffer when asked to."""
+    array = (L.llama_token * max(len(tokens), 1))(*tokens)
+    capacity = 8 * len(tokens) + 16
+    while True:
+        buf = ctypes.create_string_buffer(capacity)
+        n = int(L.llama_detokenize(vocab, array, len(tokens), buf, capacity, False, True))
+        if n >= 0:
+            return buf.raw[:n]
+        if -n <= capacity:  # should not happen; avoid looping forever
+            raise RuntimeError(f"llama_detokenize failed ({n})")
+        capacity = -n
 
 
 def token_text(vocab: int, token: int) -> str:
@@ -282,6 +296,32 @@ def batch_init(n_tokens: int) -> Any:
 
 def batch_free(batch: Any) -> None:
     L.llama_batch_free(batch)
+
+
+# ---------------------------------------------------------------------------------------
+# Embeddings (a second context with pooling; see app/engine/llama/embeddings.py)
+# ---------------------------------------------------------------------------------------
+POOLING_TYPES: dict[str, int] = {
+    "mean": L.LLAMA_POOLING_TYPE_MEAN,
+    "cls": L.LLAMA_POOLING_TYPE_CLS,
+    "last": L.LLAMA_POOLING_TYPE_LAST,
+}
+
+
+def model_n_embd(model: int) -> int:
+    return int(L.llama_model_n_embd(model))
+
+
+def embeddings_seq(ctx: int, seq_id: int, n_embd: int) -> list[float] | None:
+    """The pooled embedding of ``seq_id`` after a decode; None when there is none."""
+    pointer = L.llama_get_embeddings_seq(ctx, seq_id)
+    if not pointer:
+        return None
+    return [float(x) for x in pointer[:n_embd]]
+
+
+def memory_clear(mem: int) -> None:
+    L.llama_memory_clear(mem, True)
 
 
 # ---------------------------------------------------------------------------------------

@@ -2,8 +2,9 @@
 
 Implements ``app.engine.backend.ModelBackend``. The engine thread owns it: ``decode``,
 ``new_sampler``, ``clear_seq`` and ``kv_cells_used`` run there only. ``tokenize``,
-``token_to_bytes``, ``is_eog`` and ``info`` only read the (immutable) vocabulary and are
-safe from any thread.
+``token_to_bytes``, ``special_piece``, ``detokenize``, ``is_eog`` and ``info`` only read the
+(immutable) vocabulary and are safe from any thread; ``new_embedder`` makes a second context
+that its own thread owns.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 from app.engine.backend import BatchToken, DecodeError
 from app.engine.llama import _lib
+from app.engine.llama.embeddings import LlamaEmbedder
 from app.engine.llama.sampler import LlamaSampler
 from app.engine.types import ModelInfo, SamplingParams
 
@@ -103,6 +105,24 @@ class LlamaBackend:
             eog = _lib.vocab_is_eog(self._vocab, token)
             self._eog[token] = eog
         return eog
+
+    def special_piece(self, token: int) -> bytes:
+        """Raw bytes of one token's piece with control tokens rendered (``<|im_end|>``)."""
+        return _lib.token_piece(self._vocab, token, special=True)
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        """llama.cpp's inverse of ``tokenize`` (control tokens rendered)."""
+        return _lib.detokenize(self._vocab, list(tokens)).decode("utf-8", errors="replace")
+
+    def new_embedder(
+        self, *, pooling: str, n_ctx: int, n_seq_max: int, n_threads: int
+    ) -> LlamaEmbedder:
+        """A pooled embeddings context on this model; the caller closes it before ``close``."""
+        if self._model is None:
+            raise RuntimeError("backend is closed")
+        return LlamaEmbedder(
+            self._model, pooling=pooling, n_ctx=n_ctx, n_seq_max=n_seq_max, n_threads=n_threads
+        )
 
     # --- engine thread -------------------------------------------------------------------
     def decode(self, batch: Sequence[BatchToken]) -> None:
