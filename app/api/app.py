@@ -13,13 +13,26 @@ from app.api.errors import install_error_handlers
 from app.api.metrics import HttpMetrics
 from app.api.middleware import REQUEST_ID_HEADER, BodySizeLimitMiddleware, RequestLogMiddleware
 from app.api.openapi import install_openapi
-from app.api.routes import chat, completions, health, models
+from app.api.routes import (
+    chat,
+    completions,
+    embeddings,
+    health,
+    models,
+    ollama,
+    tgi,
+    tokenize,
+)
 from app.api.runtime import EngineRuntime
 from app.api.security import CORS_ALLOWED_HEADERS, BrowserGuardMiddleware, HostPolicy
 from app.engine.protocol import Engine
 from app.schemas.chat import ChatCompletionRequest
 from app.schemas.completions import CompletionRequest
 from app.schemas.cria import CriaPromptRequest
+from app.schemas.embeddings import EmbeddingRequest
+from app.schemas.ollama import OllamaChatRequest, OllamaGenerateRequest, OllamaModelRequest
+from app.schemas.tgi import TgiGenerateRequest
+from app.schemas.tokenize import DetokenizeRequest, TokenizeRequest
 from app.settings import Settings
 from app.web import routes as web_routes
 
@@ -49,8 +62,31 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.runtime = runtime
     app.state.http_metrics = http_metrics = HttpMetrics()
     install_error_handlers(app)
-    install_openapi(app, [ChatCompletionRequest, CriaPromptRequest, CompletionRequest])
-    for router in (health.router, models.router, chat.router, completions.router):
+    install_openapi(
+        app,
+        [
+            ChatCompletionRequest,
+            CriaPromptRequest,
+            CompletionRequest,
+            TokenizeRequest,
+            DetokenizeRequest,
+            OllamaChatRequest,
+            OllamaGenerateRequest,
+            OllamaModelRequest,
+            TgiGenerateRequest,
+            EmbeddingRequest,
+        ],
+    )
+    for router in (
+        health.router,
+        models.router,
+        chat.router,
+        completions.router,
+        tokenize.router,
+        embeddings.router,
+        ollama.router,
+        tgi.router,
+    ):
         app.include_router(router)
     app.include_router(web_routes.router)  # the chat page and its assets: public
     # Added innermost first: the request log wraps everything (403s are logged too), the

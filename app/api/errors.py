@@ -28,6 +28,8 @@ from app.engine.errors import (
     Overloaded,
 )
 from app.schemas.common import ErrorDetail, ErrorResponse
+from app.schemas.ollama import OllamaError
+from app.schemas.tgi import TgiError
 from app.serving.errors import GenerationFailed, RequestCancelled
 
 logger = logging.getLogger(__name__)
@@ -124,7 +126,31 @@ def retry_after(exc: BaseException) -> int | None:
     return None
 
 
-def error_response(exc: BaseException) -> JSONResponse:
+# Route families whose clients expect another error body (same statuses, same table):
+# Ollama's {"error": "..."} and TGI's {"error": "...", "error_type": "..."}.
+OLLAMA_PREFIX = "/api/"
+TGI_PATHS = frozenset({"/", "/generate", "/generate_stream", "/info"})
+
+
+def tgi_error_type(status: int) -> str:
+    """TGI's ``error_type`` for a status (huggingface_hub raises a typed error for each)."""
+    if status == 429:
+        return "overloaded"
+    if status < 500:
+        return "validation"
+    return "unhealthy" if status == 503 else "generation"
+
+
+def shaped_body(path: str, body: ErrorResponse, status: int) -> dict[str, Any]:
+    """``body`` in the error shape of the route family that ``path`` belongs to."""
+    if path.startswith(OLLAMA_PREFIX):
+        return OllamaError(error=body.error.message).model_dump()
+    if path in TGI_PATHS:
+        return TgiError(error=body.error.message, error_type=tgi_error_type(status)).model_dump()
+    return body.model_dump()
+
+
+def error_response(exc: BaseException, path: str = "") -> JSONResponse:
     """A JSON error response for ``exc`` (with ``Retry-After`` or ``WWW-Authenticate``)."""
     spec = spec_for(exc)
     headers: dict[str, str] = {}
@@ -133,7 +159,8 @@ def error_response(exc: BaseException) -> JSONResponse:
         headers["Retry-After"] = str(wait)
     if isinstance(exc, Unauthorized):
         headers["WWW-Authenticate"] = "Bearer"
-    return JSONResponse(error_body(exc).model_dump(), status_code=spec.status, headers=headers)
+    body = shaped_body(path, error_body(exc), spec.status)
+    return JSONResponse(body, status_code=spec.status, headers=headers)
 
 
 def validation_error(errors: Sequence[Any]) -> InvalidRequest:
@@ -163,12 +190,12 @@ def _is_field(part: object) -> bool:
 
 
 async def _on_api_error(request: Request, exc: Exception) -> JSONResponse:
-    return error_response(exc)
+    return error_response(exc, request.url.path)
 
 
 async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    return error_response(validation_error(exc.errors()))
+    return error_response(validation_error(exc.errors()), request.url.path)
 
 
 async def _on_http_exception(request: Request, exc: Exception) -> JSONResponse:
@@ -176,12 +203,13 @@ async def _on_http_exception(request: Request, exc: Exception) -> JSONResponse:
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
     kind = "invalid_request_error" if exc.status_code < 500 else "server_error"
     body = ErrorResponse(error=ErrorDetail(message=str(exc.detail), type=kind, code=code))
-    return JSONResponse(body.model_dump(), status_code=exc.status_code, headers=exc.headers)
+    shaped = shaped_body(request.url.path, body, exc.status_code)
+    return JSONResponse(shaped, status_code=exc.status_code, headers=exc.headers)
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return error_response(exc)
+    return error_response(exc, request.url.path)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -13,6 +13,7 @@ from app.schemas.chat import (
     ChatCompletionChunkChoice,
     ChatCompletionMessage,
     ChatCompletionRequest,
+    ChatMessage,
     ChoiceDelta,
 )
 from app.serving.chat_template import needs_bos, render_chat, with_system_prompt
@@ -42,9 +43,10 @@ def render_conversation(
     return prompt, needs_bos(prompt, info.bos_token)
 
 
-def _messages(body: ChatCompletionRequest) -> list[Mapping[str, str]]:
+def conversation(chat_messages: list[ChatMessage]) -> list[Mapping[str, str]]:
+    """The messages as the chat template takes them (``developer`` becomes ``system``)."""
     messages: list[Mapping[str, str]] = []
-    for message in body.messages:
+    for message in chat_messages:
         role = "system" if message.role == "developer" else message.role
         messages.append({"role": role, "content": message.text()})
     if messages[-1]["role"] == "assistant" and not messages[-1]["content"]:
@@ -61,7 +63,7 @@ def plan_chat(
     if asked is None:
         asked = body.max_tokens
     cap = max_tokens(asked, limits, info, default=limits.default_max_tokens)
-    prompt, add_bos = render_conversation(_messages(body), info)
+    prompt, add_bos = render_conversation(conversation(body.messages), info)
     request = GenerationRequest(
         request_id=request_id,
         prompt=prompt,

@@ -1,0 +1,199 @@
+"""Ollama's ``/api/chat`` and ``/api/generate``: wire request -> engine request, events -> lines.
+
+``options`` map onto ``SamplingParams`` (temperature, top_k, top_p, min_p, num_predict, stop,
+seed, repeat_penalty, repeat_last_n, presence/frequency_penalty); ``num_ctx`` and the other
+Modelfile knobs are ignored with a log line (a slot's context is set at start-up).
+``format`` (JSON mode / schema), images, tools, custom templates and ``context`` are refused
+with a 400 naming the field rather than silently ignored.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel
+
+from app.engine.errors import InvalidRequest
+from app.engine.types import GenerationRequest, ModelInfo, SamplingParams
+from app.schemas.ollama import (
+    OllamaAssistantMessage,
+    OllamaChatRequest,
+    OllamaChatResponse,
+    OllamaGenerateRequest,
+    OllamaGenerateResponse,
+    OllamaOptions,
+    OllamaRequest,
+    OllamaStats,
+)
+from app.serving.chat import render_conversation
+from app.serving.chat_template import needs_bos
+from app.serving.generation import collect
+from app.serving.sampling import Finished, Limits, max_tokens, served_model_name
+
+logger = logging.getLogger(__name__)
+
+LOAD_REASON = "load"  # Ollama's done_reason for a request that only loads the model
+_MAPPED = frozenset(OllamaOptions.model_fields) - {"num_ctx"}
+
+
+def ollama_time(when: float | None = None) -> str:
+    """An RFC 3339 UTC timestamp as Ollama writes it."""
+    moment = datetime.fromtimestamp(time.time() if when is None else when, UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def ollama_model_name(requested: str, info: ModelInfo, limits: Limits) -> str:
+    """The served id for an Ollama model name (``name`` or ``name:latest``; any name unless
+    ``--strict-model-names``, as on the OpenAI routes)."""
+    return served_model_name(requested.removesuffix(":latest") or None, info, limits)
+
+
+def sampling_from_options(
+    options: OllamaOptions | None, limits: Limits, info: ModelInfo
+) -> SamplingParams:
+    """Engine sampling settings from Ollama's ``options`` (unset keys keep our defaults)."""
+    defaults = SamplingParams()
+    if options is None:
+        cap = max_tokens(None, limits, info, default=limits.default_max_tokens)
+        return replace(defaults, max_tokens=cap)
+    ignored = sorted({*(options.model_extra or {}), *({"num_ctx"} & options.model_fields_set)})
+    if ignored:
+        logger.info("ignoring Ollama options this server does not map: %s", ", ".join(ignored))
+    given = {key: getattr(options, key) for key in _MAPPED if getattr(options, key) is not None}
+    num_predict = given.pop("num_predict", None)
+    wanted = num_predict if num_predict and num_predict > 0 else None  # -1, -2: no cap
+    cap = max_tokens(wanted, limits, info, default=limits.default_max_tokens)
+    last_n = given.pop("repeat_last_n", None)
+    stops = tuple(stop for stop in given.pop("stop", None) or () if stop)
+    sampling = replace(defaults, **given, max_tokens=cap, stop=stops)
+    if last_n is not None:
+        sampling = replace(sampling, penalty_last_n=last_n)
+    return sampling
+
+
+def _refuse(field: str, what: str) -> None:
+    raise InvalidRequest(f"{field}: {what} is not supported by this server.", param=field)
+
+
+def _check_common(body: OllamaRequest) -> None:
+    if body.format not in (None, ""):
+        _refuse("format", "structured output (JSON mode or a JSON schema)")
+
+
+@dataclass(frozen=True)
+class OllamaPlan:
+    """A validated Ollama request: the engine request (None: only "load the model")."""
+
+    request: GenerationRequest | None
+    model: str
+    chat: bool
+    started: float  # time.perf_counter() when the request arrived
+
+
+def plan_ollama_chat(
+    body: OllamaChatRequest, info: ModelInfo, limits: Limits, request_id: str
+) -> OllamaPlan:
+    """Check a ``/api/chat`` body and build its engine request."""
+    model = ollama_model_name(body.model, info, limits)
+    _check_common(body)
+    if body.tools:
+        _refuse("tools", "tool calling")
+    if any(message.images for message in body.messages):
+        _refuse("messages.images", "image input")
+    started = time.perf_counter()
+    if not body.messages:
+        return OllamaPlan(None, model, True, started)
+    messages: list[Mapping[str, str]] = [
+        {"role": message.role, "content": message.content} for message in body.messages
+    ]
+    prompt, add_bos = render_conversation(messages, info)
+    sampling = sampling_from_options(body.options, limits, info)
+    request = GenerationRequest(request_id, prompt, sampling, add_special=add_bos)
+    return OllamaPlan(request, model, True, started)
+
+
+def plan_ollama_generate(
+    body: OllamaGenerateRequest, info: ModelInfo, limits: Limits, request_id: str
+) -> OllamaPlan:
+    """Check a ``/api/generate`` body and build its engine request."""
+    model = ollama_model_name(body.model, info, limits)
+    _check_common(body)
+    for field, value, what in (
+        ("template", body.template, "a custom prompt template (send raw=true instead)"),
+        ("images", body.images, "image input"),
+        ("context", body.context, "continuing from a returned context"),
+        ("suffix", body.suffix, "fill-in-the-middle (suffix)"),
+    ):
+        if value:
+            _refuse(field, what)
+    started = time.perf_counter()
+    if not body.prompt:
+        return OllamaPlan(None, model, False, started)
+    sampling = sampling_from_options(body.options, limits, info)
+    if body.raw:
+        add_bos = needs_bos(body.prompt, info.bos_token)
+        request = GenerationRequest(request_id, body.prompt, sampling, add_special=add_bos)
+        return OllamaPlan(request, model, False, started)
+    messages: list[Mapping[str, str]] = [{"role": "user", "content": body.prompt}]
+    if body.system is not None:
+        messages.insert(0, {"role": "system", "content": body.system})
+    prompt, add_bos = render_conversation(messages, info)
+    request = GenerationRequest(request_id, prompt, sampling, add_special=add_bos)
+    return OllamaPlan(request, model, False, started)
+
+
+def _stats(plan: OllamaPlan, finished: Finished) -> OllamaStats:
+    usage, timings = finished.usage, finished.timings
+    return OllamaStats(
+        total_duration=int((time.perf_counter() - plan.started) * 1e9),
+        load_duration=0,
+        prompt_eval_count=usage.prompt_tokens,
+        prompt_eval_duration=int(timings.prefill_s * 1e9) if timings else None,
+        eval_count=usage.completion_tokens,
+        eval_duration=int(timings.decode_s * 1e9) if timings else None,
+    )
+
+
+def ollama_line(
+    plan: OllamaPlan, text: str, finished: Finished | None = None, *, reason: str | None = None
+) -> BaseModel:
+    """One line of the answer: a piece of text, or the last line with its stats."""
+    common: dict[str, Any] = {
+        "model": plan.model,
+        "created_at": ollama_time(),
+        "done": finished is not None,
+    }
+    if finished is not None:
+        common.update(_stats(plan, finished).model_dump(), done_reason=finished.reason)
+    elif reason is not None:
+        common.update(done=True, done_reason=reason)
+    if plan.chat:
+        return OllamaChatResponse(message=OllamaAssistantMessage(content=text), **common)
+    return OllamaGenerateResponse(response=text, **common)
+
+
+def load_only_line(plan: OllamaPlan) -> BaseModel:
+    """The answer to a request without prompt or messages: the model is loaded."""
+    return ollama_line(plan, "", reason=LOAD_REASON)
+
+
+async def ollama_lines(
+    plan: OllamaPlan, stream: AsyncIterator[str | Finished]
+) -> AsyncIterator[BaseModel]:
+    """Ollama's stream: one line per text piece, then a ``done`` line with the stats."""
+    async for item in stream:
+        if isinstance(item, Finished):
+            yield ollama_line(plan, "", item)
+            return
+        yield ollama_line(plan, item)
+
+
+async def ollama_answer(plan: OllamaPlan, stream: AsyncIterator[str | Finished]) -> BaseModel:
+    """The whole answer as one object (``"stream": false``)."""
+    result = await collect(stream)
+    return ollama_line(plan, result.text, result.finished)
