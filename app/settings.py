@@ -193,8 +193,10 @@ class Settings(BaseSettings):
         False,
         description="Serve POST /v1/embeddings from a second, pooled context on the model.",
     )
-    embeddings_pooling: Literal["mean", "last", "cls"] = Field(
-        "mean", description="How /v1/embeddings pools token vectors into one per input."
+    embeddings_pooling: Literal["auto", "mean", "last", "cls"] = Field(
+        "auto",
+        description="How /v1/embeddings pools token vectors into one per input "
+        "('auto': the model's own pooling, else the last token).",
     )
 
     @classmethod

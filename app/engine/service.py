@@ -226,7 +226,9 @@ class LlamaEngine:
         embedder = await asyncio.to_thread(
             backend.new_embedder,
             pooling=cfg.embeddings_pooling,
-            n_ctx=cfg.n_ctx_slot,
+            # One decode holds a whole batch of inputs; its compute buffers grow with n_ctx,
+            # so the longest input is capped at the decode batch (as embedding models are).
+            n_ctx=min(cfg.n_ctx_slot, cfg.n_batch),
             n_seq_max=EMBEDDING_INPUTS_PER_BATCH,
             n_threads=cfg.n_threads or os.cpu_count() or 1,
         )

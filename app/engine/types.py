@@ -200,4 +200,4 @@ class EngineConfig:
     prompt_cache: bool = True  # reuse a free slot's KV cache for a shared prompt prefix
     seed: int | None = None  # default seed for requests without one (None: random)
     embeddings: bool = False  # open a second, pooled context on the model for embed()
-    embeddings_pooling: Literal["mean", "last", "cls"] = "mean"
+    embeddings_pooling: Literal["auto", "mean", "last", "cls"] = "auto"

@@ -119,3 +119,12 @@ def test_service_queue_bound_and_failures() -> None:
         gate.set()
         service.close()
     assert embedder.closed
+
+
+def test_auto_pooling_follows_the_model() -> None:
+    from app.engine.llama.embeddings import resolve_pooling
+
+    assert resolve_pooling("auto", {"bert.pooling_type": "2"}, "bert") == "cls"
+    assert resolve_pooling("auto", {"bert.pooling_type": "1"}, "bert") == "mean"
+    assert resolve_pooling("auto", {}, "llama") == "last"  # a causal chat model
+    assert resolve_pooling("mean", {"bert.pooling_type": "2"}, "bert") == "mean"

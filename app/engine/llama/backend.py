@@ -16,7 +16,7 @@ from typing import Any
 
 from app.engine.backend import BatchToken, DecodeError
 from app.engine.llama import _lib
-from app.engine.llama.embeddings import LlamaEmbedder
+from app.engine.llama.embeddings import LlamaEmbedder, resolve_pooling
 from app.engine.llama.sampler import LlamaSampler
 from app.engine.types import ModelInfo, SamplingParams
 
@@ -120,6 +120,8 @@ class LlamaBackend:
         """A pooled embeddings context on this model; the caller closes it before ``close``."""
         if self._model is None:
             raise RuntimeError("backend is closed")
+        info = self.info()
+        pooling = resolve_pooling(pooling, info.metadata, info.architecture)
         return LlamaEmbedder(
             self._model, pooling=pooling, n_ctx=n_ctx, n_seq_max=n_seq_max, n_threads=n_threads
         )

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from app.engine.backend import DecodeError
@@ -24,6 +24,22 @@ from app.engine.errors import ModelLoadError
 from app.engine.llama import _lib
 
 logger = logging.getLogger(__name__)
+
+
+# GGUF ``<arch>.pooling_type`` values (llama.cpp's enum) -> our names.
+_GGUF_POOLING = {"1": "mean", "2": "cls", "3": "last"}
+CAUSAL_DEFAULT = "last"
+
+
+def resolve_pooling(pooling: str, metadata: Mapping[str, str], architecture: str) -> str:
+    """The pooling to use: as asked, or for ``auto`` the model's own (embedding models such as
+    BERT/bge declare one in the GGUF), else ``last``: a causal chat model's last token is the
+    one that has seen the whole input (on SmolLM2-135M it separates paraphrases from unrelated
+    sentences by a wider margin than mean pooling; CLS pooling of a causal model does not)."""
+    if pooling != "auto":
+        return pooling
+    declared = metadata.get(f"{architecture}.pooling_type", "")
+    return _GGUF_POOLING.get(declared.strip(), CAUSAL_DEFAULT)
 
 
 def _context_params(pooling: str, n_ctx: int, n_seq_max: int, n_threads: int) -> Any:
