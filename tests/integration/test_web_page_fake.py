@@ -142,7 +142,11 @@ def test_copy_button_and_new_chat(context: Any, code_server: ServerProcess) -> N
     page.press("#input", "Enter")
     wait_until(page, "() => document.querySelectorAll('.msg-assistant[data-state=done]').length")
     assert page.locator(".msg-user .bubble").inner_text() == "Fresh start\nsecond line"
-    assert [m["content"] for m in bodies[-1]["messages"]] == ["Fresh start\nsecond line"]
+    # The page's own default system prompt (the server adds none to OpenAI requests).
+    assert bodies[-1]["messages"] == [
+        {"role": "system", "content": "You are a helpful assistant."},
+        {"role": "user", "content": "Fresh start\nsecond line"},
+    ]
 
 
 def test_context_too_long_shows_the_server_message_then_recovers(

@@ -4,7 +4,11 @@
 const SETTINGS_KEY = "cria.settings";
 const API_KEY_KEY = "cria.apiKey";
 
-export const DEFAULTS = Object.freeze({ systemPrompt: "", temperature: 0.7, maxTokens: 512 });
+export const DEFAULTS = Object.freeze({
+  systemPrompt: "You are a helpful assistant.",
+  temperature: 0.7,
+  maxTokens: 512,
+});
 
 function storage() {
   try {
