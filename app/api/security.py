@@ -179,7 +179,7 @@ class BrowserGuardMiddleware:
         if scope["type"] == "http":
             problem = self.check(Headers(scope=scope), scope.get("method", "GET"))
             if problem is not None:
-                await error_response(problem)(scope, receive, send)
+                await error_response(problem, scope.get("path", ""))(scope, receive, send)
                 return
         await self.app(scope, receive, send)
 
