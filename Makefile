@@ -1,6 +1,7 @@
 # cria-server: two commands on a fresh machine.
 #   make serve   create .venv, install the project, run `cria serve` (ARGS="--port 9000 ...")
 #   make test    install the dev extra (+ Debian's chromium if missing), run pytest (PYTEST_ARGS=...)
+#   make cuda    rebuild llama-cpp-python in .venv with the CUDA backend (CUDA_ARCHS=..., see README)
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -8,9 +9,13 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 ARGS ?=
 PYTEST_ARGS ?=
+# make cuda: GPU architectures (CMake's CUDA_ARCHITECTURES; empty: "native" when nvidia-smi sees
+# a GPU, else 90) and CPU backend ("host": this CPU's instruction sets, or "all" x86 variants).
+CUDA_ARCHS ?=
+CPU_VARIANTS ?= host
 export DEBIAN_FRONTEND := noninteractive
 
-.PHONY: serve test install install-dev toolchain browser lint settings-table clean
+.PHONY: serve test install install-dev toolchain browser lint settings-table clean cuda cpu
 
 # llama-cpp-python compiles llama.cpp from source: it needs a C/C++ compiler (pip fetches
 # cmake itself). On a fresh Debian/Ubuntu machine as root, install one; otherwise say how.
@@ -35,6 +40,19 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python toolchain
 
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
+
+# The CUDA build replaces the CPU one in $(VENV) (the stamps stay valid: pip keeps it, since the
+# pinned version is already installed). The toolkit comes from PyPI; no GPU or driver needed.
+cuda: | $(BIN)/python toolchain
+	CUDA_ARCHS='$(CUDA_ARCHS)' CPU_VARIANTS='$(CPU_VARIANTS)' scripts/build_llama_cuda.sh $(BIN)/python
+	$(PIP) install -e .
+	touch $(VENV)/.installed
+
+# Back to the CPU build (pip's cached CPU wheel when there is one).
+cpu: | $(BIN)/python toolchain
+	$(PIP) install --force-reinstall --no-deps "$$(grep -o 'llama-cpp-python==[0-9.]*' pyproject.toml)"
+	$(PIP) install -e .
+	touch $(VENV)/.installed
 
 serve: $(VENV)/.installed
 	$(BIN)/cria serve $(ARGS)

@@ -6,6 +6,7 @@ import pytest
 
 from app.engine.llama.offload import (
     MIB,
+    BackendReport,
     GpuDevice,
     ModelFootprint,
     OffloadPlan,
@@ -158,3 +159,57 @@ def test_offload_info_on_gpu() -> None:
     assert (info.layers_offloaded, info.layers_total, info.requested) == (10, 31, "auto")
     assert not info.amx_guard
     assert not info.fallback
+
+
+# --- a GPU build on a host without that GPU ----------------------------------------------------
+NO_DRIVER = "CUDA build, but no CUDA device (driver not found)"
+
+
+@pytest.mark.parametrize(("requested", "fallback"), [("auto", False), ("all", True), (12, True)])
+def test_gpu_build_without_device_runs_on_cpu_and_says_why(
+    requested: GpuLayers, fallback: bool
+) -> None:
+    p = plan_offload(
+        requested,
+        gpu_supported=True,
+        devices=[],
+        footprint=FOOTPRINT,
+        margin_bytes=0,
+        no_device_reason=NO_DRIVER,
+    )
+    assert (p.backend, p.n_gpu_layers, p.device) == ("cpu", 0, None)
+    assert p.reason == f"{NO_DRIVER}: running on the CPU"
+    assert p.fallback is fallback  # "auto" choosing the CPU is no fallback; asking for GPU is
+    info = offload_info(p, cpu_name="Some CPU", amx_guard_reason=None)
+    assert (info.backend, info.device_name, info.layers_offloaded) == ("cpu", "Some CPU", 0)
+
+
+def test_backend_report_reason_names_the_backend_and_the_cause() -> None:
+    report = BackendReport(
+        dynamic=True,
+        gpu_backends=("cuda",),
+        registered={"cpu": 1, "cuda": 0},
+        problems={"cuda": "driver not found"},
+    )
+    assert report.no_gpu_reason == NO_DRIVER
+    two = BackendReport(
+        dynamic=True,
+        gpu_backends=("cuda", "vulkan"),
+        registered={"cpu": 1},
+        problems={"cuda": "driver not found", "vulkan": "its module did not load: x"},
+    )
+    assert two.no_gpu_reason == (
+        f"{NO_DRIVER}; Vulkan build, but no Vulkan device (its module did not load: x)"
+    )
+
+
+@pytest.mark.parametrize(
+    "report",
+    [
+        BackendReport(dynamic=False),  # the CPU build
+        BackendReport(dynamic=True, registered={"cpu": 1}),  # a DL build without GPU modules
+        BackendReport(True, ("cuda",), {"cpu": 1, "cuda": 1}),  # the GPU is there
+    ],
+)
+def test_backend_report_without_a_problem_has_no_reason(report: BackendReport) -> None:
+    assert report.no_gpu_reason is None

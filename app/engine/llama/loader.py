@@ -1,8 +1,9 @@
 """``load_backend``: from an EngineConfig to a ready LlamaBackend.
 
-Order: check the file (exists, GGUF magic, header) -> init the backend once -> decide the
-AMX guard -> plan the GPU offload -> load the model (backing off to fewer GPU layers, then
-the CPU, when loading fails) -> create one context with ``n_slots`` per-sequence KV streams.
+Order: check the file (exists, GGUF magic, header) -> init the backend once and load ggml's
+backend modules (GGML_BACKEND_DL builds) -> decide the AMX guard -> plan the GPU offload ->
+load the model (backing off to fewer GPU layers, then the CPU, when loading fails) -> create
+one context with ``n_slots`` per-sequence KV streams.
 Every failure is a typed ``ModelNotFound``/``ModelLoadError`` with a readable message;
 llama.cpp returns NULL on failure, so nothing here can crash the process.
 """
@@ -18,10 +19,11 @@ from app.engine.errors import ModelLoadError
 from app.engine.llama import _lib
 from app.engine.llama.backend import LlamaBackend
 from app.engine.llama.cpu import AmxDecision, decide_amx_guard, read_cpu_facts
-from app.engine.llama.devices import list_gpu_devices
+from app.engine.llama.devices import list_gpu_devices, load_backends
 from app.engine.llama.gguf import check_gguf_file
 from app.engine.llama.info import build_model_info
 from app.engine.llama.offload import (
+    BackendReport,
     ModelFootprint,
     OffloadPlan,
     next_fallback,
@@ -78,16 +80,18 @@ def _probe_footprint(config: EngineConfig, size: int) -> ModelFootprint:
     return ModelFootprint(n_layer=n_layer, file_bytes=size, kv_bytes_per_layer=kv_bytes)
 
 
-def _first_plan(config: EngineConfig, size: int) -> OffloadPlan:
+def _first_plan(config: EngineConfig, size: int, backends: BackendReport) -> OffloadPlan:
     gpu = _lib.supports_gpu_offload() and config.n_gpu_layers != 0
     footprint = _probe_footprint(config, size) if gpu else ModelFootprint(0, size, 0)
     devices = list_gpu_devices() if gpu else []
     return plan_offload(
         config.n_gpu_layers,
-        gpu_supported=_lib.supports_gpu_offload(),
+        # A GPU build whose GPU backend found no device is still a GPU build: the plan says why.
+        gpu_supported=_lib.supports_gpu_offload() or bool(backends.gpu_backends),
         devices=devices,
         footprint=footprint,
         margin_bytes=config.gpu_memory_margin_mb * 1024 * 1024,
+        no_device_reason=backends.no_gpu_reason,
     )
 
 
@@ -190,10 +194,11 @@ def load_backend(config: EngineConfig, *, amx_guard: bool | None = None) -> Llam
     _check_config(config)
     size = check_gguf_file(config.model_path)
     _lib.backend_init()
+    backends = load_backends()  # GGML_BACKEND_DL builds: register the CPU (and GPU) modules
     _lib.take_native_problems()
     cpu = read_cpu_facts()
     amx = decide_amx_guard(cpu, _lib.build_has_amx(), amx_guard)
-    model, plan = _load_model(config, _first_plan(config, size), amx)
+    model, plan = _load_model(config, _first_plan(config, size, backends), amx)
     model, ctx, plan = _create_context(config, model, plan, amx)
     try:
         n_ctx_slot, n_batch = _check_context(config, ctx)

@@ -12,8 +12,8 @@ blocks has ``n_layer + 1`` offloadable layers (the output layer counts as one).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
 from app.engine.types import GpuLayers, OffloadInfo
 
@@ -32,6 +32,40 @@ class GpuDevice:
     backend: str  # lower-case backend name: "cuda", "metal", "vulkan", ...
     free_bytes: int
     total_bytes: int
+
+
+# GPU backend modules a GGML_BACKEND_DL build can ship, by ggml backend name, with the name
+# people know them by.
+GPU_MODULES: Mapping[str, str] = {
+    "cuda": "CUDA",
+    "hip": "ROCm",
+    "vulkan": "Vulkan",
+    "sycl": "SYCL",
+    "musa": "MUSA",
+    "opencl": "OpenCL",
+}
+
+
+@dataclass(frozen=True)
+class BackendReport:
+    """What ``load_backends`` found: the build's GPU backends and why any has no device."""
+
+    dynamic: bool  # a GGML_BACKEND_DL build: the backends are modules loaded at start
+    gpu_backends: tuple[str, ...] = ()  # GPU backends of the build, e.g. ("cuda",)
+    registered: Mapping[str, int] = field(default_factory=dict)  # backend -> devices
+    problems: Mapping[str, str] = field(default_factory=dict)  # backend -> why no device
+
+    @property
+    def no_gpu_reason(self) -> str | None:
+        """Why the GPU build has no GPU, e.g. "CUDA build, but no CUDA device (driver not
+        found)"; None when a GPU registered or the build has no GPU backend."""
+        if not self.problems or any(self.registered.get(b, 0) for b in self.gpu_backends):
+            return None
+        parts = []
+        for backend, why in self.problems.items():
+            label = GPU_MODULES.get(backend, backend)
+            parts.append(f"{label} build, but no {label} device ({why})")
+        return "; ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -105,10 +139,13 @@ def plan_offload(
     devices: Sequence[GpuDevice],
     footprint: ModelFootprint,
     margin_bytes: int,
+    no_device_reason: str | None = None,
 ) -> OffloadPlan:
     """The first plan for ``requested`` (an int, "all" or "auto").
 
-    A GPU-less build, no GPU device, or a request of 0 layers gives the CPU. "auto" puts as
+    A GPU-less build, no GPU device, or a request of 0 layers gives the CPU; when the build has
+    a GPU backend that found no device, ``no_device_reason`` says why ("CUDA build, but no CUDA
+    device (driver not found)") and becomes the plan's reason. "auto" puts as
     many layers as fit in free memory minus the margin; "all" and numbers are taken as asked
     (capped at the layer count) and backed off only if loading fails.
     """
@@ -120,7 +157,8 @@ def plan_offload(
         return _cpu_plan(requested, footprint, "this llama.cpp build has no GPU backend", explicit)
     device = pick_device(devices)
     if device is None:
-        return _cpu_plan(requested, footprint, "no GPU device was found", explicit)
+        why = no_device_reason or "no GPU device was found"
+        return _cpu_plan(requested, footprint, f"{why}: running on the CPU", explicit)
     if requested == "auto":
         return _plan_auto(device, footprint, margin_bytes)
     total = footprint.layers_total
