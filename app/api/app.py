@@ -30,7 +30,13 @@ from app.schemas.chat import ChatCompletionRequest
 from app.schemas.completions import CompletionRequest
 from app.schemas.cria import CriaPromptRequest
 from app.schemas.embeddings import EmbeddingRequest
-from app.schemas.ollama import OllamaChatRequest, OllamaGenerateRequest, OllamaModelRequest
+from app.schemas.ollama import (
+    OllamaChatRequest,
+    OllamaEmbedRequest,
+    OllamaGenerateRequest,
+    OllamaLegacyEmbedRequest,
+    OllamaModelRequest,
+)
 from app.schemas.tgi import TgiGenerateRequest
 from app.schemas.tokenize import DetokenizeRequest, TokenizeRequest
 from app.settings import Settings
@@ -73,6 +79,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
             OllamaChatRequest,
             OllamaGenerateRequest,
             OllamaModelRequest,
+            OllamaEmbedRequest,
+            OllamaLegacyEmbedRequest,
             TgiGenerateRequest,
             EmbeddingRequest,
         ],

@@ -82,6 +82,41 @@ class OllamaModelRequest(WireRequest):
     verbose: bool = False
 
 
+class OllamaEmbedRequest(WireRequest):
+    """``POST /api/embed``: one text or a list (an input too long is a 400, not truncated)."""
+
+    model: str
+    input: str | list[str] = Field(min_length=1)
+    truncate: bool = True
+    options: OllamaOptions | None = None
+    keep_alive: str | int | float | None = None
+
+
+class OllamaLegacyEmbedRequest(WireRequest):
+    """``POST /api/embeddings`` (Ollama's older route): one ``prompt``."""
+
+    model: str
+    prompt: str
+    options: OllamaOptions | None = None
+    keep_alive: str | int | float | None = None
+
+
+class OllamaEmbedResponse(BaseModel):
+    """``/api/embed``: one normalised vector per input."""
+
+    model: str
+    embeddings: list[list[float]]
+    total_duration: int
+    load_duration: int = 0
+    prompt_eval_count: int
+
+
+class OllamaLegacyEmbedResponse(BaseModel):
+    """``/api/embeddings``: the vector of ``prompt``."""
+
+    embedding: list[float]
+
+
 class OllamaStats(BaseModel):
     """The counters and durations (nanoseconds) of a finished generation."""
 

@@ -17,7 +17,7 @@ import ollama
 import openai
 import pytest
 from huggingface_hub import InferenceClient
-from langchain_ollama import ChatOllama
+from langchain_ollama import ChatOllama, OllamaEmbeddings
 
 from tests.support.server import ServerProcess, real_model_env, running_server
 
@@ -182,6 +182,19 @@ def test_openai_embeddings_rank_paraphrases_closer(server: ServerProcess) -> Non
     assert isinstance(encoded, str)
     alone = list(struct.unpack(f"<{len(vectors[0])}f", base64.b64decode(encoded)))
     assert alone == pytest.approx(vectors[0], abs=1e-3)  # batched or alone: the same vector
+
+
+def test_ollama_and_langchain_embeddings(
+    server: ServerProcess, ollama_client: ollama.Client
+) -> None:
+    texts = ["The cat sits on the mat.", "A cat is sitting on a rug."]
+    embedded = ollama_client.embed(model=MODEL, input=texts)
+    vectors = [list(v) for v in embedded.embeddings]
+    assert len(vectors) == 2
+    assert _cosine(vectors[0], vectors[0]) == pytest.approx(1.0, rel=1e-4)
+    langchain = OllamaEmbeddings(model=MODEL, base_url=server.base_url)
+    assert langchain.embed_query(texts[0]) == pytest.approx(vectors[0], abs=1e-4)
+    assert langchain.embed_documents(texts)[1] == pytest.approx(vectors[1], abs=1e-4)
 
 
 def test_embeddings_too_long_is_a_400(server: ServerProcess) -> None:

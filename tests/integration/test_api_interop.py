@@ -7,11 +7,13 @@ import asyncio
 import base64
 import json
 import struct
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
-from tests.support.api import app_client
+from app.engine.types import FinishReason, GenerationRequest, TokenEvent, Usage
+from tests.support.api import app_client, eventually
 from tests.support.fake_engine import FakeEngine
 
 REPLY = "Paris is the capital of France."
@@ -282,6 +284,23 @@ async def test_embeddings_float_base64_and_usage() -> None:
     assert list(struct.unpack(f"<{len(vector)}f", raw)) == pytest.approx(vector)
 
 
+async def test_ollama_embed_routes_match_the_openai_vectors() -> None:
+    async with app_client(fake(embeddings=True)) as (client, _):
+        openai = (await client.post("/v1/embeddings", json={"input": ["a b", "c"]})).json()
+        embed = (
+            await client.post("/api/embed", json={"model": "fake-model", "input": ["a b", "c"]})
+        ).json()
+        legacy = (
+            await client.post("/api/embeddings", json={"model": "fake-model", "prompt": "a b"})
+        ).json()
+        off = await client.post("/api/embed", json={"model": "fake-model", "input": ""})
+    assert embed["embeddings"] == [item["embedding"] for item in openai["data"]]
+    assert embed["prompt_eval_count"] == openai["usage"]["prompt_tokens"]
+    assert legacy["embedding"] == embed["embeddings"][0]
+    assert off.status_code == 400
+    assert list(off.json()) == ["error"]
+
+
 @pytest.mark.parametrize(
     ("engine_embeddings", "body", "says"),
     [
@@ -305,6 +324,8 @@ async def test_embeddings_errors_are_400(
 NEW_ROUTES = [
     ("POST", "/api/chat", CHAT),
     ("POST", "/api/generate", {"model": "fake-model", "prompt": "hi"}),
+    ("POST", "/api/embed", {"model": "fake-model", "input": ["hi"]}),
+    ("POST", "/api/embeddings", {"model": "fake-model", "prompt": "hi"}),
     ("GET", "/api/tags", None),
     ("POST", "/api/show", {"model": "fake-model"}),
     ("GET", "/api/ps", None),
@@ -341,3 +362,99 @@ async def test_new_routes_cap_the_body(path: str) -> None:
     async with app_client(fake(embeddings=True), max_body_bytes=2048) as (client, _):
         response = await client.post(path, content=b"{" + b" " * 4096 + b"}")
     assert response.status_code == 413
+
+
+class FailingMidStream(FakeEngine):
+    """One piece of text, then an engine error."""
+
+    def submit(self, request: GenerationRequest) -> AsyncIterator[TokenEvent]:
+        async def events() -> AsyncIterator[TokenEvent]:
+            yield TokenEvent(request.request_id, text="Partial", token_id=1)
+            yield TokenEvent(
+                request.request_id,
+                finish_reason=FinishReason.ERROR,
+                usage=Usage(3, 0, 1),
+                error="llama_decode failed (KV cache full)",
+            )
+
+        self.submitted.append(request)
+        return events()
+
+
+async def test_errors_after_the_stream_started_end_it_in_each_familys_shape() -> None:
+    async with app_client(FailingMidStream()) as (client, _):
+        ollama = await client.post("/api/chat", json=CHAT)
+        tgi = await client.post("/generate_stream", json={"inputs": "hi"})
+        whole = await client.post("/generate", json={"inputs": "hi"})
+    lines = ndjson(ollama.text)
+    assert lines[0]["message"]["content"] == "Partial"
+    assert lines[-1] == {"error": "llama_decode failed (KV cache full)"}
+    events = [json.loads(line[5:]) for line in tgi.text.splitlines() if line.startswith("data:")]
+    assert events[-1] == {
+        "error": "llama_decode failed (KV cache full)",
+        "error_type": "generation",
+    }
+    assert whole.status_code == 500
+    assert whole.json()["error_type"] == "generation"
+
+
+class SlowEngine(FakeEngine):
+    """A long reply, paced; records every abort call (the fake drops those of closed streams)."""
+
+    def __init__(self) -> None:
+        super().__init__(reply=lambda prompt: " ".join(["w"] * 200), token_delay_s=0.01)
+        self.abort_calls: list[str] = []
+
+    def abort(self, request_id: str) -> None:
+        self.abort_calls.append(request_id)
+        super().abort(request_id)
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/api/chat", CHAT),
+        ("/api/generate", {"model": "m", "prompt": "go", "stream": False}),
+        ("/generate_stream", {"inputs": "go"}),
+        ("/generate", {"inputs": "go"}),
+    ],
+)
+async def test_a_client_that_leaves_aborts_its_request(path: str, body: dict[str, Any]) -> None:
+    engine = SlowEngine()
+    async with app_client(engine) as (_, app):
+        gone = asyncio.Event()
+        delivered = False
+
+        async def receive() -> dict[str, Any]:
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": json.dumps(body).encode()}
+            await gone.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            return None
+
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "root_path": "",
+            "query_string": b"",
+            "headers": [(b"host", b"localhost"), (b"content-type", b"application/json")],
+            "client": ("127.0.0.1", 50000),
+            "server": ("localhost", 80),
+        }
+        call = asyncio.create_task(app(scope, receive, send))
+        await eventually(lambda: engine._generated_total >= 5)
+        gone.set()
+        await asyncio.wait_for(call, timeout=10)
+        await eventually(lambda: engine.stats().slots_busy == 0, timeout_s=1.0)
+    (request,) = engine.submitted
+    assert engine.abort_calls == [request.request_id]
+    assert engine._generated_total < 100

@@ -1,5 +1,6 @@
-"""Ollama's API (``/api/chat``, ``/api/generate``, ``/api/tags``, ``/api/show``, ``/api/ps``,
-``/api/version``), so apps and libraries that speak Ollama work unchanged.
+"""Ollama's API (``/api/chat``, ``/api/generate``, ``/api/embed``, ``/api/embeddings``,
+``/api/tags``, ``/api/show``, ``/api/ps``, ``/api/version``), so apps and libraries that speak
+Ollama work unchanged.
 
 Streams are NDJSON, as Ollama sends them; errors are Ollama's ``{"error": "..."}`` with the
 statuses of the shared error table.
@@ -25,7 +26,9 @@ from app.api.security import require_api_key
 from app.engine.protocol import Engine
 from app.schemas.ollama import (
     OllamaChatRequest,
+    OllamaEmbedRequest,
     OllamaGenerateRequest,
+    OllamaLegacyEmbedRequest,
     OllamaModelRequest,
     OllamaRunning,
     OllamaShow,
@@ -33,6 +36,7 @@ from app.schemas.ollama import (
     OllamaVersion,
 )
 from app.serving import ollama_models
+from app.serving.embeddings import ollama_embed, ollama_legacy_embed
 from app.serving.generation import pieces
 from app.serving.ollama import (
     OllamaPlan,
@@ -87,6 +91,34 @@ async def ollama_generate(
     body = parse_body(OllamaGenerateRequest, await json_object(request))
     plan = plan_ollama_generate(body, engine.model_info(), limits, request_id)
     return await _answer(plan, body.stream, request, engine, request_id)
+
+
+@router.post(
+    "/api/embed",
+    response_model=None,
+    responses=ERROR_RESPONSES,
+    openapi_extra=json_body(OllamaEmbedRequest),
+)
+async def ollama_create_embeddings(
+    request: Request, engine: EngineDep, limits: LimitsDep
+) -> Response:
+    """Embed text (Ollama): one vector per input (needs ``--embeddings``)."""
+    body = parse_body(OllamaEmbedRequest, await json_object(request))
+    return await json_unless_disconnected(request, ollama_embed(engine, body, limits))
+
+
+@router.post(
+    "/api/embeddings",
+    response_model=None,
+    responses=ERROR_RESPONSES,
+    openapi_extra=json_body(OllamaLegacyEmbedRequest),
+)
+async def ollama_create_embedding(
+    request: Request, engine: EngineDep, limits: LimitsDep
+) -> Response:
+    """Embed one prompt (Ollama's older route; needs ``--embeddings``)."""
+    body = parse_body(OllamaLegacyEmbedRequest, await json_object(request))
+    return await json_unless_disconnected(request, ollama_legacy_embed(engine, body, limits))
 
 
 @router.get("/api/tags")
