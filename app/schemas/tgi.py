@@ -16,7 +16,8 @@ TgiFinishReason = Literal["length", "eos_token", "stop_sequence"]
 
 
 class TgiParameters(WireRequest):
-    """``parameters`` of a generate request (TGI names)."""
+    """``parameters`` of a generate request (TGI names; ``null`` means unset, as TGI's own
+    Python client sends every field)."""
 
     max_new_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0.0, le=2.0)
@@ -25,17 +26,17 @@ class TgiParameters(WireRequest):
     repetition_penalty: float | None = Field(None, ge=0.0)
     frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     seed: int | None = None
-    stop: list[str] = Field(default_factory=list)
-    do_sample: bool = False
-    details: bool = False
-    decoder_input_details: bool = False
+    stop: list[str] | None = None
+    do_sample: bool | None = None
+    details: bool | None = None
+    decoder_input_details: bool | None = None
     return_full_text: bool | None = None
     best_of: int | None = None
     top_n_tokens: int | None = None
     grammar: dict[str, object] | None = None
     truncate: int | None = None
     typical_p: float | None = None
-    watermark: bool = False
+    watermark: bool | None = None
     adapter_id: str | None = None
 
 

@@ -20,6 +20,7 @@ from pydantic import BaseModel
 
 from app.engine.errors import InvalidRequest
 from app.engine.types import GenerationRequest, ModelInfo, SamplingParams
+from app.schemas.common import MAX_STOP_SEQUENCES
 from app.schemas.ollama import (
     OllamaAssistantMessage,
     OllamaChatRequest,
@@ -70,6 +71,11 @@ def sampling_from_options(
     cap = max_tokens(wanted, limits, info, default=limits.default_max_tokens)
     last_n = given.pop("repeat_last_n", None)
     stops = tuple(stop for stop in given.pop("stop", None) or () if stop)
+    if len(stops) > MAX_STOP_SEQUENCES:
+        raise InvalidRequest(
+            f"options.stop: at most {MAX_STOP_SEQUENCES} stop sequences are allowed.",
+            param="options.stop",
+        )
     sampling = replace(defaults, **given, max_tokens=cap, stop=stops)
     if last_n is not None:
         sampling = replace(sampling, penalty_last_n=last_n)

@@ -19,6 +19,7 @@ import anyio
 from app.engine.errors import InvalidRequest
 from app.engine.protocol import Engine
 from app.engine.types import GenerationRequest, ModelInfo, SamplingParams, TokenEvent
+from app.schemas.common import MAX_STOP_SEQUENCES
 from app.schemas.tgi import (
     TgiDetails,
     TgiFinishReason,
@@ -35,7 +36,6 @@ from app.serving.generation import FinishSink
 from app.serving.sampling import Finished, Limits, max_tokens, wire_finish_reason
 
 TGI_VERSION = "3.0.0"  # the TGI release whose API these routes follow
-MAX_STOP_SEQUENCES = 4
 
 
 @dataclass(frozen=True)
@@ -53,10 +53,10 @@ def _unsupported(params: TgiParameters) -> list[str]:
         "grammar": params.grammar is not None,
         "best_of": params.best_of not in (None, 1),
         "top_n_tokens": bool(params.top_n_tokens),
-        "decoder_input_details": params.decoder_input_details,
+        "decoder_input_details": bool(params.decoder_input_details),
         "truncate": params.truncate is not None,
         "typical_p": params.typical_p is not None,
-        "watermark": params.watermark,
+        "watermark": bool(params.watermark),
         "adapter_id": params.adapter_id is not None,
     }
     return [name for name, used in checks.items() if used]
@@ -64,7 +64,7 @@ def _unsupported(params: TgiParameters) -> list[str]:
 
 def tgi_sampling(params: TgiParameters, limits: Limits, info: ModelInfo) -> SamplingParams:
     """Engine sampling settings from TGI's parameters."""
-    stops = tuple(stop for stop in params.stop if stop)
+    stops = tuple(stop for stop in params.stop or () if stop)
     if len(stops) > MAX_STOP_SEQUENCES:
         raise InvalidRequest(
             f"parameters.stop: at most {MAX_STOP_SEQUENCES} stop sequences are allowed.",
@@ -100,7 +100,7 @@ def plan_tgi(body: TgiGenerateRequest, info: ModelInfo, limits: Limits, request_
         names = ", ".join(f"parameters.{name}" for name in refused)
         raise InvalidRequest(f"{names}: not supported by this server.", param=refused[0])
     request = GenerationRequest(request_id, body.inputs, tgi_sampling(params, limits, info))
-    return TgiPlan(request, body.inputs, params.details, bool(params.return_full_text))
+    return TgiPlan(request, body.inputs, bool(params.details), bool(params.return_full_text))
 
 
 def tgi_finish_reason(finished: Finished) -> TgiFinishReason:
@@ -214,6 +214,7 @@ def tgi_info(info: ModelInfo, *, max_queue: int) -> TgiInfo:
         model_dtype=info.quantization,
         model_device_type=info.offload.backend,
         max_concurrent_requests=info.n_slots + max_queue,
+        max_stop_sequences=MAX_STOP_SEQUENCES,
         max_input_tokens=info.n_ctx_slot - 1,
         max_total_tokens=info.n_ctx_slot,
         version=TGI_VERSION,

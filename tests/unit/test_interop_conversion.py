@@ -6,10 +6,10 @@ from collections.abc import AsyncIterator
 
 from app.engine.types import FinishReason, TokenEvent, Usage
 from app.schemas.ollama import OllamaOptions
-from app.schemas.tgi import TgiParameters
+from app.schemas.tgi import TgiGenerateRequest, TgiParameters
 from app.serving.ollama import sampling_from_options
 from app.serving.sampling import Finished, Limits
-from app.serving.tgi import TgiLast, tgi_sampling, tgi_tokens
+from app.serving.tgi import TgiLast, plan_tgi, tgi_sampling, tgi_tokens
 from app.serving.tokenize import token_piece
 from tests.support.fake_engine import FakeEngine, fake_model_info
 
@@ -70,3 +70,27 @@ async def test_tgi_tokens_hold_the_last_and_merge_flushed_text() -> None:
     assert (last.token.id, last.token.text) == (11, "🦙")
     assert finished == [last.finished]
     assert last.finished.reason == "stop"
+
+
+def test_tgi_takes_the_nulls_its_own_python_client_sends() -> None:
+    body = TgiGenerateRequest.model_validate(
+        {
+            "inputs": "hi",
+            "parameters": {
+                "best_of": None,
+                "decoder_input_details": False,
+                "details": True,
+                "do_sample": False,
+                "max_new_tokens": 5,
+                "stop": None,
+                "temperature": None,
+                "watermark": False,
+                "grammar": None,
+                "truncate": None,
+            },
+        }
+    )
+    plan = plan_tgi(body, INFO, LIMITS, "r1")
+    assert plan.details
+    assert plan.request.sampling.temperature == 0.0
+    assert plan.request.sampling.stop == ()
