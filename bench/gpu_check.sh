@@ -29,9 +29,10 @@ main() {
   PY=${PYTHON:-python3}
   mkdir -p "$STASH" "$OUT"
   [ -d "$DATA" ] && cp -a "$DATA"/. "$STASH"/
-  export PYTHONPATH=$STASH/site:$REPO${PYTHONPATH:+:$PYTHONPATH}
+  export PYTHONPATH=$REPO${PYTHONPATH:+:$PYTHONPATH}
 
   if [ "$stage" = 1 ]; then
+    diagnose
     install_wheels
     if ! has_cuda_llama; then
       log "starting the build in the background ($STASH/build.log)"
@@ -59,15 +60,30 @@ main() {
     server_test "$model"
     log "done $(date -u)"
   } 2>&1 | tee "$OUT/gpu_check.log"
+  cp "$STASH"/build.log "$STASH"/build-steps.log "$OUT"/ 2>/dev/null
+  return 0
 }
 
 log() { printf '[gpu_check] %s\n' "$*"; }
 
+# Into the environment itself (not a --target folder): the server test's subprocesses need them.
 install_wheels() {
   if compgen -G "$STASH/*.whl" >/dev/null; then
-    "$PY" -m pip install -q --no-index --no-deps --no-compile --target "$STASH/site" \
-      --upgrade "$STASH"/*.whl 2>&1 | grep -v "^WARNING" || true
+    "$PY" -m pip install -q --no-index --no-deps --no-compile "$STASH"/*.whl 2>&1 \
+      | grep -v "^WARNING" || true
   fi
+}
+
+diagnose() {
+  nvidia-smi -L
+  command -v nvcc && nvcc --version | tail -1
+  "$PY" --version
+  "$PY" -c 'import scikit_build_core, cmake, ninja; print("build tools: scikit-build-core",
+    scikit_build_core.__version__, "cmake", cmake.__version__)' || log "build tools missing"
+  "$PY" -c 'import nvidia, pathlib; [print("nvidia wheel libs:", p) for p in
+    (pathlib.Path(x) / "cu13/lib" for x in nvidia.__path__) if p.is_dir()]' || true
+  ls /usr/local/cuda/lib64/libcublas.so* 2>/dev/null | head -2
+  grep -m1 "model name" /proc/cpuinfo
 }
 
 # llama_cpp importable with the CUDA backend module next to its libraries.
@@ -79,9 +95,11 @@ sys.exit(0 if (pathlib.Path(L._base_path) / "libggml-cuda.so").is_file() else 1)
 # A CUDA toolkit folder with nvcc and cuBLAS: the system one, or the system one with the Python
 # environment's nvidia-cublas wheel merged in (links in $STASH/cuda).
 cuda_home() {
-  local nvcc root nv
-  nvcc=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
-  root=$(cd "$(dirname "$(readlink -f "$nvcc")")/.." && pwd)
+  local root="" nv cand
+  for cand in "${CUDA_HOME:-}" /usr/local/cuda "$(dirname "$(dirname "$(readlink -f "$(command -v nvcc)")")")"; do
+    if [ -n "$cand" ] && [ -x "$cand/bin/nvcc" ]; then root=$(cd "$cand" && pwd -P); break; fi
+  done
+  [ -n "$root" ] || { log "no CUDA toolkit (nvcc) found" >&2; return 1; }
   if compgen -G "$root/lib64/libcublas.so*" >/dev/null || compgen -G "$root/lib/libcublas.so*" >/dev/null; then
     echo "$root"
     return
@@ -96,6 +114,10 @@ cuda_home() {
   for lib in cublas cublasLt cudart; do
     [ -e "$overlay/lib64/lib$lib.so" ] || ln -sfn "lib$lib.so.13" "$overlay/lib64/lib$lib.so"
   done
+  # nvcc looks in targets/<arch>/{include,lib} next to where it was called from.
+  mkdir -p "$overlay/targets/x86_64-linux"
+  ln -sfn ../../include "$overlay/targets/x86_64-linux/include"
+  ln -sfn ../../lib64 "$overlay/targets/x86_64-linux/lib"
   echo "$overlay"
 }
 
@@ -107,7 +129,7 @@ build() {
     return 1
   fi
   local start=$SECONDS home
-  home=$(cuda_home)
+  home=$(cuda_home) || return 1
   log "building with CUDA_HOME=$home from $sdist"
   CUDA_HOME=$home CUDA_ARCHS=${CUDA_ARCHS:-native} LLAMA_SDIST=$sdist \
     LLAMA_BUILD_ROOT=$STASH/llama LLAMA_BENCH=1 JOBS=${JOBS:-$(nproc)} PIP_QUIET= \
@@ -122,8 +144,13 @@ build() {
 wait_for_build() {
   if [ -f "$STASH/build.pid" ] && [ ! -f "$STASH/build.rc" ]; then
     log "waiting for the background build (pid $(cat "$STASH/build.pid"))"
+    local waited=0
     while [ ! -f "$STASH/build.rc" ] && kill -0 "$(cat "$STASH/build.pid")" 2>/dev/null; do
       sleep 5
+      waited=$((waited + 5))
+      if [ $((waited % 30)) = 0 ]; then
+        log "  ${waited}s: $(wc -l < "$STASH/llama/cmake/.ninja_log" 2>/dev/null || echo 0) build steps done"
+      fi
     done
     cat "$STASH/build.log"
   fi
@@ -180,7 +207,7 @@ if [ "${1:-}" = --build-only ]; then
   REPO=$(pwd)
   STASH=${GPU_CHECK_STASH:-/root/cria-gpu}
   PY=${PYTHON:-python3}
-  export PYTHONPATH=$STASH/site:$REPO${PYTHONPATH:+:$PYTHONPATH}
+  export PYTHONPATH=$REPO${PYTHONPATH:+:$PYTHONPATH}
   echo $$ > "$STASH/build.pid"
   build
   echo $? > "$STASH/build.rc"
