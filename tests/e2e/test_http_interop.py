@@ -5,6 +5,7 @@ the ``ollama`` package, LangChain's ``ChatOllama``, ``huggingface_hub.InferenceC
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import math
 import struct
@@ -233,3 +234,32 @@ def test_tokenize_counts_a_chat_like_the_chat_route(server: ServerProcess) -> No
         timeout=60,
     ).json()
     assert counted["count"] == chat["usage"]["prompt_tokens"]
+
+
+async def test_embeddings_run_beside_generation_without_changing_either(
+    server: ServerProcess,
+) -> None:
+    """Two llama contexts on one model, two threads: a greedy reply and the vectors come out
+    the same whether or not the other kind of work runs at the same time."""
+    chat = {
+        "messages": [SYSTEM, {"role": "user", "content": "Write a short poem about rivers."}],
+        "max_tokens": 48,
+        "temperature": 0,
+    }
+    texts = [f"Sentence number {i} is about rivers and the sea." for i in range(8)]
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=120) as client:
+
+        async def reply() -> str:
+            response = await client.post("/v1/chat/completions", json=chat)
+            return str(response.json()["choices"][0]["message"]["content"])
+
+        async def vectors() -> list[list[float]]:
+            response = await client.post("/v1/embeddings", json={"input": texts})
+            return [item["embedding"] for item in response.json()["data"]]
+
+        alone_text, alone_vectors = await reply(), await vectors()
+        together = await asyncio.gather(reply(), *(vectors() for _ in range(4)))
+    assert together[0] == alone_text
+    for batch in together[1:]:
+        for got, want in zip(batch, alone_vectors, strict=True):
+            assert got == pytest.approx(want, abs=1e-4)
