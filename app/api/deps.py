@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -82,14 +83,38 @@ async def json_object(request: Request) -> dict[str, Any]:
     if not raw.strip():
         raise InvalidRequest("The request body is empty: send a JSON object.")
     try:
-        body = json.loads(raw)
+        # Decoded strictly here: json.loads(bytes) would let UTF-8-encoded surrogates through.
+        text = raw.decode(json.detect_encoding(raw))
+        body = json.loads(text, parse_constant=_reject_constant)
     except ValueError as exc:  # JSONDecodeError and undecodable bytes
         raise InvalidRequest(f"The request body is not valid JSON: {exc}") from exc
     except RecursionError as exc:
         raise InvalidRequest("The request body is nested too deeply.") from exc
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.")
+    if LONE_SURROGATE_ESCAPE.search(text):
+        _reject_lone_surrogates(body)
     return body
+
+
+# ``\ud800``-style escapes: JSON allows them, but a lone one is no Unicode text (it cannot be
+# encoded as UTF-8, so it would fail deep in tokenization). Pairs decode to one character.
+LONE_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _reject_constant(name: str) -> Any:
+    # Python's json takes NaN, Infinity and -Infinity; JSON (and OpenAI) do not.
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _reject_lone_surrogates(body: dict[str, Any]) -> None:
+    try:
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidRequest(
+            "The request body holds a lone UTF-16 surrogate escape (such as \\ud800), "
+            "which is not valid Unicode text."
+        ) from exc
 
 
 def parse_body(model: type[W], body: dict[str, Any]) -> W:

@@ -117,7 +117,12 @@ class BodySizeLimitMiddleware:
             await self.app(scope, receive, send)
             return
         declared = Headers(scope=scope).get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+        if (
+            declared is not None
+            and declared.isascii()
+            and declared.isdigit()
+            and int(declared) > self.max_bytes
+        ):
             await error_response(self._too_large(), scope.get("path", ""))(scope, receive, send)
             return
         received = 0

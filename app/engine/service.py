@@ -310,9 +310,15 @@ async def _stream(queue: _EventQueue) -> AsyncIterator[TokenEvent]:
                 return
 
 
-def _finite(name: str, value: float, low: float = -math.inf, high: float = math.inf) -> None:
+# The sampler chain takes C floats and int32s: larger values would overflow (to inf, or
+# wrap around) in native code, so they are refused here with a clear message.
+FLOAT32_MAX = 3.4028234663852886e38
+INT32_MAX = 2**31 - 1
+
+
+def _finite(name: str, value: float, low: float = -FLOAT32_MAX, high: float = FLOAT32_MAX) -> None:
     if not (math.isfinite(value) and low <= value <= high):
-        raise InvalidRequest(f"{name} must be a finite number in [{low}, {high}].", param=name)
+        raise InvalidRequest(f"{name} must be a finite number in [{low:g}, {high:g}].", param=name)
 
 
 def validate_sampling(params: SamplingParams, *, n_vocab: int) -> None:
@@ -323,10 +329,12 @@ def validate_sampling(params: SamplingParams, *, n_vocab: int) -> None:
     _finite("repeat_penalty", params.repeat_penalty, 1e-6)
     _finite("presence_penalty", params.presence_penalty)
     _finite("frequency_penalty", params.frequency_penalty)
-    if params.top_k < 0:
-        raise InvalidRequest("top_k must be >= 0 (0 disables it).", param="top_k")
-    if params.penalty_last_n < -1:
-        raise InvalidRequest("penalty_last_n must be >= -1.", param="penalty_last_n")
+    if not 0 <= params.top_k <= INT32_MAX:
+        raise InvalidRequest(f"top_k must be in [0, {INT32_MAX}] (0 disables it).", param="top_k")
+    if not -1 <= params.penalty_last_n <= INT32_MAX:
+        raise InvalidRequest(
+            f"penalty_last_n must be in [-1, {INT32_MAX}].", param="penalty_last_n"
+        )
     if params.max_tokens is not None and params.max_tokens < 1:
         raise InvalidRequest("max_tokens must be at least 1.", param="max_tokens")
     if any(not stop for stop in params.stop):
@@ -336,5 +344,5 @@ def validate_sampling(params: SamplingParams, *, n_vocab: int) -> None:
             raise InvalidRequest(
                 f"logit_bias token {token} is not in the vocabulary.", param="logit_bias"
             )
-        if math.isnan(bias) or bias == math.inf:
+        if math.isnan(bias) or bias > FLOAT32_MAX:  # -inf bans a token; +inf is not a bias
             raise InvalidRequest("logit_bias values must be numbers or -inf.", param="logit_bias")

@@ -13,6 +13,8 @@ from pydantic import (
     model_serializer,
 )
 
+MAX_TOKEN_ID_DIGITS = 10  # token ids are 32-bit; longer keys are no token of any vocabulary
+
 
 class ErrorDetail(BaseModel):
     """OpenAI's error object."""
@@ -118,7 +120,7 @@ class SamplingRequest(WireRequest):
     @classmethod
     def _logit_bias(cls, value: dict[str, float] | None) -> dict[str, float] | None:
         for key, bias in (value or {}).items():
-            if not key.isdigit():
+            if not (key.isascii() and key.isdigit()) or len(key) > MAX_TOKEN_ID_DIGITS:
                 raise ValueError(f"logit_bias keys must be token ids, got {key!r}")
             if not -100.0 <= bias <= 100.0:
                 raise ValueError("logit_bias values must be between -100 and 100")

@@ -1,0 +1,93 @@
+"""A smaller fuzz sample against a real uvicorn process on the real model.
+
+The in-process suite (tests/integration/test_fuzz_api.py) covers volume; this one sends a
+bounded sample of the same hostile requests, plus the values that reach llama.cpp's native
+code (token ids at the vocabulary's edge, biases, huge top_k, seeds, NUL and control-token
+text), to the real tokenizer and sampler chain. No answer may be a 5xx or a dropped
+connection, and the server must still generate normally afterwards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+from tests.support.fuzz import NORMAL_CHAT, FuzzRequest, check_answer, generation_request
+from tests.support.server import ServerProcess, real_model_env, running_server
+
+N_VOCAB = 49152  # SmolLM2's vocabulary
+USER = [{"role": "user", "content": "Hi"}]
+
+
+@pytest.fixture(scope="module")
+def server(model_path: Path) -> Iterator[ServerProcess]:
+    env = real_model_env(
+        model_path, parallel="2", ctx_size="256", max_tokens_limit="8", default_max_tokens="4"
+    )
+    with running_server(env) as process:
+        yield process
+
+
+@pytest.fixture(scope="module")
+def client(server: ServerProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.base_url, timeout=60) as http:
+        yield http
+    answer = httpx.post(f"{server.base_url}/v1/chat/completions", json=NORMAL_CHAT, timeout=60)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["choices"][0]["message"]["content"]
+    assert "Traceback" not in server.log()
+
+
+NATIVE_EDGES: list[tuple[str, dict[str, Any]]] = [
+    ("/v1/completions", {"prompt": [N_VOCAB - 1, 0, 1], "max_tokens": 2}),
+    ("/v1/completions", {"prompt": [N_VOCAB], "max_tokens": 2}),
+    ("/v1/completions", {"prompt": [-1], "max_tokens": 2}),
+    ("/v1/completions", {"prompt": [2**31], "max_tokens": 2}),
+    ("/v1/completions", {"prompt": [2**64], "max_tokens": 2}),
+    ("/v1/completions", {"prompt": "a\x00b", "max_tokens": 2}),
+    ("/v1/completions", {"prompt": "<|im_end|><|im_start|>\ufeff\u2028", "max_tokens": 2}),
+    ("/v1/chat/completions", {"messages": USER, "logit_bias": {str(N_VOCAB - 1): 100}}),
+    ("/v1/chat/completions", {"messages": USER, "logit_bias": {str(N_VOCAB): 1}}),
+    ("/v1/chat/completions", {"messages": USER, "logit_bias": {"0": -100, "1": -100}}),
+    ("/v1/chat/completions", {"messages": USER, "top_k": 2**31 - 1, "temperature": 1.0}),
+    ("/v1/chat/completions", {"messages": USER, "top_k": 2**31, "temperature": 1.0}),
+    ("/v1/chat/completions", {"messages": USER, "top_k": 2**63}),
+    ("/v1/chat/completions", {"messages": USER, "seed": 2**64 + 5, "temperature": 1.0}),
+    ("/v1/chat/completions", {"messages": USER, "seed": -(2**63), "temperature": 1.0}),
+    ("/v1/chat/completions", {"messages": USER, "repeat_penalty": 1e30, "temperature": 1.0}),
+    ("/v1/chat/completions", {"messages": USER, "repeat_penalty": 1e39}),
+    ("/v1/chat/completions", {"messages": USER, "min_p": 1.0, "top_p": 0.0, "temperature": 2}),
+    ("/v1/chat/completions", {"messages": USER, "temperature": 1e-30, "top_k": 1}),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "\x00" * 50}]}),
+    ("/v1/chat/completions", {"messages": USER, "stop": ["\x00", "\ufffd", "<|im_end|>"]}),
+]
+
+
+@pytest.mark.parametrize(("path", "body"), NATIVE_EDGES)
+def test_values_that_reach_native_code(
+    client: httpx.Client, path: str, body: dict[str, Any]
+) -> None:
+    """Each is answered 200 (a valid edge) or 400 (refused before llama.cpp sees it)."""
+    response = client.post(path, json=body)
+    check_answer(response)
+    assert response.status_code in (200, 400), response.text
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=list(HealthCheck),
+)
+@given(request=generation_request())
+def test_hostile_requests_on_the_real_model(client: httpx.Client, request: FuzzRequest) -> None:
+    response = client.request(
+        request.method, request.path, content=request.body, headers=request.wire_headers()
+    )
+    check_answer(response)

@@ -1,0 +1,331 @@
+"""Hypothesis strategies for hostile requests, and the checks every answer must pass.
+
+The strategies build whole HTTP requests (method, path, headers, raw body bytes) for the
+chat, completion and CRIA routes: odd Unicode (lone surrogates, NUL, BOM, line separators),
+huge and negative numbers, NaN and Infinity, wrong types, deep nesting, long lists, odd
+Content-Types, headers and paths. Bodies are encoded by hand so that a lone surrogate goes
+out as the JSON escape ``\\ud800`` (or as invalid UTF-8), as a hostile client would send it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+from hypothesis import strategies as st
+
+from app.engine.service import LlamaEngine
+from app.engine.types import EngineConfig
+from tests.support.fake_backend import FakeBackend
+
+FUZZ_FACTORY = "tests.support.fuzz:fuzz_app_from_env"
+NORMAL_CHAT = {"messages": [{"role": "user", "content": "Hello"}], "max_tokens": 4}
+
+
+def fuzz_engine() -> LlamaEngine:
+    """The real engine (scheduler, validation) over the fake model backend, small context."""
+    backend = FakeBackend(n_slots=4, n_ctx_slot=256, n_batch=64)
+    config = EngineConfig(model_path="/models/fake.gguf", n_slots=4, max_queue=16)
+    return LlamaEngine(config, backend_factory=lambda _: backend)
+
+
+def fuzz_app_from_env() -> FastAPI:
+    """A uvicorn factory: the app (settings from ``CRIA_*``) over ``fuzz_engine()``."""
+    from app.api.app import create_app
+    from app.logging_setup import configure_logging
+    from app.settings import Settings
+
+    settings = Settings()
+    configure_logging(settings.log_level, settings.log_format)
+    return create_app(settings, fuzz_engine())
+
+
+# Characters that have broken servers before: surrogates, NUL, BOM, separators, digits that
+# are not ASCII (str.isdigit() is true for "²" and "٣"), the last code point, RTL marks.
+SPECIAL_TEXT = (
+    "\ud800", "\udfff", "\ud83d", "\x00", "\ufeff", "\u2028", "\u2029", "²", "٣", "\U0010ffff",
+    "\u202e", "\r\n", "<|im_end|>", "<|im_start|>system\n", "{{ raise_exception('x') }}",
+    "\\", '"', "%s%n", "\x1b[31m", "🦙", "e\u0301",
+)  # fmt: skip
+NUMBERS = (
+    0, -1, 1, 2, -2**31, 2**31 - 1, 2**31, 2**32, 2**32 + 1, 2**63, -2**63, 2**64, 10**30,
+    -10**30, 0.5, -0.0, 1e-320, 1e308, -1e308, 3.5e38, math.nan, math.inf, -math.inf,
+)  # fmt: skip
+SAMPLING_FIELDS = (
+    "temperature", "top_p", "top_k", "min_p", "max_tokens", "max_completion_tokens", "seed",
+    "presence_penalty", "frequency_penalty", "repeat_penalty", "n", "best_of", "logprobs",
+    "top_logprobs", "echo", "suffix", "user", "model", "stream", "stream_options", "stop",
+    "logit_bias", "response_format", "tools", "n_probs",
+)  # fmt: skip
+CONTENT_TYPES = (
+    "application/json", "text/plain", "text/plain;charset=UTF-8", "application/json; charset=x",
+    "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "", "*/*",
+    "application/octet-stream",
+)  # fmt: skip
+PATH_SEGMENTS = (
+    "v1", "v0", "v01", "v" + "9" * 40, "v²", "v1.3", "V1", "%00", "%ff", "..", "%2e%2e", "chat",
+    "completions", "models", "static", "..%2f..%2fetc%2fpasswd", "x" * 300, "",
+)  # fmt: skip
+KNOWN_PATHS = ("/health", "/metrics", "/model-card", "/v1/models", "/", "/static/app.js")
+GENERATION_PATHS = ("/v1/chat/completions", "/v1/completions", "/v2/chat/completions")
+
+
+def odd_text(max_parts: int = 6) -> st.SearchStrategy[str]:
+    """Short text mixing ordinary characters with the special ones."""
+    part = st.one_of(st.text(max_size=6), st.sampled_from(SPECIAL_TEXT))
+    return st.lists(part, max_size=max_parts).map("".join)
+
+
+def odd_number() -> st.SearchStrategy[int | float]:
+    """Boundary numbers, NaN, infinities, and any int or float."""
+    return st.one_of(
+        st.sampled_from(NUMBERS),
+        st.integers(min_value=-(2**70), max_value=2**70),
+        st.floats(allow_nan=True, allow_infinity=True),
+    )
+
+
+def json_value(max_leaves: int = 8) -> st.SearchStrategy[Any]:
+    """Any JSON-ish value (NaN and surrogates included), a few levels deep."""
+    leaves = st.one_of(st.none(), st.booleans(), odd_number(), odd_text())
+    return st.recursive(
+        leaves,
+        lambda inner: st.one_of(
+            st.lists(inner, max_size=4), st.dictionaries(odd_text(2), inner, max_size=4)
+        ),
+        max_leaves=max_leaves,
+    )
+
+
+def field_value() -> st.SearchStrategy[Any]:
+    """A value for one request field: plausible, extreme, or of the wrong type."""
+    return st.one_of(
+        odd_number(),
+        odd_text(),
+        st.booleans(),
+        st.none(),
+        st.lists(st.one_of(odd_text(), odd_number()), max_size=6),
+        st.dictionaries(odd_text(2), st.one_of(odd_number(), odd_text()), max_size=4),
+        json_value(),
+    )
+
+
+def logit_bias() -> st.SearchStrategy[dict[str, Any]]:
+    """Keys that are token ids, almost token ids ("²", "-1", " 5", huge) or junk."""
+    key = st.one_of(
+        st.integers(min_value=-5, max_value=2**70).map(str),
+        st.sampled_from(["²", "٣", "-1", " 5", "5 ", "1e3", "0x10", "", "007", "\U0001d7dd"]),
+        odd_text(2),
+    )
+    return st.dictionaries(key, st.one_of(odd_number(), odd_text(1)), max_size=5)
+
+
+def sampling_fields() -> st.SearchStrategy[dict[str, Any]]:
+    """Any subset of the sampling fields, each with a hostile value."""
+    values: dict[str, st.SearchStrategy[Any]] = dict.fromkeys(SAMPLING_FIELDS, field_value())
+    values["logit_bias"] = st.one_of(logit_bias(), field_value())
+    values["stream"] = st.one_of(st.booleans(), field_value())
+    values["stop"] = st.one_of(st.lists(odd_text(), max_size=8), odd_text(), field_value())
+    return st.fixed_dictionaries({}, optional=values)
+
+
+def message() -> st.SearchStrategy[Any]:
+    """One chat message: usually a dict with a role and content, sometimes junk."""
+    role = st.one_of(
+        st.sampled_from(["user", "system", "developer", "assistant", "tool", "function", ""]),
+        odd_text(2),
+        field_value(),
+    )
+    part = st.fixed_dictionaries(
+        {
+            "type": st.one_of(st.just("text"), odd_text(1)),
+            "text": st.one_of(odd_text(), field_value()),
+        }
+    )
+    content = st.one_of(odd_text(), st.lists(part, max_size=3), field_value())
+    good = st.fixed_dictionaries(
+        {"role": role}, optional={"content": content, "name": st.one_of(odd_text(), field_value())}
+    )
+    return st.one_of(good, good, good, field_value())
+
+
+def chat_body() -> st.SearchStrategy[dict[str, Any]]:
+    """A chat completion body with hostile messages and sampling fields."""
+    messages = st.one_of(st.lists(message(), min_size=1, max_size=4), field_value())
+    return st.tuples(st.fixed_dictionaries({"messages": messages}), sampling_fields()).map(
+        lambda parts: {**parts[0], **parts[1]}
+    )
+
+
+def completion_body() -> st.SearchStrategy[dict[str, Any]]:
+    """A text completion body: text, token ids (any ints), lists of strings, or junk."""
+    prompt = st.one_of(
+        odd_text(),
+        st.lists(st.integers(min_value=-(2**40), max_value=2**40), max_size=12),
+        st.lists(st.integers(min_value=0, max_value=300), min_size=1, max_size=12),
+        st.lists(odd_text(), max_size=3),
+        field_value(),
+    )
+    return st.tuples(st.fixed_dictionaries({"prompt": prompt}), sampling_fields()).map(
+        lambda parts: {**parts[0], **parts[1]}
+    )
+
+
+def cria_body() -> st.SearchStrategy[dict[str, Any]]:
+    """CRIA's ``{"prompt"}`` body, with hostile prompts and stray fields."""
+    return st.fixed_dictionaries(
+        {"prompt": st.one_of(odd_text(), field_value())},
+        optional={"model": field_value(), "stream": field_value(), "max_tokens": field_value()},
+    )
+
+
+def encode(body: Any, style: str) -> bytes:
+    """``body`` as bytes: ASCII-escaped JSON, raw UTF-8 (surrogates as invalid bytes), or bare."""
+    if style == "ascii":
+        return json.dumps(body, ensure_ascii=True).encode("ascii")
+    text = json.dumps(body, ensure_ascii=False)
+    return text.encode("utf-8", errors="surrogatepass")
+
+
+SPECIAL_BODIES = (
+    b"", b" ", b"null", b"[]", b"0", b'"text"', b"{", b'{"messages": [', b"\xff\xfe\x00",
+    b"\xef\xbb\xbf{}", b'{"messages": NaN}', b'{"prompt": Infinity}', b"[" * 5000 + b"]" * 5000,
+    b'{"a":' * 3000 + b"1" + b"}" * 3000, b'{"prompt": "\\ud800"}', b'{"prompt": "x\\u0000y"}',
+    b'{"messages": [{"role": "user", "content": "\\udfff"}]}', b'{"prompt": 1' + b"0" * 5000 + b"}",
+    b'{"prompt": "hi", "prompt": [1,2]}', b'{"messages": [{"role": "user", "content": "hi"}]' * 2,
+)  # fmt: skip
+
+
+def raw_body() -> st.SearchStrategy[bytes]:
+    """The body of one request: a hostile chat, completion or CRIA body, or broken bytes."""
+    structured = st.one_of(chat_body(), completion_body(), cria_body(), json_value())
+    encoded = st.tuples(structured, st.sampled_from(["ascii", "utf-8"])).map(
+        lambda pair: encode(pair[0], pair[1])
+    )
+    return st.one_of(
+        encoded, encoded, encoded, st.sampled_from(SPECIAL_BODIES), st.binary(max_size=64)
+    )
+
+
+def long_list_body() -> st.SearchStrategy[bytes]:
+    """Bodies with long lists: many messages, many token ids, many stop strings or biases."""
+    n = st.integers(min_value=100, max_value=20_000)
+    return st.one_of(
+        n.map(lambda k: encode({"prompt": list(range(k))}, "ascii")),
+        n.map(lambda k: encode({"prompt": [2**33] * k}, "ascii")),
+        n.map(lambda k: encode({"messages": [{"role": "user", "content": "a"}] * k}, "ascii")),
+        n.map(lambda k: encode({"prompt": "x", "stop": ["s"] * k}, "ascii")),
+        n.map(
+            lambda k: encode({"prompt": "x", "logit_bias": {str(i): 1 for i in range(k)}}, "ascii")
+        ),
+        n.map(lambda k: encode({"prompt": "ab " * k, "max_tokens": 1}, "ascii")),
+    )
+
+
+@dataclass(frozen=True, repr=False)
+class FuzzRequest:
+    """One request to send."""
+
+    method: str
+    path: str
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def wire_headers(self) -> dict[str, bytes]:
+        """The headers as bytes (latin-1, as HTTP sends them; httpx would want ASCII)."""
+        # (Stripped: h11 refuses to send values with leading or trailing whitespace.)
+        return {name: value.strip(" \t").encode("latin-1") for name, value in self.headers.items()}
+
+    def __repr__(self) -> str:  # bodies can be ~1 MB: show their start in failure reports
+        body = self.body if len(self.body) <= 300 else self.body[:300] + b"..."
+        size = len(self.body)
+        return f"FuzzRequest({self.method} {self.path!r}, {self.headers!r}, {size} B: {body!r})"
+
+
+def _header_text() -> st.SearchStrategy[str]:
+    # HTTP header values are latin-1 on the wire; control characters would be refused by
+    # the client before anything is sent.
+    return st.text(
+        st.characters(min_codepoint=0x20, max_codepoint=0xFF, exclude_characters="\x7f"),
+        max_size=40,
+    )
+
+
+def headers() -> st.SearchStrategy[dict[str, str]]:
+    """Content-Type plus, sometimes, odd Authorization, Accept or X-Api-Key values."""
+    return st.fixed_dictionaries(
+        {"content-type": st.one_of(st.sampled_from(CONTENT_TYPES), _header_text())},
+        optional={
+            "authorization": st.one_of(st.just("Bearer "), _header_text()),
+            "x-api-key": _header_text(),
+            "accept": st.one_of(st.just("text/event-stream"), _header_text()),
+            "accept-encoding": st.sampled_from(["gzip", "br", "identity;q=0", "*"]),
+        },
+    ).map(lambda h: {k: v for k, v in h.items() if v or k != "content-type"})
+
+
+def generation_request() -> st.SearchStrategy[FuzzRequest]:
+    """A POST to one of the generation routes with a hostile body and headers."""
+    return st.builds(
+        FuzzRequest,
+        method=st.just("POST"),
+        path=st.sampled_from(GENERATION_PATHS),
+        body=st.one_of(raw_body(), raw_body(), raw_body(), long_list_body()),
+        headers=headers(),
+    )
+
+
+def odd_path() -> st.SearchStrategy[str]:
+    """Paths near the real ones: odd versions, encoded bytes, traversal, long segments."""
+    segment = st.one_of(
+        st.sampled_from(PATH_SEGMENTS),
+        st.text(
+            st.characters(min_codepoint=0x21, max_codepoint=0x7E, exclude_characters="?#%"),
+            max_size=12,
+        ),
+    )
+    return st.lists(segment, min_size=1, max_size=4).map(lambda parts: "/" + "/".join(parts))
+
+
+def any_request() -> st.SearchStrategy[FuzzRequest]:
+    """Any method on an odd path, with a body sometimes."""
+    return st.builds(
+        FuzzRequest,
+        method=st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD"]),
+        path=st.one_of(odd_path(), st.sampled_from(KNOWN_PATHS)),
+        body=st.one_of(st.just(b""), raw_body()),
+        headers=headers(),
+    )
+
+
+def check_answer(response: httpx.Response) -> None:
+    """``check_reply`` for an httpx response."""
+    check_reply(response.request.method, response.status_code, response.headers, response.content)
+
+
+def check_reply(method: str, status: int, headers: Mapping[str, str], content: bytes) -> None:
+    """No 5xx; every 4xx has OpenAI's error body; a 200 stream ends with ``[DONE]``.
+
+    ``headers`` must be looked up case-insensitively or given with lowercase names.
+    """
+    text = content.decode("utf-8", errors="replace")
+    assert status < 500, f"{status}: {text[:500]}"
+    if 400 <= status < 500 and method != "HEAD":
+        body = json.loads(text)
+        assert set(body) == {"error"}, body
+        error = body["error"]
+        assert set(error) == {"message", "type", "param", "code"}, error
+        assert isinstance(error["message"], str)
+        assert error["message"]
+        assert isinstance(error["type"], str)
+        if status == 429:
+            assert int(headers["retry-after"]) >= 1
+    if status == 200 and headers.get("content-type", "").startswith("text/event-stream"):
+        data = [line for line in text.splitlines() if line.startswith("data:")]
+        assert data, text[:500]
+        assert data[-1] == "data: [DONE]", data[-3:]
