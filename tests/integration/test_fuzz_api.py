@@ -27,6 +27,7 @@ from tests.support.fuzz import (
     generation_request,
 )
 
+BASE_URL = "http://localhost"  # an allowed Host (the Host guard refuses "testserver")
 # CI runs a fixed, bounded sample (the same examples every run, so failures reproduce);
 # CRIA_FUZZ_EXAMPLES=5000 runs a longer, random one.
 LONG_RUN = int(os.environ.get("CRIA_FUZZ_EXAMPLES", "0"))
@@ -42,7 +43,7 @@ FUZZ = settings(
 @pytest.fixture(scope="module")
 def client() -> Iterator[TestClient]:
     app = create_app(make_settings(max_tokens_limit=64), fuzz_engine())
-    with TestClient(app, raise_server_exceptions=False) as test_client:
+    with TestClient(app, base_url=BASE_URL, raise_server_exceptions=False) as test_client:
         assert test_client.get("/health").status_code == 200
         yield test_client
         assert_still_serving(test_client)

@@ -19,6 +19,7 @@ import httpx
 from fastapi import FastAPI
 from hypothesis import strategies as st
 
+from app.api.errors import OLLAMA_PREFIX, TGI_PATHS
 from app.engine.service import LlamaEngine
 from app.engine.types import EngineConfig
 from tests.support.fake_backend import FakeBackend
@@ -71,8 +72,18 @@ PATH_SEGMENTS = (
     "v1", "v0", "v01", "v" + "9" * 40, "v²", "v1.3", "V1", "%00", "%ff", "..", "%2e%2e", "chat",
     "completions", "models", "static", "..%2f..%2fetc%2fpasswd", "x" * 300, "",
 )  # fmt: skip
-KNOWN_PATHS = ("/health", "/metrics", "/model-card", "/v1/models", "/", "/static/app.js")
-GENERATION_PATHS = ("/v1/chat/completions", "/v1/completions", "/v2/chat/completions")
+HOSTS = ("localhost", "127.0.0.1:8000", "[::1]", "evil.example", "localhost.evil.example", "")
+ORIGINS = ("null", "http://localhost:3000", "https://evil.example", "file://")
+KNOWN_PATHS = (
+    "/health", "/metrics", "/model-card", "/v1/models", "/", "/static/app.js", "/api/tags",
+    "/api/ps", "/api/version", "/info", "/v1/models/x",
+)  # fmt: skip
+# Every route that takes a JSON body (OpenAI, CRIA, Ollama, TGI, tokenizer, embeddings).
+GENERATION_PATHS = (
+    "/v1/chat/completions", "/v1/completions", "/v2/chat/completions", "/v1.3/chat/completions",
+    "/api/chat", "/api/generate", "/api/show", "/generate", "/generate_stream", "/",
+    "/tokenize", "/detokenize", "/v1/embeddings",
+)  # fmt: skip
 
 
 def odd_text(max_parts: int = 6) -> st.SearchStrategy[str]:
@@ -184,6 +195,51 @@ def cria_body() -> st.SearchStrategy[dict[str, Any]]:
     )
 
 
+def token_ids() -> st.SearchStrategy[list[int]]:
+    """Token id lists: in the vocabulary, at its edge, negative or beyond 64 bits."""
+    return st.lists(
+        st.one_of(
+            st.integers(min_value=0, max_value=300),
+            st.sampled_from([-1, 49151, 49152, 2**31 - 1, 2**31, 2**32, 2**63, 2**64]),
+            st.integers(min_value=-(2**70), max_value=2**70),
+        ),
+        max_size=10,
+    )
+
+
+def other_family_body() -> st.SearchStrategy[dict[str, Any]]:
+    """Ollama, TGI, tokenizer and embeddings bodies with hostile values."""
+    options = st.one_of(sampling_fields(), field_value())
+    ollama = st.fixed_dictionaries(
+        {"model": st.one_of(odd_text(), field_value())},
+        optional={
+            "messages": st.one_of(st.lists(message(), max_size=3), field_value()),
+            "prompt": st.one_of(odd_text(), field_value()),
+            "options": options,
+            "stream": field_value(),
+            "format": st.one_of(st.just("json"), field_value()),
+            "keep_alive": field_value(),
+        },
+    )
+    tgi = st.fixed_dictionaries(
+        {"inputs": st.one_of(odd_text(), field_value())},
+        optional={"parameters": options, "stream": field_value()},
+    )
+    tokenize = st.fixed_dictionaries(
+        {},
+        optional={
+            "content": st.one_of(odd_text(), field_value()),
+            "messages": st.one_of(st.lists(message(), max_size=3), field_value()),
+            "tokens": st.one_of(token_ids(), field_value()),
+            "add_special": field_value(),
+            "with_pieces": field_value(),
+            "input": st.one_of(odd_text(), st.lists(odd_text(), max_size=3), field_value()),
+            "encoding_format": st.one_of(st.sampled_from(["float", "base64"]), field_value()),
+        },
+    )
+    return st.one_of(ollama, tgi, tokenize)
+
+
 def encode(body: Any, style: str) -> bytes:
     """``body`` as bytes: ASCII-escaped JSON, raw UTF-8 (surrogates as invalid bytes), or bare."""
     if style == "ascii":
@@ -203,7 +259,9 @@ SPECIAL_BODIES = (
 
 def raw_body() -> st.SearchStrategy[bytes]:
     """The body of one request: a hostile chat, completion or CRIA body, or broken bytes."""
-    structured = st.one_of(chat_body(), completion_body(), cria_body(), json_value())
+    structured = st.one_of(
+        chat_body(), completion_body(), cria_body(), other_family_body(), json_value()
+    )
     encoded = st.tuples(structured, st.sampled_from(["ascii", "utf-8"])).map(
         lambda pair: encode(pair[0], pair[1])
     )
@@ -265,6 +323,8 @@ def headers() -> st.SearchStrategy[dict[str, str]]:
             "x-api-key": _header_text(),
             "accept": st.one_of(st.just("text/event-stream"), _header_text()),
             "accept-encoding": st.sampled_from(["gzip", "br", "identity;q=0", "*"]),
+            "host": st.one_of(st.sampled_from(HOSTS), _header_text()),
+            "origin": st.one_of(st.sampled_from(ORIGINS), _header_text()),
         },
     ).map(lambda h: {k: v for k, v in h.items() if v or k != "content-type"})
 
@@ -305,27 +365,54 @@ def any_request() -> st.SearchStrategy[FuzzRequest]:
 
 def check_answer(response: httpx.Response) -> None:
     """``check_reply`` for an httpx response."""
-    check_reply(response.request.method, response.status_code, response.headers, response.content)
+    request = response.request
+    check_reply(
+        request.method, request.url.path, response.status_code, response.headers, response.content
+    )
 
 
-def check_reply(method: str, status: int, headers: Mapping[str, str], content: bytes) -> None:
-    """No 5xx; every 4xx has OpenAI's error body; a 200 stream ends with ``[DONE]``.
+def check_reply(
+    method: str, path: str, status: int, headers: Mapping[str, str], content: bytes
+) -> None:
+    """No 5xx; every 4xx has its route family's error body; a 200 stream ends normally.
 
     ``headers`` must be looked up case-insensitively or given with lowercase names.
     """
     text = content.decode("utf-8", errors="replace")
     assert status < 500, f"{status}: {text[:500]}"
     if 400 <= status < 500 and method != "HEAD":
-        body = json.loads(text)
-        assert set(body) == {"error"}, body
-        error = body["error"]
-        assert set(error) == {"message", "type", "param", "code"}, error
-        assert isinstance(error["message"], str)
-        assert error["message"]
-        assert isinstance(error["type"], str)
+        _check_error_body(path, json.loads(text))
         if status == 429:
             assert int(headers["retry-after"]) >= 1
-    if status == 200 and headers.get("content-type", "").startswith("text/event-stream"):
+    if status != 200:
+        return
+    content_type = headers.get("content-type", "")
+    if content_type.startswith("text/event-stream"):
         data = [line for line in text.splitlines() if line.startswith("data:")]
         assert data, text[:500]
-        assert data[-1] == "data: [DONE]", data[-3:]
+        if path in TGI_PATHS:  # TGI streams end with their last token event, no [DONE]
+            assert "error" not in json.loads(data[-1].removeprefix("data:")), data[-1]
+        else:
+            assert data[-1] == "data: [DONE]", data[-3:]
+    elif content_type.startswith("application/x-ndjson"):
+        last = json.loads(text.splitlines()[-1])
+        assert last.get("done") is True, last
+
+
+def _check_error_body(path: str, body: Any) -> None:
+    if path.startswith(OLLAMA_PREFIX):
+        assert set(body) == {"error"}, body
+        assert isinstance(body["error"], str)
+        assert body["error"]
+        return
+    if path in TGI_PATHS:
+        assert set(body) == {"error", "error_type"}, body
+        assert isinstance(body["error"], str)
+        assert body["error"]
+        return
+    assert set(body) == {"error"}, body
+    error = body["error"]
+    assert set(error) == {"message", "type", "param", "code"}, error
+    assert isinstance(error["message"], str)
+    assert error["message"]
+    assert isinstance(error["type"], str)
