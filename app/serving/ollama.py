@@ -67,8 +67,10 @@ def sampling_from_options(
         logger.info("ignoring Ollama options this server does not map: %s", ", ".join(ignored))
     given = {key: getattr(options, key) for key in _MAPPED if getattr(options, key) is not None}
     num_predict = given.pop("num_predict", None)
-    wanted = num_predict if num_predict and num_predict > 0 else None  # -1, -2: no cap
-    cap = max_tokens(wanted, limits, info, default=limits.default_max_tokens)
+    if num_predict is not None and num_predict < 0:  # -1: no cap, -2: fill the context
+        cap = max_tokens(None, limits, info, default=None)
+    else:
+        cap = max_tokens(num_predict or None, limits, info, default=limits.default_max_tokens)
     last_n = given.pop("repeat_last_n", None)
     stops = tuple(stop for stop in given.pop("stop", None) or () if stop)
     if len(stops) > MAX_STOP_SEQUENCES:

@@ -27,6 +27,13 @@ def test_ollama_num_predict_minus_one_means_no_cap() -> None:
     assert (sampling.max_tokens, sampling.stop) == (7, ("x",))
 
 
+def test_ollama_num_predict_minus_one_overrides_the_default_cap() -> None:
+    limits = Limits(default_max_tokens=99)
+    options = OllamaOptions.model_validate({"num_predict": -1})
+    assert sampling_from_options(options, limits, INFO).max_tokens is None
+    assert sampling_from_options(OllamaOptions(), limits, INFO).max_tokens == 99
+
+
 def test_ollama_defaults_when_no_options() -> None:
     limits = Limits(max_tokens_limit=512, default_max_tokens=99)
     sampling = sampling_from_options(None, limits, INFO)
