@@ -17,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.api.metrics import HttpMetrics, retry_after_estimate
 from app.engine.errors import (
     ContextLengthExceeded,
     EngineDead,
@@ -190,7 +191,21 @@ def _is_field(part: object) -> bool:
 
 
 async def _on_api_error(request: Request, exc: Exception) -> JSONResponse:
+    if isinstance(exc, Overloaded):
+        exc = _with_wait_estimate(request, exc)
     return error_response(exc, request.url.path)
+
+
+def _with_wait_estimate(request: Request, exc: Overloaded) -> Overloaded:
+    """``exc`` with Retry-After estimated from the queue and the mean generation time."""
+    metrics: HttpMetrics = request.app.state.http_metrics
+    engine = request.app.state.runtime.engine
+    stats = engine.stats() if engine is not None else None
+    waiting = max(exc.queue_length, stats.queue_length if stats is not None else 0)
+    slots = stats.slots_total if stats is not None else 1
+    # A retry joins the end of the queue: everyone waiting, then itself, must get a slot.
+    wait = retry_after_estimate(waiting + 1, slots, metrics.generation_s.value)
+    return Overloaded(exc.queue_length, exc.max_queue, retry_after_s=wait)
 
 
 async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:

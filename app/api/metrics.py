@@ -1,44 +1,127 @@
-"""``GET /metrics``: Prometheus text exposition of the engine and HTTP counters.
+"""``GET /metrics``: Prometheus exposition of the engine, HTTP and process metrics.
 
-The engine part is read from the engine's non-blocking stats snapshot (never the engine
-thread); the HTTP part is counted by the request-log middleware as each request ends.
+Exposition, counters and histograms come from ``prometheus-client``. Each app has its own
+``CollectorRegistry`` (never the global one), so several apps in one process do not
+collide. The HTTP part is counted by the request-log middleware as each request ends; the
+engine part is read at scrape time from the engine's non-blocking stats snapshot (never
+the engine thread), through the tables below: a new engine number is one table row.
+
+The same observations keep a running mean of generation times, from which the 429
+answer's ``Retry-After`` is estimated (see ``retry_after_estimate``).
 """
 
 from __future__ import annotations
 
+import math
 import threading
-from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from app.engine.types import EngineHealth, EngineStats
 
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # Upper bounds (seconds) of the request-duration histogram buckets.
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
+# (EngineStats attribute, metric name, help text). Counter names end in _total.
+ENGINE_GAUGES: tuple[tuple[str, str, str], ...] = (
+    ("slots_busy", "cria_slots_busy", "Slots generating now."),
+    ("slots_total", "cria_slots_total", "Slots (parallel sequences)."),
+    ("queue_length", "cria_queue_length", "Requests waiting for a slot."),
+    ("max_queue", "cria_queue_max", "Requests allowed to wait before 429."),
+    ("kv_cells_used", "cria_kv_cells_used", "KV cache cells holding tokens."),
+    ("kv_cells_total", "cria_kv_cells_total", "KV cache cells in all slots."),
+    ("requests_active", "cria_requests_active", "Requests queued or running."),
+)
+ENGINE_COUNTERS: tuple[tuple[str, str, str], ...] = (
+    ("prompt_tokens_total", "cria_prompt_tokens_total", "Prompt tokens admitted."),
+    (
+        "cached_prompt_tokens_total",
+        "cria_prompt_tokens_cached_total",
+        "Prompt tokens served from a slot's KV cache (not prefilled).",
+    ),
+    ("generated_tokens_total", "cria_generated_tokens_total", "Tokens generated."),
+    ("requests_total", "cria_requests_total", "Requests accepted by the engine."),
+)
+ENGINE_STATES = ("loading", "ready", "dead", "stopped")
 
-@dataclass
-class _Histogram:
-    buckets: list[int] = field(default_factory=lambda: [0] * len(DURATION_BUCKETS))
-    count: int = 0
-    total: float = 0.0
+# Retry-After bounds (seconds) and the weight of the newest generation time in the mean.
+RETRY_AFTER_MIN_S = 1
+RETRY_AFTER_MAX_S = 120
+MEAN_WEIGHT = 0.1
 
-    def observe(self, value: float) -> None:
-        self.count += 1
-        self.total += value
-        for i, bound in enumerate(DURATION_BUCKETS):
-            if value <= bound:
-                self.buckets[i] += 1
+
+class RunningMean:
+    """An exponentially weighted mean (thread-safe); None until the first value."""
+
+    def __init__(self, weight: float = MEAN_WEIGHT) -> None:
+        self._weight = weight
+        self._lock = threading.Lock()
+        self._value: float | None = None
+
+    def add(self, value: float) -> None:
+        """Fold one value into the mean."""
+        with self._lock:
+            old = self._value
+            self._value = value if old is None else old + self._weight * (value - old)
+
+    @property
+    def value(self) -> float | None:
+        return self._value
+
+
+def retry_after_estimate(position: int, slots: int, mean_request_s: float | None) -> int:
+    """Seconds until a slot is likely free for the request at queue ``position`` (1-based).
+
+    ``position`` requests must start before it; ``slots`` run at once, each taking about
+    ``mean_request_s``. Bounded to [1, 120]; 1 s before any request has finished.
+    """
+    if mean_request_s is None or slots <= 0:
+        return RETRY_AFTER_MIN_S
+    wait = math.ceil(max(position, 1) * mean_request_s / slots)
+    return min(max(wait, RETRY_AFTER_MIN_S), RETRY_AFTER_MAX_S)
 
 
 class HttpMetrics:
-    """Per-route request counts, durations and token totals (thread-safe, in process)."""
+    """One app's metrics: a registry with the HTTP and process collectors, and the mean
+    generation time (for Retry-After)."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._requests: Counter[tuple[str, str, int]] = Counter()
-        self._durations: dict[str, _Histogram] = {}
-        self._prompt_tokens = 0
-        self._completion_tokens = 0
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "cria_http_requests_total",
+            "HTTP requests by route/status.",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.durations = Histogram(
+            "cria_http_request_duration_seconds",
+            "HTTP request duration, streams included.",
+            ["route"],
+            buckets=DURATION_BUCKETS,
+            registry=self.registry,
+        )
+        self.prompt_tokens = Counter(
+            "cria_http_prompt_tokens_total",
+            "Prompt tokens of answered requests.",
+            registry=self.registry,
+        )
+        self.completion_tokens = Counter(
+            "cria_http_completion_tokens_total", "Tokens sent to clients.", registry=self.registry
+        )
+        ProcessCollector(registry=self.registry)  # process_* (memory, CPU, open files)
+        PlatformCollector(registry=self.registry)  # python_info
+        self.generation_s = RunningMean()
 
     def observe(
         self,
@@ -49,87 +132,48 @@ class HttpMetrics:
         prompt_tokens: int = 0,
         completion_tokens: int = 0,
     ) -> None:
-        """Count one finished request."""
-        with self._lock:
-            self._requests[(method, route, status)] += 1
-            self._durations.setdefault(route, _Histogram()).observe(duration_s)
-            self._prompt_tokens += prompt_tokens
-            self._completion_tokens += completion_tokens
-
-    def render(self) -> list[str]:
-        """The HTTP metric families as exposition lines."""
-        with self._lock:
-            requests = sorted(self._requests.items())
-            durations = sorted(self._durations.items())
-            prompt, completion = self._prompt_tokens, self._completion_tokens
-        lines = _family("cria_http_requests_total", "counter", "HTTP requests by route/status.")
-        for (method, route, status), count in requests:
-            labels = _labels(method=method, route=route, status=str(status))
-            lines.append(f"cria_http_requests_total{labels} {count}")
-        name = "cria_http_request_duration_seconds"
-        lines += _family(name, "histogram", "HTTP request duration, streams included.")
-        for route, hist in durations:
-            for bound, count in zip(DURATION_BUCKETS, hist.buckets, strict=True):
-                lines.append(f"{name}_bucket{_labels(route=route, le=repr(bound))} {count}")
-            lines.append(f"{name}_bucket{_labels(route=route, le='+Inf')} {hist.count}")
-            lines.append(f"{name}_sum{_labels(route=route)} {hist.total:.6f}")
-            lines.append(f"{name}_count{_labels(route=route)} {hist.count}")
-        lines += _counter("cria_http_prompt_tokens_total", "Prompt tokens of answered requests.")
-        lines.append(f"cria_http_prompt_tokens_total {prompt}")
-        lines += _counter("cria_http_completion_tokens_total", "Tokens sent to clients.")
-        lines.append(f"cria_http_completion_tokens_total {completion}")
-        return lines
+        """Count one finished request (a generation also feeds the mean generation time)."""
+        self.requests.labels(method, route, str(status)).inc()
+        self.durations.labels(route).observe(duration_s)
+        self.prompt_tokens.inc(prompt_tokens)
+        self.completion_tokens.inc(completion_tokens)
+        if status == 200 and (prompt_tokens or completion_tokens):
+            self.generation_s.add(duration_s)
 
 
-_ENGINE_GAUGES: tuple[tuple[str, str, str], ...] = (
-    ("slots_busy", "cria_slots_busy", "Slots generating now."),
-    ("slots_total", "cria_slots_total", "Slots (parallel sequences)."),
-    ("queue_length", "cria_queue_length", "Requests waiting for a slot."),
-    ("max_queue", "cria_queue_max", "Requests allowed to wait before 429."),
-    ("kv_cells_used", "cria_kv_cells_used", "KV cache cells holding tokens."),
-    ("kv_cells_total", "cria_kv_cells_total", "KV cache cells in all slots."),
-    ("requests_active", "cria_requests_active", "Requests queued or running."),
-)
-_ENGINE_COUNTERS: tuple[tuple[str, str, str], ...] = (
-    ("prompt_tokens_total", "cria_prompt_tokens_total", "Prompt tokens admitted."),
-    (
-        "cached_prompt_tokens_total",
-        "cria_prompt_tokens_cached_total",
-        "Prompt tokens served from a slot's KV cache (not prefilled).",
-    ),
-    ("generated_tokens_total", "cria_generated_tokens_total", "Tokens generated."),
-    ("requests_total", "cria_requests_total", "Requests accepted by the engine."),
-)
-_STATES = ("loading", "ready", "dead", "stopped")
+class EngineCollector(Collector):
+    """The engine's state and stats snapshot as metric families (built per scrape)."""
+
+    def __init__(self, health: EngineHealth, stats: EngineStats | None) -> None:
+        self.health = health
+        self.stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        state = GaugeMetricFamily(
+            "cria_engine_state", "1 for the engine's current state.", labels=["state"]
+        )
+        for name in ENGINE_STATES:
+            state.add_metric([name], int(self.health.state == name))
+        yield state
+        if self.stats is None:
+            return
+        for attr, name, text in ENGINE_GAUGES:
+            yield GaugeMetricFamily(name, text, value=getattr(self.stats, attr))
+        for attr, name, text in ENGINE_COUNTERS:
+            yield CounterMetricFamily(name, text, value=getattr(self.stats, attr))
 
 
-def render_metrics(health: EngineHealth, stats: EngineStats | None, http: HttpMetrics) -> str:
+class _Joined(Collector):
+    """Several collectors exposed as one (what generate_latest reads)."""
+
+    def __init__(self, parts: Iterable[Collector]) -> None:
+        self.parts = parts
+
+    def collect(self) -> Iterator[Metric]:
+        for part in self.parts:
+            yield from part.collect()
+
+
+def render_metrics(health: EngineHealth, stats: EngineStats | None, http: HttpMetrics) -> bytes:
     """The whole exposition document (text format 0.0.4)."""
-    lines = _family("cria_engine_state", "gauge", "1 for the engine's current state.")
-    for state in _STATES:
-        lines.append(f"cria_engine_state{_labels(state=state)} {int(health.state == state)}")
-    if stats is not None:
-        for attr, name, text in _ENGINE_GAUGES:
-            lines += _family(name, "gauge", text)
-            lines.append(f"{name} {getattr(stats, attr)}")
-        for attr, name, text in _ENGINE_COUNTERS:
-            lines += _counter(name, text)
-            lines.append(f"{name} {getattr(stats, attr)}")
-    lines += http.render()
-    return "\n".join(lines) + "\n"
-
-
-def _family(name: str, kind: str, text: str) -> list[str]:
-    return [f"# HELP {name} {text}", f"# TYPE {name} {kind}"]
-
-
-def _counter(name: str, text: str) -> list[str]:
-    return _family(name, "counter", text)
-
-
-def _labels(**labels: str) -> str:
-    return "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items()) + "}"
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+    return generate_latest(_Joined((EngineCollector(health, stats), http.registry)))

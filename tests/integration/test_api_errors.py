@@ -128,6 +128,23 @@ async def test_queue_full_is_429_with_retry_after() -> None:
     assert error["type"] == "rate_limit_error"
 
 
+async def test_retry_after_is_estimated_from_the_queue_and_mean_request_time() -> None:
+    """Two slots, two waiting, 30 s per request: a retry waits for three to start, ~45 s."""
+    engine = FakeEngine(n_slots=2, max_queue=2, token_delay_s=1.0)
+    async with app_client(engine) as (client, app):
+        app.state.http_metrics.generation_s.add(30.0)  # as if one 30 s generation had finished
+        body = {"messages": USER}
+        running = [asyncio.create_task(client.post("/v1/chat/completions", json=body))
+                   for _ in range(4)]  # fmt: skip
+        await eventually(lambda: engine.stats().queue_length == 2)
+        response = await client.post("/v1/chat/completions", json=body)
+        for task in running:
+            task.cancel()
+    error = assert_error(response, 429, "queue_full")
+    assert response.headers["retry-after"] == "45"
+    assert "45 s" in error["message"]
+
+
 async def test_loading_is_503_for_health_and_routes() -> None:
     engine = FakeEngine(start_delay_s=30)
     async with app_client(engine, wait_ready=False) as (client, _):

@@ -57,3 +57,17 @@ async def test_metrics_while_loading_and_behind_the_api_key() -> None:
     assert denied.status_code == 401
     assert loading.status_code == 200
     assert samples(loading.text)['cria_engine_state{state="loading"}'] == 1
+
+
+async def test_process_metrics_and_one_registry_per_app() -> None:
+    """Two apps in one process count apart (each has its own registry); process_* is there."""
+    async with app_client(FakeEngine()) as (first, _), app_client(FakeEngine()) as (second, _):
+        await first.post("/v1/chat/completions", json={"messages": USER})
+        one = samples((await first.get("/metrics")).text)
+        other = samples((await second.get("/metrics")).text)
+    route = "/{api_version}/chat/completions"
+    key = f'cria_http_requests_total{{method="POST",route="{route}",status="200"}}'
+    assert one[key] == 1
+    assert key not in other
+    assert one["process_resident_memory_bytes"] > 0
+    assert one["process_cpu_seconds_total"] >= 0

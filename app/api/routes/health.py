@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from app.api.deps import EngineDep, RuntimeDep
+from app.api.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from app.api.metrics import HttpMetrics, render_metrics
 from app.api.security import require_api_key
 from app.engine.errors import EngineNotReady
@@ -54,4 +55,4 @@ async def get_metrics(runtime: RuntimeDep, request: Request) -> PlainTextRespons
     engine = runtime.engine
     http: HttpMetrics = request.app.state.http_metrics
     body = render_metrics(runtime.health(), engine.stats() if engine else None, http)
-    return PlainTextResponse(body, media_type="text/plain; version=0.0.4; charset=utf-8")
+    return PlainTextResponse(body, media_type=METRICS_CONTENT_TYPE)
