@@ -31,12 +31,24 @@ DEV_TYPE_GPU = 1  # GGML_BACKEND_DEVICE_TYPE_GPU
 DEV_TYPE_IGPU = 2  # GGML_BACKEND_DEVICE_TYPE_IGPU
 
 
+def _linked_copy(stem: str) -> Path:
+    """The file of ``stem`` that libllama links (``libggml.so.0``), not another copy of it.
+
+    Wheels cannot hold symlinks, so llama_cpp/lib has ``libggml.so``, ``libggml.so.0`` and
+    ``libggml.so.0.x.y`` as separate files: loading another copy than libllama's would give
+    a second, separate backend registry.
+    """
+    lib_dir = Path(_lib.LIB_DIR)
+    versioned = sorted(lib_dir.glob(f"{stem}.so.*"), key=lambda p: len(p.name))
+    return versioned[0] if versioned else lib_dir / f"{stem}.so"
+
+
 class _GgmlDeviceApi:
     """The few ggml device functions we need, typed."""
 
     def __init__(self) -> None:
-        registry = ctypes.CDLL(str(_lib.LIB_DIR / "libggml.so"))
-        base = ctypes.CDLL(str(_lib.LIB_DIR / "libggml-base.so"))
+        registry = ctypes.CDLL(str(_linked_copy("libggml")))
+        base = ctypes.CDLL(str(_linked_copy("libggml-base")))
         vp, cp, sz = ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t
         self.count = self._bind(registry, "ggml_backend_dev_count", [], sz)
         self.get = self._bind(registry, "ggml_backend_dev_get", [sz], vp)
