@@ -61,9 +61,13 @@ def _native_detail() -> str:
 
 
 def _probe_footprint(config: EngineConfig, size: int) -> ModelFootprint:
-    """Read the layer count and KV head sizes with a vocabulary-only load (no weights)."""
+    """Read the layer count and KV head sizes with a load on the CPU (weights memory-mapped).
+
+    Not ``vocab_only``: with llama.cpp 0.3.36 a vocabulary-only load segfaults (seen on an
+    H100 machine with the CUDA build, also with no devices).
+    """
     params = _lib.model_default_params()
-    params.vocab_only = True
+    params.devices = _lib.no_devices()
     params.use_extra_bufts = False
     model = _lib.model_load(config.model_path, params)
     if model is None:
