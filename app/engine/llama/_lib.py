@@ -12,10 +12,19 @@ Importing this module routes llama.cpp's and ggml's log output into Python loggi
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
+import sys
 import threading
 from typing import Any
+
+# libstdc++ first, in the global scope: some builds of libggml export parts of libstdc++ (seen
+# with GCC 13 and GGML_BACKEND_DL), and libllama, loaded by ctypes without the C++ runtime in
+# the global scope, would bind to those and crash in std::regex on the first model load.
+if sys.platform.startswith("linux"):
+    with contextlib.suppress(OSError):
+        ctypes.CDLL("libstdc++.so.6", mode=ctypes.RTLD_GLOBAL)
 
 import llama_cpp  # noqa: TID251 - this package is the llama_cpp boundary
 from llama_cpp import llama_cpp as L  # noqa: TID251 - this package is the llama_cpp boundary
