@@ -1,39 +1,69 @@
-"""Server-Sent Events framing, in one place.
+"""Server-Sent Events framing and the streaming response, in one place.
 
-A stream is an async iterator of chunks: pydantic models become ``data: <json>`` events,
-strings become ``data: <text>`` events (text with newlines spans several ``data:`` lines,
-which an EventSource parser joins back with ``\\n``). A normal end adds ``data: [DONE]``.
-An error after the stream started becomes one final ``data: {"error": {...}}`` event, and
-the stream closes without ``[DONE]``. Keep-alive comments flow every ``keepalive_s``.
+A stream is an async iterator of chunks: pydantic models and pre-rendered JSON
+(``RawJson``) become ``data: <json>`` events, strings become ``data: <text>`` events (text
+with newlines spans several ``data:`` lines, which an EventSource parser joins back with
+``\\n``). A normal end adds ``data: [DONE]``. An error after the stream started becomes one
+final ``data: {"error": {...}}`` event, and the stream closes without ``[DONE]``.
+Keep-alive comments flow while a stream has been quiet for ``keepalive_s``.
+
+Why not sse-starlette's ``EventSourceResponse``: it opens an anyio cancel scope (its send
+timeout) for every event and builds each event through several string passes. At one
+event per token for every stream, that work runs on the event loop thread, which on a
+small machine shares the CPU with llama.cpp's decode threads: every microsecond here is
+taken from the model. This response pays its per-request setup once (a task group with
+one watcher task for disconnects and keep-alives) and per event does one ``send`` of
+bytes framed here. It also leaves server shutdown to the server: uvicorn waits for
+running responses, so a drain can let streams finish.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
+from time import monotonic
 
 import anyio
 from pydantic import BaseModel
-from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.background import BackgroundTask
+from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from app.api.errors import error_body
 from app.engine.errors import EngineError
+from app.serving.render import RawJson
 
 logger = logging.getLogger(__name__)
 
-SEP = "\n"
 DONE = "[DONE]"
+DONE_EVENT = b"data: [DONE]\n\n"
+PING_EVENT = b": ping\n\n"
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
-Chunk = BaseModel | str
+Chunk = BaseModel | RawJson | str
 
 
-def event(chunk: Chunk) -> ServerSentEvent | None:
-    """The SSE event of one chunk; None for an empty text piece (it would dispatch nothing)."""
+def frame_json(json_text: str) -> bytes:
+    """One event whose data is a JSON document (JSON text has no raw newlines)."""
+    return b"data: " + json_text.encode("utf-8") + b"\n\n"
+
+
+def frame_text(text: str) -> bytes:
+    """One event whose data is ``text``; each line of it becomes one ``data:`` field."""
+    if "\n" not in text and "\r" not in text:
+        return b"data: " + text.encode("utf-8") + b"\n\n"
+    # Any of CRLF, LF, CR ends a line in SSE; a parser joins data fields with LF.
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    return "".join(f"data: {line}\n" for line in lines).encode("utf-8") + b"\n"
+
+
+def encode(chunk: Chunk) -> bytes | None:
+    """The SSE bytes of one chunk; None for an empty text piece (it would dispatch nothing)."""
+    if isinstance(chunk, RawJson):
+        return frame_json(chunk)
     if isinstance(chunk, str):
-        return ServerSentEvent(data=chunk, sep=SEP) if chunk else None
-    return ServerSentEvent(data=chunk.model_dump_json(), sep=SEP)
+        return frame_text(chunk) if chunk else None
+    return frame_json(chunk.model_dump_json())
 
 
 ErrorData = Callable[[BaseException], str]
@@ -45,9 +75,9 @@ def openai_error_data(exc: BaseException) -> str:
     return error_body(exc).model_dump_json()
 
 
-def error_event(exc: BaseException, error_data: ErrorData = openai_error_data) -> ServerSentEvent:
+def error_event(exc: BaseException, error_data: ErrorData = openai_error_data) -> bytes:
     """The final event of a stream that failed after it started."""
-    return ServerSentEvent(data=error_data(exc), sep=SEP)
+    return frame_json(error_data(exc))
 
 
 async def frame(
@@ -55,13 +85,13 @@ async def frame(
     *,
     done: str | None = DONE,
     error_data: ErrorData = openai_error_data,
-) -> AsyncIterator[ServerSentEvent]:
-    """SSE events for ``chunks``, then ``done`` (unless None) or one error event."""
+) -> AsyncIterator[bytes]:
+    """SSE bytes for ``chunks``, then ``done`` (unless None) or one error event."""
     try:
         async for chunk in chunks:
-            sse = event(chunk)
-            if sse is not None:
-                yield sse
+            data = encode(chunk)
+            if data is not None:
+                yield data
     except EngineError as exc:  # the 200 already went out: report in-band, then close
         logger.info("stream ended with %s: %s", type(exc).__name__, exc.message)
         yield error_event(exc, error_data)
@@ -71,29 +101,76 @@ async def frame(
         yield error_event(exc, error_data)
         return
     if done is not None:
-        yield ServerSentEvent(data=done, sep=SEP)
+        yield DONE_EVENT if done == DONE else frame_text(done)
 
 
-class StreamResponse(EventSourceResponse):
-    """An SSE response that always closes its chunk iterator (so the engine request ends)."""
+class StreamResponse(Response):
+    """An ASGI ``text/event-stream`` response over a chunk iterator.
+
+    It always closes its iterators when it ends, however it ends (so the engine request is
+    aborted at once when the client goes away), sends a keep-alive comment when the stream
+    has been quiet for ``keepalive_s``, and stops as soon as the client disconnects.
+    """
+
+    media_type = "text/event-stream"
 
     def __init__(
         self,
         chunks: AsyncIterator[Chunk],
         *,
         keepalive_s: float,
+        headers: Mapping[str, str] | None = None,
         done: str | None = DONE,
         error_data: ErrorData = openai_error_data,
     ) -> None:
-        events = frame(chunks, done=done, error_data=error_data)
-        super().__init__(events, headers=SSE_HEADERS, ping=keepalive_s, sep=SEP)
+        # Like starlette's StreamingResponse: no body, so no Content-Length header.
+        self.status_code = 200
+        self.background: BackgroundTask | None = None
+        self.init_headers({**SSE_HEADERS, **(headers or {})})
         self._chunks = chunks
+        self._events = frame(chunks, done=done, error_data=error_data)
+        self._keepalive_s = keepalive_s
+        self._last_send = monotonic()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            await super().__call__(scope, receive, send)
+            start = {"type": "http.response.start", "status": 200, "headers": self.raw_headers}
+            await send(start)
+            async with anyio.create_task_group() as group:
+                group.start_soon(self._watch, receive, send, group.cancel_scope)
+                await self._pump(send)
+                group.cancel_scope.cancel()
+            if self.background is not None:
+                await self.background()
         finally:
-            await close_iterators(self.body_iterator, self._chunks)
+            await close_iterators(self._events, self._chunks)
+
+    async def _pump(self, send: Send) -> None:
+        async for data in self._events:
+            await send({"type": "http.response.body", "body": data, "more_body": True})
+            self._last_send = monotonic()
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _watch(self, receive: Receive, send: Send, scope: anyio.CancelScope) -> None:
+        """Keep-alive comments while quiet; cancel the stream when the client leaves."""
+        async with anyio.create_task_group() as group:
+            group.start_soon(self._pings, send)
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    break
+            group.cancel_scope.cancel()
+        scope.cancel()
+
+    async def _pings(self, send: Send) -> None:
+        interval = self._keepalive_s
+        while True:
+            due = self._last_send + interval - monotonic()
+            if due > 0:
+                await anyio.sleep(due)
+                continue
+            await send({"type": "http.response.body", "body": PING_EVENT, "more_body": True})
+            self._last_send = monotonic()
 
 
 async def close_iterators(*iterators: object) -> None:

@@ -18,6 +18,7 @@ from app.schemas.chat import (
 )
 from app.serving.chat_template import needs_bos, render_chat, with_system_prompt
 from app.serving.generation import ResponsePlan, collect
+from app.serving.render import HOLE, JsonTemplate, RawJson
 from app.serving.sampling import (
     Finished,
     Limits,
@@ -93,12 +94,16 @@ def _chunk(
 
 async def chat_chunks(
     plan: ResponsePlan, stream: AsyncIterator[str | Finished]
-) -> AsyncIterator[ChatCompletionChunk]:
-    """OpenAI's chunk sequence: role first, content pieces, finish_reason, optional usage."""
+) -> AsyncIterator[ChatCompletionChunk | RawJson]:
+    """OpenAI's chunk sequence: role first, content pieces, finish_reason, optional usage.
+
+    Content chunks come from a template rendered once per stream (see ``render``).
+    """
     yield _chunk(plan, ChoiceDelta(role="assistant", content=""))
+    content = JsonTemplate(_chunk(plan, ChoiceDelta(content=HOLE)))
     async for item in stream:
         if not isinstance(item, Finished):
-            yield _chunk(plan, ChoiceDelta(content=item))
+            yield content.fill(item)
             continue
         yield _chunk(plan, ChoiceDelta(), item)
         if plan.include_usage:

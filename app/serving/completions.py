@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from app.engine.types import GenerationRequest, ModelInfo
 from app.schemas.completions import Completion, CompletionChoice, CompletionRequest
 from app.serving.generation import ResponsePlan, collect
+from app.serving.render import HOLE, JsonTemplate, RawJson
 from app.serving.sampling import (
     Finished,
     Limits,
@@ -45,11 +46,15 @@ def _completion(plan: ResponsePlan, choices: list[CompletionChoice]) -> Completi
 
 async def completion_chunks(
     plan: ResponsePlan, stream: AsyncIterator[str | Finished]
-) -> AsyncIterator[Completion]:
-    """Streamed ``text_completion`` chunks: text pieces, finish_reason, optional usage."""
+) -> AsyncIterator[Completion | RawJson]:
+    """Streamed ``text_completion`` chunks: text pieces, finish_reason, optional usage.
+
+    Text chunks come from a template rendered once per stream (see ``render``).
+    """
+    text = JsonTemplate(_completion(plan, [CompletionChoice(text=HOLE)]))
     async for item in stream:
         if not isinstance(item, Finished):
-            yield _completion(plan, [CompletionChoice(text=item)])
+            yield text.fill(item)
             continue
         yield _completion(plan, [CompletionChoice(text="", finish_reason=item.reason)])
         if plan.include_usage:
