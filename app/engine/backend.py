@@ -130,6 +130,14 @@ class ModelBackend(Protocol):
         """Drop the KV cells of ``seq_id`` at positions >= start_pos."""
         ...
 
+    def save_seq(self, seq_id: int) -> bytes:
+        """The KV state of ``seq_id`` as bytes (raises RuntimeError if it cannot)."""
+        ...
+
+    def load_seq(self, seq_id: int, data: bytes) -> None:
+        """Replace the cells of ``seq_id`` with a state from ``save_seq`` (RuntimeError if not)."""
+        ...
+
     def kv_cells_used(self) -> int:
         """KV cells holding data, summed over sequences."""
         ...

@@ -1,10 +1,16 @@
 """Continuous batching over one llama context, in the style of llama.cpp's ``llama-server``.
 
 Each ``step`` (on the engine thread): handle aborts; admit waiting requests into free slots
-(FIFO); build ONE batch of at most ``n_batch`` tokens - first one decode token for every
-decoding sequence, then prompt chunks of prefilling sequences in the room left, so a long
-prompt never freezes the other streams; decode; sample every sequence whose last batch
-token has logits; detokenize, match stop strings, emit events, finish sequences.
+(FIFO; the KV manager picks the slot and the reusable cached prefix); build ONE batch of at
+most ``n_batch`` tokens - first one decode token for every decoding sequence, then prompt
+chunks of prefilling sequences in the room left (at most ``prefill_budget`` prompt tokens
+while other streams decode, so a long prompt arriving stretches no stream's inter-token
+time much); decode; sample every sequence whose last batch token has logits; detokenize,
+match stop strings, emit events, finish sequences.
+
+Failures stay with the request that caused them: a decode that fails with prompt chunks in
+it is retried part by part, so only the sequence whose chunk cannot be decoded ends with an
+error; an exception while admitting, sampling or releasing one sequence ends that one.
 
 The only state shared with other threads is the waiting queue, the abort set and a few
 counters, behind one small lock that is never held around model calls.
@@ -21,8 +27,9 @@ from time import perf_counter
 
 from app.engine.backend import BatchToken, DecodeError, ModelBackend
 from app.engine.errors import EngineDead, InvalidRequest, Overloaded
+from app.engine.kv import KVManager
+from app.engine.prompt_cache import HostPromptCache
 from app.engine.sequence import SeqState, Sequence
-from app.engine.slots import SlotPool
 from app.engine.stops import StopMatcher
 from app.engine.types import EngineStats, FinishReason, TokenEvent
 
@@ -31,7 +38,32 @@ logger = logging.getLogger(__name__)
 Delivery = list[tuple[object, list[TokenEvent]]]
 """Events of one step: (the request's sink, its events in order) for each request."""
 
-_Plan = list[tuple[Sequence, int, int]]  # (sequence, tokens in batch, sample index or -1)
+
+class _Part:
+    """What one sequence puts into a batch: tokens from its next free position."""
+
+    __slots__ = ("sample", "seq", "tokens")
+
+    def __init__(self, seq: Sequence, tokens: list[int], sample: bool) -> None:
+        self.seq = seq
+        self.tokens = tokens
+        self.sample = sample  # the last token's logits are sampled after the decode
+
+
+def _batch(parts: list[_Part]) -> tuple[list[BatchToken], list[int]]:
+    """The batch of ``parts`` and, per part, the batch index to sample (or -1)."""
+    batch: list[BatchToken] = []
+    where: list[int] = []
+    for part in parts:
+        seq = part.seq
+        assert seq.slot is not None
+        sid, pos, last = seq.slot.seq_id, seq.n_past, len(part.tokens) - 1
+        batch.extend(
+            BatchToken(t, pos + i, sid, part.sample and i == last)
+            for i, t in enumerate(part.tokens)
+        )
+        where.append(len(batch) - 1 if part.sample else -1)
+    return batch, where
 
 
 class Scheduler:
@@ -48,6 +80,8 @@ class Scheduler:
         deliver: Callable[[Delivery], None],
         max_queue: int,
         prompt_cache: bool = True,
+        host_cache: HostPromptCache | None = None,
+        prefill_budget: int = 0,
         default_seed: int | None = None,
     ) -> None:
         self._backend = backend
@@ -57,7 +91,9 @@ class Scheduler:
         self._default_seed = default_seed
         self._n_ctx = backend.n_ctx_slot
         self._n_batch = backend.n_batch
-        self._pool = SlotPool(backend)
+        # Prompt tokens per step while other sequences decode (0: no limit but n_batch).
+        self._prefill_budget = prefill_budget or backend.n_batch
+        self.kv = KVManager(backend, host_cache=host_cache if prompt_cache else None)
         # Shared with submitting threads, under _lock:
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
@@ -121,18 +157,20 @@ class Scheduler:
 
     def stats(self) -> EngineStats:
         """A snapshot without waiting on the engine thread (values may be one step old)."""
+        host = self.kv.host_cache.stats() if self.kv.host_cache is not None else None
         return EngineStats(
-            slots_busy=self._pool.busy(),
-            slots_total=len(self._pool.slots),
+            slots_busy=self.kv.busy(),
+            slots_total=len(self.kv.slots),
             queue_length=max(0, len(self._waiting) - self._free),
             max_queue=self._max_queue,
-            kv_cells_used=self._pool.cells_used(),
-            kv_cells_total=len(self._pool.slots) * self._n_ctx,
+            kv_cells_used=self.kv.cells_used(),
+            kv_cells_total=len(self.kv.slots) * self._n_ctx,
             prompt_tokens_total=self.prompt_tokens_total,
             cached_prompt_tokens_total=self.cached_prompt_tokens_total,
             generated_tokens_total=self.generated_tokens_total,
             requests_total=self.requests_total,
             requests_active=len(self._ids),
+            host_cache=host,
         )
 
     # ------------------------------------------------------------------ engine thread
@@ -143,18 +181,55 @@ class Scheduler:
             self._apply_aborts(perf_counter())
         if self._waiting and self._free:
             self._admit(perf_counter())
-        batch, plan = self._plan()
-        if batch:
-            try:
-                self._backend.decode(batch)
-            except DecodeError as exc:
-                logger.error("decode failed for %d tokens: %s", len(batch), exc)
-                now = perf_counter()
-                for seq, _, _ in plan:
-                    self._finish(seq, FinishReason.ERROR, now, error=f"decode failed: {exc}")
-            else:
-                self._after_decode(plan)
+        parts = self._plan()
+        if parts:
+            self._decode(parts)
         self._flush()
+
+    def _decode(self, parts: list[_Part]) -> None:
+        """Decode ``parts`` in one batch; if that fails, part by part, failing only the culprits.
+
+        A failed llama_decode leaves the KV cache as it was, so the parts can be retried:
+        first the decode tokens of the running streams together, then each prompt chunk.
+        """
+        try:
+            self._decode_batch(parts)
+            return
+        except DecodeError as exc:
+            if len(parts) == 1:
+                self._fail(parts, exc)
+                return
+            logger.warning("decode of %d parts failed (%s); retrying part by part", len(parts), exc)
+        self._drop_uncommitted(parts)
+        decoding = [p for p in parts if len(p.tokens) == 1 and p.seq.state is SeqState.DECODING]
+        groups = ([decoding] if decoding else []) + [[p] for p in parts if p not in decoding]
+        for group in groups:
+            try:
+                self._decode_batch(group)
+            except DecodeError as exc:
+                self._fail(group, exc)
+
+    def _drop_uncommitted(self, parts: list[_Part]) -> None:
+        """Clear cells a failed decode may have written past what the KV manager records."""
+        for part in parts:
+            slot = part.seq.slot
+            if slot is None:
+                continue
+            try:
+                self._backend.clear_seq(slot.seq_id, len(slot.tokens))
+            except RuntimeError:
+                logger.exception("could not clear the tail of slot %d", slot.seq_id)
+
+    def _decode_batch(self, parts: list[_Part]) -> None:
+        batch, where = _batch(parts)
+        self._backend.decode(batch)
+        self._after_decode(parts, where)
+
+    def _fail(self, parts: list[_Part], exc: DecodeError) -> None:
+        logger.error("decode failed for %d sequences: %s", len(parts), exc)
+        now = perf_counter()
+        for part in parts:
+            self._finish(part.seq, FinishReason.ERROR, now, error=f"decode failed: {exc}")
 
     def fail_all(self, reason: str) -> None:
         """The engine thread is dying: end every live request with ERROR, best effort."""
@@ -175,7 +250,7 @@ class Scheduler:
                     logger.exception("closing a sampler failed")
             seq.sampler = None
             if seq.slot is not None:
-                self._pool.forget(seq.slot)
+                self.kv.forget(seq.slot)
         self._running.clear()
         self._flush()
 
@@ -198,14 +273,21 @@ class Scheduler:
 
     def _start(self, seq: Sequence, now: float) -> None:
         """Put a sequence into the best free slot, keeping a shared cached prefix."""
-        reuse = self._pool.assign(seq, self._prompt_cache and seq.request.use_cache)
-        seq.tokens = list(seq.prompt)
-        seq.n_past = seq.n_cached = reuse
-        seq.state = SeqState.PREFILLING
         seq.t_admit = now
+        seq.state = SeqState.PREFILLING
         self._running.append(seq)
+        try:
+            admission = self.kv.admit(
+                seq.prompt, use_cache=self._prompt_cache and seq.request.use_cache
+            )
+        except Exception as exc:
+            logger.exception("could not assign a slot to %s", seq.request_id)
+            self._finish(seq, FinishReason.ERROR, now, error=f"slot assignment failed: {exc}")
+            return
+        seq.slot = admission.slot
+        seq.n_cached = admission.reused
         self.prompt_tokens_total += seq.n_prompt
-        self.cached_prompt_tokens_total += reuse
+        self.cached_prompt_tokens_total += admission.reused
         params = seq.request.sampling
         if params.stop:
             seq.stops = StopMatcher(params.stop)
@@ -227,48 +309,52 @@ class Scheduler:
             return random.getrandbits(32)
         return seed & 0xFFFFFFFF
 
-    def _plan(self) -> tuple[list[BatchToken], _Plan]:
+    def _plan(self) -> list[_Part]:
         """One decode token per decoding sequence, then prompt chunks in the room left."""
-        batch: list[BatchToken] = []
-        plan: _Plan = []
+        parts: list[_Part] = []
         room = self._n_batch
         for seq in self._running:
             if seq.state is SeqState.DECODING and room:
-                assert seq.slot is not None
-                plan.append((seq, 1, len(batch)))
-                batch.append(BatchToken(seq.tokens[-1], seq.n_past, seq.slot.seq_id, True))
+                parts.append(_Part(seq, [seq.generated[-1]], True))
                 room -= 1
+        if parts:  # streams are decoding: a prompt may take only its share of the step
+            room = min(room, self._prefill_budget)
         for seq in self._running:
-            if not room:
+            if room <= 0:
                 break
             if seq.state is SeqState.PREFILLING:
-                assert seq.slot is not None
-                start, sid, last = seq.n_past, seq.slot.seq_id, seq.n_prompt - 1
+                start = seq.n_past
                 end = min(seq.n_prompt, start + room)
-                prompt = seq.prompt
-                batch.extend(BatchToken(prompt[p], p, sid, p == last) for p in range(start, end))
-                plan.append((seq, end - start, len(batch) - 1 if end == seq.n_prompt else -1))
+                parts.append(_Part(seq, seq.prompt[start:end], end == seq.n_prompt))
                 room -= end - start
-        return batch, plan
+        return parts
 
-    def _after_decode(self, plan: _Plan) -> None:
+    def _after_decode(self, parts: list[_Part], where: list[int]) -> None:
         now = perf_counter()
-        for seq, n_tokens, sample_index in plan:
-            seq.n_past += n_tokens
-            if sample_index < 0:
+        kv = self.kv
+        for part, index in zip(parts, where, strict=True):
+            seq = part.seq
+            assert seq.slot is not None
+            kv.append(seq.slot, part.tokens)
+            if index < 0:
                 continue
             assert seq.sampler is not None
             seq.state = SeqState.DECODING
-            self._on_token(seq, seq.sampler.sample(sample_index), now)
+            try:
+                token = seq.sampler.sample(index)
+            except Exception as exc:
+                logger.exception("sampling failed for %s", seq.request_id)
+                self._finish(seq, FinishReason.ERROR, now, error=f"sampling failed: {exc}")
+                continue
+            self._on_token(seq, token, now)
 
     def _on_token(self, seq: Sequence, token: int, now: float) -> None:
         """Account, detokenize and stop-match one sampled token; finish when due."""
-        seq.n_generated += 1
         self.generated_tokens_total += 1
         if not seq.t_first:
             seq.t_first = now
         seq.t_last = now
-        seq.tokens.append(token)
+        seq.generated.append(token)
         params = seq.request.sampling
         eog = self._eog.get(token)
         if eog is None:
@@ -289,7 +375,10 @@ class Scheduler:
             return
         # n_past >= n_ctx: no KV cell is left to feed this token back.
         max_tokens = params.max_tokens
-        if seq.n_past >= self._n_ctx or (max_tokens is not None and seq.n_generated >= max_tokens):
+        # n_past >= n_ctx: no KV cell is left to feed this token back.
+        if seq.n_past >= self._n_ctx or (
+            max_tokens is not None and len(seq.generated) >= max_tokens
+        ):
             self._finish(seq, FinishReason.LENGTH, now)
 
     def _finish(
@@ -304,7 +393,7 @@ class Scheduler:
             reason,
             seq.n_prompt,
             seq.n_cached,
-            seq.n_generated,
+            len(seq.generated),
         )
         # A normal end releases held-back text; a cancel or an error drops it.
         text = seq.tail_text() if reason in (FinishReason.STOP, FinishReason.LENGTH) else ""
@@ -315,14 +404,19 @@ class Scheduler:
             seq.sampler = None
         slot = seq.slot
         if slot is not None:
-            # An abort or an error frees the KV cells; a normal end keeps them for the next
-            # request with the same prefix.
-            failed = reason is FinishReason.CANCELLED or reason is FinishReason.ERROR
-            self._pool.release(slot, None if failed else seq.tokens[: seq.n_past])
+            # Only an error drops the KV cells: after a normal end or a cancel (the user
+            # pressed Stop) they hold a valid prefix for the conversation's next turn.
+            try:
+                self.kv.release(slot, keep=reason is not FinishReason.ERROR)
+            except Exception:
+                logger.exception("releasing slot %d failed; its cache is dropped", slot.seq_id)
+                self.kv.forget(slot)
+        admitted = seq in self._running
+        if admitted:
             self._running.remove(seq)
         with self._lock:
             self._ids.discard(seq.request_id)
-            if slot is not None:
+            if admitted:
                 self._free += 1
 
     def _emit(self, seq: Sequence, event: TokenEvent) -> None:

@@ -16,7 +16,7 @@ from app.engine.stops import StopMatcher
 from app.engine.types import FinishReason, GenerationRequest, Timings, TokenEvent, Usage
 
 if TYPE_CHECKING:
-    from app.engine.slots import Slot
+    from app.engine.kv import Slot
 
 logger = logging.getLogger(__name__)
 
@@ -32,11 +32,11 @@ class SeqState(enum.Enum):
 
 @dataclass(eq=False)
 class Sequence:
-    """One generation on the engine thread: prompt, KV progress, sampler and text pipeline.
+    """One generation on the engine thread: prompt, sampler, text pipeline and its slot.
 
-    ``tokens`` is the prompt followed by the generated tokens; the KV cache of the slot
-    holds ``tokens[:n_past]``. While decoding, ``tokens[-1]`` is the last sampled token,
-    not fed yet. ``sink`` is the service's opaque handle for delivering events.
+    What the slot's KV cells hold is the KV manager's to know (``slot.tokens``); while
+    prefilling, they are a prefix of ``prompt``. While decoding, ``generated[-1]`` is the
+    last sampled token, not fed yet. ``sink`` is the service's opaque handle for events.
     """
 
     request: GenerationRequest
@@ -46,10 +46,8 @@ class Sequence:
     state: SeqState = SeqState.WAITING
     slot: Slot | None = None
     sampler: Sampler | None = None
-    tokens: list[int] = field(default_factory=list)
-    n_past: int = 0
-    n_cached: int = 0
-    n_generated: int = 0
+    generated: list[int] = field(default_factory=list)
+    n_cached: int = 0  # prompt tokens found in the KV cache at admission (not prefilled)
     t_admit: float = 0.0
     t_first: float = 0.0
     t_last: float = 0.0
@@ -65,12 +63,18 @@ class Sequence:
     def n_prompt(self) -> int:
         return len(self.prompt)
 
+    @property
+    def n_past(self) -> int:
+        """Tokens in the slot's KV cells (positions 0..n_past-1)."""
+        slot = self.slot
+        return len(slot.tokens) if slot is not None else 0
+
     def usage(self) -> Usage:
         """Token accounting so far."""
         return Usage(
             prompt_tokens=len(self.prompt),
             cached_prompt_tokens=self.n_cached,
-            completion_tokens=self.n_generated,
+            completion_tokens=len(self.generated),
         )
 
     def timings(self, now: float) -> Timings:
@@ -82,7 +86,7 @@ class Sequence:
         first = self.t_first or now
         decode_s = (self.t_last - self.t_first) if self.t_first else 0.0
         # The first token comes from the prefill; the decode rate counts the ones after it.
-        rate = (self.n_generated - 1) / decode_s if decode_s > 0 else 0.0
+        rate = (len(self.generated) - 1) / decode_s if decode_s > 0 else 0.0
         return Timings(
             queue_s=self.t_admit - self.t_submit,
             prefill_s=first - self.t_admit,

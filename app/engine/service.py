@@ -29,6 +29,7 @@ from app.engine.errors import (
     InvalidRequest,
     ModelLoadError,
 )
+from app.engine.prompt_cache import HostPromptCache
 from app.engine.scheduler import Delivery, Scheduler
 from app.engine.sequence import Sequence
 from app.engine.types import (
@@ -106,6 +107,8 @@ class LlamaEngine:
             deliver=self._deliver,
             max_queue=self._config.max_queue,
             prompt_cache=self._config.prompt_cache,
+            host_cache=_host_cache(self._config),
+            prefill_budget=self._config.prefill_budget,
             default_seed=self._config.seed,
         )
         self._thread = threading.Thread(target=self._run, name="cria-engine", daemon=True)
@@ -288,6 +291,12 @@ class LlamaEngine:
             by_loop.setdefault(cast(_Sink, item[0]).loop, []).append(item)
         for loop, items in by_loop.items():
             _call_soon(loop, items)
+
+
+def _host_cache(config: EngineConfig) -> HostPromptCache | None:
+    if not config.prompt_cache or config.cache_ram_mb <= 0:
+        return None
+    return HostPromptCache(config.cache_ram_mb * 1024 * 1024)
 
 
 def _call_soon(loop: asyncio.AbstractEventLoop, delivery: Delivery) -> None:

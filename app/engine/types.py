@@ -149,6 +149,19 @@ class ModelInfo:
 
 
 @dataclass(frozen=True)
+class HostCacheStats:
+    """The host-RAM prompt cache: saved conversations and what restoring them saved."""
+
+    entries: int
+    bytes_used: int
+    capacity_bytes: int
+    saves: int
+    hits: int
+    restored_tokens: int
+    restored_bytes: int
+
+
+@dataclass(frozen=True)
 class EngineStats:
     """A snapshot of the engine's load, for /health and metrics."""
 
@@ -163,6 +176,7 @@ class EngineStats:
     generated_tokens_total: int
     requests_total: int
     requests_active: int
+    host_cache: HostCacheStats | None = None  # None when the host-RAM cache is off
 
 
 EngineState = Literal["loading", "ready", "dead", "stopped"]
@@ -198,6 +212,8 @@ class EngineConfig:
     gpu_memory_margin_mb: int = 512  # kept free on the device by n_gpu_layers=auto
     max_queue: int = 64
     prompt_cache: bool = True  # reuse a free slot's KV cache for a shared prompt prefix
+    cache_ram_mb: int = 1024  # host-RAM copies of evicted conversations (0: off)
+    prefill_budget: int = 0  # prompt tokens per step while others decode (0: n_batch)
     seed: int | None = None  # default seed for requests without one (None: random)
     embeddings: bool = False  # open a second, pooled context on the model for embed()
     embeddings_pooling: Literal["auto", "mean", "last", "cls"] = "auto"

@@ -151,6 +151,8 @@ class FakeBackend:
         self.outputs: dict[int, tuple[int, ...]] = {}
         self.samplers: list[FakeSampler] = []
         self.clears: list[tuple[int, int]] = []
+        self.saves: list[int] = []
+        self.loads: list[int] = []
         self.gate = threading.Event()
         self.gate.set()
         self.on_decode: Callable[[Sequence[BatchToken]], None] | None = None
@@ -216,14 +218,20 @@ class FakeBackend:
             raise exc
         if not batch or len(batch) > self._n_batch:
             raise FakeBackendError(f"batch of {len(batch)} tokens (n_batch {self._n_batch})")
+        # Like llama_decode: a batch that does not fit leaves the KV cache untouched.
+        fill = [len(kv) for kv in self.kv]
+        for bt in batch:
+            if bt.pos != fill[bt.seq_id]:
+                raise FakeBackendError(
+                    f"seq {bt.seq_id}: token at pos {bt.pos}, kv has {fill[bt.seq_id]}"
+                )
+            if fill[bt.seq_id] >= self._n_ctx_slot:
+                raise DecodeError(1, f"seq {bt.seq_id}: no KV cell left")
+            fill[bt.seq_id] += 1
         self.batches.append(list(batch))
         outputs: dict[int, tuple[int, ...]] = {}
         for i, bt in enumerate(batch):
             kv = self.kv[bt.seq_id]
-            if bt.pos != len(kv):
-                raise FakeBackendError(f"seq {bt.seq_id}: token at pos {bt.pos}, kv has {len(kv)}")
-            if len(kv) >= self._n_ctx_slot:
-                raise DecodeError(1, f"seq {bt.seq_id}: no KV cell left")
             kv.append(bt.token)
             if bt.logits:
                 outputs[i] = tuple(kv)
@@ -241,6 +249,16 @@ class FakeBackend:
             raise RuntimeError(f"cannot drop positions >= {start_pos} of sequence {seq_id}")
         self.clears.append((seq_id, start_pos))
         del self.kv[seq_id][start_pos:]
+
+    def save_seq(self, seq_id: int) -> bytes:
+        self.check_thread()
+        self.saves.append(seq_id)
+        return array("i", self.kv[seq_id]).tobytes()
+
+    def load_seq(self, seq_id: int, data: bytes) -> None:
+        self.check_thread()
+        self.loads.append(seq_id)
+        self.kv[seq_id] = list(array("i", data))
 
     def kv_cells_used(self) -> int:
         return sum(len(kv) for kv in self.kv)

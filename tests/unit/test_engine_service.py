@@ -184,7 +184,8 @@ async def test_abort_frees_the_slot_by_the_time_the_cancel_event_arrives() -> No
         if event.is_final:
             assert event.finish_reason is FinishReason.CANCELLED
             stats = eng.stats()
-            assert (stats.slots_busy, stats.kv_cells_used) == (0, 0)
+            assert stats.slots_busy == 0
+            assert stats.kv_cells_used > 0  # Stop keeps the cells for the next turn
     await eng.stop()
 
 

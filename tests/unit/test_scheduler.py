@@ -10,6 +10,7 @@ import pytest
 
 from app.engine.backend import BatchToken
 from app.engine.errors import InvalidRequest, Overloaded
+from app.engine.prompt_cache import HostPromptCache
 from app.engine.scheduler import Delivery, Scheduler
 from app.engine.sequence import Sequence
 from app.engine.types import FinishReason, GenerationRequest, SamplingParams, TokenEvent
@@ -21,12 +22,25 @@ GREEDY = SamplingParams(temperature=0.0)
 class Harness:
     """A scheduler over a FakeBackend, with every delivered event collected per request."""
 
-    def __init__(self, backend: FakeBackend, *, max_queue: int = 8, prompt_cache: bool = True):
+    def __init__(
+        self,
+        backend: FakeBackend,
+        *,
+        max_queue: int = 8,
+        prompt_cache: bool = True,
+        host_cache: HostPromptCache | None = None,
+        prefill_budget: int = 0,
+    ):
         self.backend = backend
         self.events: dict[str, list[TokenEvent]] = defaultdict(list)
         self.deliveries: list[Delivery] = []
         self.sched = Scheduler(
-            backend, deliver=self._deliver, max_queue=max_queue, prompt_cache=prompt_cache
+            backend,
+            deliver=self._deliver,
+            max_queue=max_queue,
+            prompt_cache=prompt_cache,
+            host_cache=host_cache,
+            prefill_budget=prefill_budget,
         )
 
     def _deliver(self, delivery: Delivery) -> None:

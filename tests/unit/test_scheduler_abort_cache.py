@@ -73,7 +73,9 @@ def test_abort_while_decoding_ends_one_stream_and_others_finish() -> None:
     assert final.usage.completion_tokens == 4
     stats = h.sched.stats()
     assert stats.slots_busy == 2
-    assert backend.kv[1] == []  # its KV cells are gone
+    # Cancel keeps the cells that hold a valid prefix (prompt + fed tokens) for a next turn.
+    assert backend.kv[1] == h.sched.kv.slots[1].tokens
+    assert len(backend.kv[1]) == 4 + 3  # the 4th sampled token was never fed
     assert all(bt.seq_id != 1 for bt in backend.batches[-1])
     h.run()
     for rid in ("a", "c"):

@@ -231,6 +231,23 @@ def memory_seq_pos_range(mem: int, seq_id: int) -> tuple[int, int]:
     return int(lo), int(L.llama_memory_seq_pos_max(mem, seq_id))
 
 
+def state_seq_get(ctx: int, seq_id: int) -> bytes:
+    """The state (KV cells) of one sequence, as llama_state_seq_get_data writes it."""
+    size = int(L.llama_state_seq_get_size(ctx, seq_id))
+    buf = (ctypes.c_uint8 * size)()
+    written = int(L.llama_state_seq_get_data(ctx, buf, size, seq_id))
+    if written == 0 or written > size:
+        raise RuntimeError(f"llama_state_seq_get_data failed for sequence {seq_id}")
+    return bytes(memoryview(buf)[:written])
+
+
+def state_seq_set(ctx: int, seq_id: int, data: bytes) -> None:
+    """Load a sequence state (from ``state_seq_get``) into sequence ``seq_id``."""
+    buf = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
+    if int(L.llama_state_seq_set_data(ctx, buf, len(data), seq_id)) == 0:
+        raise RuntimeError(f"llama_state_seq_set_data failed for sequence {seq_id}")
+
+
 # ---------------------------------------------------------------------------------------
 # Vocabulary
 # ---------------------------------------------------------------------------------------

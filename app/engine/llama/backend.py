@@ -167,6 +167,16 @@ class LlamaBackend:
         if not _lib.memory_seq_rm(self._mem, seq_id, start_pos, -1):
             raise RuntimeError(f"could not remove positions >= {start_pos} of sequence {seq_id}")
 
+    def save_seq(self, seq_id: int) -> bytes:
+        """The KV state of ``seq_id`` (its cells' keys and values), to restore later."""
+        return _lib.state_seq_get(self._open_ctx(), seq_id)
+
+    def load_seq(self, seq_id: int, data: bytes) -> None:
+        """Replace the cells of ``seq_id`` with a state from ``save_seq``."""
+        ctx = self._open_ctx()
+        _lib.memory_seq_rm(self._mem, seq_id, 0, -1)
+        _lib.state_seq_set(ctx, seq_id, data)
+
     def seq_pos_range(self, seq_id: int) -> tuple[int, int]:
         """(smallest, largest) position cached for ``seq_id``; (-1, -1) when empty."""
         self._require_open()
@@ -182,6 +192,11 @@ class LlamaBackend:
             if hi >= 0:
                 used += hi - lo + 1
         return used
+
+    def _open_ctx(self) -> int:
+        if self._ctx is None:
+            raise RuntimeError("backend is closed")
+        return self._ctx
 
     def _require_open(self) -> None:
         # Native calls on freed handles would crash the process instead of raising.

@@ -1,0 +1,206 @@
+"""The KV manager: the one owner of which tokens live in which slot's KV cells.
+
+A slot is one sequence id of the llama context. Its ``tokens`` are exactly the tokens whose
+keys and values sit in its cells, at positions ``0..len(tokens)-1``; nothing else in the
+engine keeps a copy. Admission picks a slot for a prompt (``choose_slot``, a pure scoring
+function), keeps the reusable prefix of what the slot holds, and may restore a longer
+prefix from the host-RAM prompt cache; the scheduler appends what each decode fed; release
+keeps the cells (for the next turn of the same chat) or drops them (after an error).
+
+When a slot's conversation is evicted for an unrelated prompt, its state is first copied
+into the host-RAM cache, so that conversation's next turn restores it instead of
+prefilling its whole history again. Engine thread only, except the read-only counts.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from app.engine.backend import ModelBackend
+from app.engine.prompt_cache import HostPromptCache, common_prefix_len
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MIN_SIMILARITY = 0.5
+"""A slot is a match for a prompt when the prompt reuses at least this share of its cache."""
+
+MIN_SAVE_TOKENS = 16
+"""Conversations shorter than this are not worth a host-RAM copy."""
+
+
+@dataclass(eq=False)
+class Slot:
+    """One sequence id of the llama context and the tokens in its KV cells."""
+
+    seq_id: int
+    tokens: list[int] = field(default_factory=list)
+    busy: bool = False
+    last_used: int = 0  # admission counter, for least-recently-used choice
+
+
+@dataclass(frozen=True)
+class SlotView:
+    """What the scoring function sees of a free slot."""
+
+    cached: Sequence[int]
+    last_used: int
+
+
+@dataclass(frozen=True)
+class Admission:
+    """Where a prompt goes: a slot, the tokens its cells keep, and where they came from."""
+
+    slot: Slot
+    reused: int  # prompt tokens already in the slot's cells (not prefilled again)
+    restored: int = 0  # of those, tokens restored from the host-RAM cache
+
+
+def choose_slot(
+    free: Sequence[SlotView],
+    prompt: Sequence[int],
+    *,
+    use_cache: bool,
+    min_similarity: float = DEFAULT_MIN_SIMILARITY,
+) -> tuple[int, int]:
+    """Pick a free slot for ``prompt``: (index into ``free``, cached tokens to keep).
+
+    With the cache on, a slot matches when the prompt reuses at least ``min_similarity``
+    of what the slot holds, so a long conversation is never wiped for the few header tokens
+    every prompt of a chat template shares; among matches the longest reuse wins. Without a
+    match, an empty slot is taken, else the least recently used one (the conversation
+    least likely to come back). At least the last prompt token is always evaluated again,
+    so that there are logits to sample from.
+    """
+    if not free:
+        raise ValueError("no free slot")
+    best, best_len = -1, 0
+    if use_cache:
+        limit = len(prompt) - 1
+        for i, view in enumerate(free):
+            if not view.cached:
+                continue
+            n = min(common_prefix_len(view.cached, prompt), limit)
+            if n <= 0 or n < min_similarity * len(view.cached):
+                continue
+            if n > best_len or (n == best_len and view.last_used > free[best].last_used):
+                best, best_len = i, n
+    if best >= 0:
+        return best, best_len
+    empty_first = min(range(len(free)), key=lambda i: (len(free[i].cached) > 0, free[i].last_used))
+    return empty_first, 0
+
+
+class KVManager:
+    """Slots, what their cells hold, admission with prefix reuse, and the host-RAM cache."""
+
+    def __init__(
+        self,
+        backend: ModelBackend,
+        *,
+        host_cache: HostPromptCache | None = None,
+        min_similarity: float = DEFAULT_MIN_SIMILARITY,
+    ) -> None:
+        self._backend = backend
+        self.slots = [Slot(i) for i in range(backend.n_slots)]
+        self.host_cache = host_cache
+        self._min_similarity = min_similarity
+        self._admissions = 0
+
+    # --- counts (any thread; may be one step old) ------------------------------------------
+    def busy(self) -> int:
+        """Slots running a request."""
+        return sum(1 for slot in self.slots if slot.busy)
+
+    def cells_used(self) -> int:
+        """KV cells holding tokens, over all slots (running and idle)."""
+        return sum(len(slot.tokens) for slot in self.slots)
+
+    # --- engine thread ---------------------------------------------------------------------
+    def admit(self, prompt: Sequence[int], *, use_cache: bool) -> Admission:
+        """Take the best free slot for ``prompt``, keeping (or restoring) a cached prefix."""
+        free = [slot for slot in self.slots if not slot.busy]
+        views = [SlotView(slot.tokens, slot.last_used) for slot in free]
+        index, reuse = choose_slot(
+            views, prompt, use_cache=use_cache, min_similarity=self._min_similarity
+        )
+        slot = free[index]
+        restored = 0
+        if use_cache and self.host_cache is not None:
+            entry, n = self.host_cache.best(prompt, limit=len(prompt) - 1)
+            if entry is not None and n > reuse:
+                self._evict(slot, keep=0)
+                reuse = restored = self._restore(slot, entry.tokens, entry.data, n)
+        if len(slot.tokens) > reuse:
+            self._evict(slot, keep=reuse)
+        self._admissions += 1
+        slot.last_used = self._admissions
+        slot.busy = True
+        return Admission(slot, len(slot.tokens), restored)
+
+    def append(self, slot: Slot, tokens: Sequence[int]) -> None:
+        """Record tokens a successful decode put into the slot's next cells."""
+        slot.tokens.extend(tokens)
+
+    def release(self, slot: Slot, *, keep: bool) -> None:
+        """Free a slot, keeping its cells for a later prompt with the same prefix or not."""
+        if not keep:
+            try:
+                self._backend.clear_seq(slot.seq_id, 0)
+            finally:
+                slot.tokens = []
+        slot.busy = False
+
+    def forget(self, slot: Slot) -> None:
+        """After a crash: mark the slot free and its cells unknown (never reused)."""
+        slot.busy = False
+        slot.tokens = []
+
+    # --- internals -------------------------------------------------------------------------
+    def _evict(self, slot: Slot, keep: int) -> None:
+        """Drop a slot's cells from ``keep`` on, saving the conversation first if it is lost."""
+        cache = self.host_cache
+        lost = len(slot.tokens) - keep
+        if cache is not None and lost >= MIN_SAVE_TOKENS and keep < len(slot.tokens) / 2:
+            self._save(slot, cache)
+        self._trim(slot, keep)
+
+    def _trim(self, slot: Slot, keep: int) -> None:
+        """Drop a slot's cells from position ``keep`` on (all of them if it cannot)."""
+        if keep:
+            try:
+                self._backend.clear_seq(slot.seq_id, keep)
+                del slot.tokens[keep:]
+                return
+            except RuntimeError as exc:
+                # Sliding-window or recurrent caches can drop everything but not a tail.
+                logger.info("slot %d cannot keep a prefix (%s); clearing it", slot.seq_id, exc)
+        self._backend.clear_seq(slot.seq_id, 0)
+        slot.tokens = []
+
+    def _save(self, slot: Slot, cache: HostPromptCache) -> None:
+        if cache.covers(slot.tokens):
+            return
+        try:
+            data = self._backend.save_seq(slot.seq_id)
+        except RuntimeError as exc:
+            logger.warning("could not save slot %d to the host cache: %s", slot.seq_id, exc)
+            return
+        cache.put(list(slot.tokens), data)
+
+    def _restore(self, slot: Slot, tokens: Sequence[int], data: bytes, keep: int) -> int:
+        """Load a saved conversation into an empty slot and keep its first ``keep`` tokens."""
+        try:
+            self._backend.load_seq(slot.seq_id, data)
+        except RuntimeError as exc:
+            logger.warning("could not restore into slot %d: %s", slot.seq_id, exc)
+            self._backend.clear_seq(slot.seq_id, 0)
+            slot.tokens = []
+            return 0
+        slot.tokens = list(tokens)
+        if keep < len(slot.tokens):
+            self._trim(slot, keep)
+        if self.host_cache is not None:
+            self.host_cache.record_restore(len(slot.tokens), len(data))
+        return len(slot.tokens)
