@@ -11,8 +11,9 @@
 # DATA_DIR (default .device) holds what the machine cannot download:
 #   llama_cpp_python-*.tar.gz   the pinned llama-cpp-python sdist (may be trimmed: no models/,
 #                               docs, .git or other GPU backends), built with the machine's nvcc
-#   *.whl                       Python packages missing there (diskcache for llama_cpp; fastapi
-#                               and friends for the server test), installed with --no-index
+#   *.whl                       Python packages missing there (diskcache for llama_cpp; fastapi,
+#                               pydantic(-settings), sse-starlette, uvicorn, opentelemetry-api,
+#                               pytest-asyncio for the server test), installed with --no-index
 #   *.gguf or *.gguf.part-*     the model; parts are joined in name order
 # Files are stashed in $GPU_CHECK_STASH (default /root/cria-gpu) so a second call on the same
 # machine finds what the first brought. Logs and numbers go to $OUT (default ./gpu-check-out).
@@ -132,7 +133,7 @@ build() {
   home=$(cuda_home) || return 1
   log "building with CUDA_HOME=$home from $sdist"
   CUDA_HOME=$home CUDA_ARCHS=${CUDA_ARCHS:-native} LLAMA_SDIST=$sdist \
-    LLAMA_BUILD_ROOT=$STASH/llama LLAMA_BENCH=1 JOBS=${JOBS:-$(nproc)} PIP_QUIET= \
+    LLAMA_BUILD_ROOT=$STASH/llama LLAMA_BENCH=1 JOBS=${JOBS:-$(nproc)} \
     EXTRA_CMAKE_ARGS=-DLLAVA_BUILD=OFF bash scripts/build_llama_cuda.sh "$PY" \
     > "$STASH/build-steps.log" 2>&1
   local rc=$?

@@ -28,6 +28,7 @@
 #                     build folder (into LLAMA_BUILD_ROOT/cmake/bin).
 #   EXTRA_CMAKE_ARGS  more CMake arguments (e.g. -DLLAVA_BUILD=OFF: no libmtmd).
 #   JOBS              parallel compile jobs (default: all cores).
+#   VERBOSE=1         pip without -q (a failed build prints the compiler's output either way).
 main() {
 set -euo pipefail
 
@@ -41,7 +42,9 @@ CPU_VARIANTS=${CPU_VARIANTS:-host}
 CUDA_TOOLKIT_DIR=${CUDA_TOOLKIT_DIR:-build/cuda-toolkit}
 LLAMA_BUILD_ROOT=${LLAMA_BUILD_ROOT:-build/llama-cuda}
 JOBS=${JOBS:-$(nproc)}
-PIP_QUIET=${PIP_QUIET:--q}
+# Not PIP_QUIET: pip itself reads PIP_* variables from the environment.
+pip_q=-q
+if [ "${VERBOSE:-0}" = 1 ]; then pip_q=; fi
 
 log() { printf '[build_llama_cuda] %s\n' "$*" >&2; }
 
@@ -64,7 +67,7 @@ else
   if [ ! -x "$CUDA_ROOT/bin/nvcc" ] || [ ! -e "$CUDA_ROOT/lib/libcublas.so.13" ]; then
     log "installing the CUDA toolkit from PyPI into $CUDA_TOOLKIT_DIR"
     # shellcheck disable=SC2086
-    "$PYTHON" -m pip install $PIP_QUIET --no-deps --target "$CUDA_TOOLKIT_DIR" --upgrade \
+    "$PYTHON" -m pip install $pip_q --no-deps --target "$CUDA_TOOLKIT_DIR" --upgrade \
       $CUDA_PIP_BUILD
   fi
   # The wheels ship only versioned libraries; CMake's FindCUDAToolkit links the plain names.
@@ -79,7 +82,7 @@ NVCC=$CUDA_ROOT/bin/nvcc
 # --- 2. the runtime libraries the CUDA backend loads (into the environment) ----------------
 if [ -z "${CUDA_HOME:-}" ]; then
   # shellcheck disable=SC2086
-  "$PYTHON" -m pip install $PIP_QUIET $CUDA_PIP_RUNTIME
+  "$PYTHON" -m pip install $pip_q $CUDA_PIP_RUNTIME
 fi
 
 # --- 3. the source ---------------------------------------------------------------------------
@@ -89,7 +92,7 @@ SRC=$LLAMA_BUILD_ROOT/src
 if [ ! -f "$SRC/CMakeLists.txt" ]; then
   sdist=${LLAMA_SDIST:-}
   if [ -z "$sdist" ]; then
-    "$PYTHON" -m pip download $PIP_QUIET --no-deps --no-binary :all: \
+    "$PYTHON" -m pip download $pip_q --no-deps --no-binary :all: \
       "llama-cpp-python==${LLAMA_CPP_PYTHON_VERSION}" -d "$LLAMA_BUILD_ROOT"
     sdist=$LLAMA_BUILD_ROOT/llama_cpp_python-${LLAMA_CPP_PYTHON_VERSION}.tar.gz
   fi
@@ -111,7 +114,7 @@ if "$PYTHON" -c 'import scikit_build_core, cmake, ninja' 2>/dev/null; then
 else
   TOOLS=$LLAMA_BUILD_ROOT/tools
   if ! PYTHONPATH=$TOOLS "$PYTHON" -c 'import scikit_build_core, cmake, ninja' 2>/dev/null; then
-    "$PYTHON" -m pip install $PIP_QUIET --target "$TOOLS" --upgrade \
+    "$PYTHON" -m pip install $pip_q --target "$TOOLS" --upgrade \
       'scikit-build-core[pyproject]>=0.9.2' cmake ninja
   fi
   export PYTHONPATH=$TOOLS${PYTHONPATH:+:$PYTHONPATH}
@@ -150,7 +153,7 @@ start=$(date +%s)
 # --no-cache-dir: pip's wheel cache is keyed by version only, so a cached CPU wheel would be
 # reused (and this CUDA wheel would later be reused for a CPU install).
 CMAKE_ARGS=$cmake_args CMAKE_BUILD_PARALLEL_LEVEL=$JOBS CUDACXX=$NVCC \
-  "$PYTHON" -m pip install $PIP_QUIET --no-deps --no-cache-dir --force-reinstall \
+  "$PYTHON" -m pip install $pip_q --no-deps --no-cache-dir --force-reinstall \
   --no-build-isolation --config-settings=build-dir="$LLAMA_BUILD_ROOT/cmake" "$SRC"
 log "llama-cpp-python built in $(($(date +%s) - start)) s"
 
