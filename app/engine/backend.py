@@ -2,8 +2,9 @@
 
 The real implementation lives in ``app/engine/llama/`` (the only place that imports
 llama_cpp); unit tests drive the scheduler with a fake. Every method except ``tokenize``,
-``token_to_bytes``, ``special_piece``, ``detokenize``, ``is_eog``, ``info`` and
-``new_embedder`` is called only from the engine thread that owns the llama context.
+``token_to_bytes``, ``special_piece``, ``detokenize``, ``is_eog``, ``check_grammar``,
+``info`` and ``new_embedder`` is called only from the engine thread that owns the llama
+context.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from app.engine.types import ModelInfo, SamplingParams
+from app.engine.types import Grammar, ModelInfo, SamplingParams
 
 
 class DecodeError(RuntimeError):
@@ -124,7 +125,16 @@ class ModelBackend(Protocol):
         """Run one llama_decode over the batch; raises DecodeError on failure."""
         ...
 
-    def new_sampler(self, params: SamplingParams, seed: int) -> Sampler: ...
+    def check_grammar(self, grammar: Grammar) -> None:
+        """Compile ``grammar`` (cached); raise ``InvalidRequest`` when it is not valid.
+
+        Thread-safe: called at submit, so a bad grammar is refused before any work.
+        """
+        ...
+
+    def new_sampler(self, params: SamplingParams, seed: int) -> Sampler:
+        """A sampler for one sequence, constrained by ``params.grammar`` when set."""
+        ...
 
     def clear_seq(self, seq_id: int, start_pos: int = 0) -> None:
         """Drop the KV cells of ``seq_id`` at positions >= start_pos."""

@@ -146,6 +146,8 @@ class LlamaEngine:
         if len(prompt) >= limit:
             raise ContextLengthExceeded(len(prompt), limit)
         validate_sampling(request.sampling, n_vocab=cast(ModelInfo, self._info).n_vocab)
+        if request.sampling.grammar is not None:
+            backend.check_grammar(request.sampling.grammar)
         sink = _Sink(asyncio.get_running_loop(), asyncio.Queue())
         scheduler.enqueue(Sequence(request, prompt, sink, perf_counter()))
         return _stream(sink.queue)

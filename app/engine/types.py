@@ -23,6 +23,31 @@ class FinishReason(enum.StrEnum):
 
 
 @dataclass(frozen=True)
+class JsonRule:
+    """A grammar rule converted from a JSON Schema: ``name ::= <the schema's JSON values>``."""
+
+    name: str  # the GBNF rule name the grammar refers to (letters, digits and '-')
+    schema: str  # the JSON Schema as JSON text (canonical: sorted keys), also the cache key
+
+
+@dataclass(frozen=True)
+class Grammar:
+    """A constraint on the generated text, enforced token by token by llama.cpp's grammar sampler.
+
+    ``gbnf`` is GBNF source with a ``root`` rule; it may refer to the rules of ``json_rules``,
+    which the backend converts from JSON Schema. With a ``trigger``, the grammar is lazy:
+    generation is free until the text ``trigger`` appears, and ``root`` then constrains the
+    text after it (a tool call starting in the middle of a reply). ``param`` names the request
+    field it came from, for error messages.
+    """
+
+    gbnf: str
+    json_rules: tuple[JsonRule, ...] = ()
+    trigger: str = ""
+    param: str | None = None
+
+
+@dataclass(frozen=True)
 class SamplingParams:
     """Per-request sampling settings; temperature 0 means greedy."""
 
@@ -39,6 +64,7 @@ class SamplingParams:
     max_tokens: int | None = None  # None: until end-of-generation or the slot context is full
     stop: tuple[str, ...] = ()
     ignore_eos: bool = False
+    grammar: Grammar | None = None  # constrain the output (JSON mode, JSON Schema, GBNF, tools)
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,8 @@ from pydantic import (
     model_serializer,
 )
 
+from app.schemas.structured import ResponseFormat
+
 MAX_TOKEN_ID_DIGITS = 10  # token ids are 32-bit; longer keys are no token of any vocabulary
 
 
@@ -98,6 +100,9 @@ class SamplingRequest(WireRequest):
     top_k: int | None = Field(None, ge=0)
     min_p: float | None = Field(None, ge=0.0, le=1.0)
     repeat_penalty: float | None = Field(None, ge=0.0)
+    # Structured output: OpenAI's response_format, and llama.cpp's raw GBNF grammar.
+    response_format: ResponseFormat | None = None
+    grammar: str | None = Field(None, min_length=1, max_length=100_000)
 
     @field_validator("n")
     @classmethod

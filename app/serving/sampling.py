@@ -15,6 +15,7 @@ from app.schemas.common import (
     SamplingRequest,
 )
 from app.serving.errors import GenerationFailed, RequestCancelled
+from app.serving.structured import response_grammar
 
 T = TypeVar("T")
 
@@ -88,6 +89,7 @@ def sampling_params(body: SamplingRequest, cap: int | None) -> SamplingParams:
         logit_bias={int(token): bias for token, bias in (body.logit_bias or {}).items()},
         max_tokens=cap,
         stop=body.stop_list(),
+        grammar=response_grammar(body),
     )
 
 

@@ -19,7 +19,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from app.engine.backend import BatchToken, DecodeError
-from app.engine.types import ModelInfo, SamplingParams
+from app.engine.errors import InvalidRequest
+from app.engine.types import Grammar, ModelInfo, SamplingParams
 from tests.support.fake_engine import fake_model_info
 
 BOS = 256
@@ -236,6 +237,11 @@ class FakeBackend:
             if bt.logits:
                 outputs[i] = tuple(kv)
         self.outputs = outputs
+
+    def check_grammar(self, grammar: Grammar) -> None:
+        """The fake takes any grammar with a root rule (it does not constrain anything)."""
+        if "root ::=" not in grammar.gbnf:
+            raise InvalidRequest("The grammar has no root rule.", param=grammar.param)
 
     def new_sampler(self, params: SamplingParams, seed: int) -> FakeSampler:
         self.check_thread()

@@ -382,3 +382,24 @@ def sampler_make(kind: str, *args: Any) -> SamplerHandle:
     if not handle:
         raise RuntimeError(f"llama_sampler_init_{kind} failed")
     return handle
+
+
+def sampler_grammar(vocab: int, gbnf: str) -> SamplerHandle | None:
+    """llama_sampler_init_grammar with root rule ``root``; None when the grammar is invalid."""
+    handle = L.llama_sampler_init_grammar(vocab, gbnf.encode("utf-8"), b"root")
+    return handle or None
+
+
+def sampler_clone(sampler: SamplerHandle) -> SamplerHandle:
+    handle = L.llama_sampler_clone(sampler)
+    if not handle:
+        raise RuntimeError("llama_sampler_clone failed")
+    return handle
+
+
+# Candidate arrays (llama_token_data_array) and raw logits, for sampling outside
+# llama_sampler_sample (grammar rejection sampling, logprobs).
+TokenData = L.llama_token_data
+TokenDataArray = L.llama_token_data_array
+raw_sampler_apply: Any = L.llama_sampler_apply
+raw_get_logits_ith: Any = L.llama_get_logits_ith

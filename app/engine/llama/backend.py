@@ -17,8 +17,9 @@ from typing import Any
 from app.engine.backend import BatchToken, DecodeError
 from app.engine.llama import _lib
 from app.engine.llama.embeddings import LlamaEmbedder, resolve_pooling
-from app.engine.llama.sampler import LlamaSampler
-from app.engine.types import ModelInfo, SamplingParams
+from app.engine.llama.grammar import GrammarCache, GrammarState
+from app.engine.llama.sampler import Candidates, LlamaSampler
+from app.engine.types import Grammar, ModelInfo, SamplingParams
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +44,8 @@ class LlamaBackend:
         self._vocab = _lib.model_vocab(model)
         self._n_vocab = _lib.vocab_n_tokens(self._vocab)
         self._mem = _lib.memory(ctx)
+        self._grammars = GrammarCache(self._vocab)
+        self._candidates: Candidates | None = None  # made on the first constrained request
         self._info: ModelInfo | None = None
         self._pieces: dict[int, bytes] = {}
         self._eog: dict[int, bool] = {}
@@ -154,12 +157,39 @@ class LlamaBackend:
         detail = f" (llama.cpp: {native})" if native else ""
         return DecodeError(rc, f"llama_decode failed with {rc} on {n} tokens: {what}{detail}")
 
+    def check_grammar(self, grammar: Grammar) -> None:
+        """Compile ``grammar`` (cached); raises InvalidRequest when it is not valid. Thread-safe."""
+        self._grammars.check(grammar)
+
     def new_sampler(self, params: SamplingParams, seed: int) -> LlamaSampler:
         """A sampler chain for one sequence (the caller closes it)."""
         ctx = self._ctx
         if ctx is None:
             raise RuntimeError("backend is closed")
-        return LlamaSampler(ctx, self._n_vocab, self._n_ctx_slot, params, seed)
+        grammar = self._grammar_state(params.grammar)
+        if grammar is not None and self._candidates is None:
+            self._candidates = Candidates(self._n_vocab)
+        return LlamaSampler(
+            ctx,
+            self._n_vocab,
+            self._n_ctx_slot,
+            params,
+            seed,
+            grammar=grammar,
+            candidates=self._candidates,
+            eos=_lib.vocab_eos(self._vocab),
+        )
+
+    def _grammar_state(self, grammar: Grammar | None) -> GrammarState | None:
+        if grammar is None:
+            return None
+        vocab = self._vocab
+        return GrammarState(
+            lambda: self._grammars.new_sampler(grammar),
+            grammar.trigger,
+            self.token_to_bytes,
+            lambda text: _lib.tokenize(vocab, text, False),
+        )
 
     def clear_seq(self, seq_id: int, start_pos: int = 0) -> None:
         """Drop the KV cells of ``seq_id`` at positions >= ``start_pos``."""
@@ -209,6 +239,7 @@ class LlamaBackend:
         Samplers are closed by their owners (the scheduler) before this.
         """
         with self._close_lock:
+            self._grammars.close()
             if self._batch is not None:
                 _lib.batch_free(self._batch)
                 self._batch = None

@@ -3,14 +3,25 @@
 Chain order: logit bias (if any), penalties (when not neutral), then either greedy
 (temperature <= 0) or top-k, top-p, min-p, temperature and a seeded ``dist`` draw. A seeded
 chain is deterministic: same seed, same prompt, same logits -> same tokens.
+
+A grammar sits outside the chain, as in llama.cpp's ``common_sampler`` (``grmr`` beside
+``chain``): the chain samples from the raw logits first, and only when the grammar rejects
+that token are the logits reloaded, masked by the grammar over the whole vocabulary and
+sampled by the chain again (rejection sampling). Masking the whole vocabulary costs
+milliseconds per token (every token's text is matched against the grammar's stacks), so
+doing it only on a rejection keeps constrained decoding near full speed.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 from typing import Any
 
+import numpy as np
+
 from app.engine.llama import _lib
+from app.engine.llama.grammar import GrammarState, SingleCandidate
 from app.engine.types import SamplingParams
 
 logger = logging.getLogger(__name__)
@@ -51,18 +62,66 @@ def _links(
     return links
 
 
+_TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])
+
+
+class Candidates:
+    """A reusable candidate array over the whole vocabulary (engine thread only).
+
+    One per backend: samplers run one at a time on the engine thread.
+    """
+
+    __slots__ = ("_ids", "array", "data", "n_vocab", "ref", "single")
+
+    def __init__(self, n_vocab: int) -> None:
+        self.n_vocab = n_vocab
+        self.data = np.zeros(n_vocab, dtype=_TOKEN_DATA)
+        self._ids = np.arange(n_vocab, dtype=np.int32)
+        pointer = self.data.ctypes.data_as(ctypes.POINTER(_lib.TokenData))
+        self.array = _lib.TokenDataArray(data=pointer, size=n_vocab, selected=-1, sorted=False)
+        self.ref = ctypes.byref(self.array)
+        self.single = SingleCandidate()
+
+    def load(self, ctx: int, batch_index: int) -> None:
+        """Fill the array with the logits of batch token ``batch_index``."""
+        logits = _lib.raw_get_logits_ith(ctx, batch_index)
+        self.data["id"] = self._ids
+        self.data["logit"] = np.ctypeslib.as_array(logits, shape=(self.n_vocab,))
+        array = self.array
+        array.size = self.n_vocab
+        array.selected = -1
+        array.sorted = False
+
+    def selected(self) -> int:
+        """The token the chain picked."""
+        array = self.array
+        return int(array.data[array.selected].id)
+
+
 class LlamaSampler:
     """A llama.cpp sampler chain for one sequence (implements the ``Sampler`` protocol).
 
     Use from the engine thread only: ``sample`` reads the context's logits of the last decode.
     """
 
-    __slots__ = ("_chain", "_ctx", "kinds")
+    __slots__ = ("_candidates", "_chain", "_ctx", "_eos", "_grammar", "kinds")
 
     def __init__(
-        self, ctx: int, n_vocab: int, n_ctx: int, params: SamplingParams, seed: int
+        self,
+        ctx: int,
+        n_vocab: int,
+        n_ctx: int,
+        params: SamplingParams,
+        seed: int,
+        *,
+        grammar: GrammarState | None = None,
+        candidates: Candidates | None = None,
+        eos: int = -1,
     ) -> None:
         self._ctx = ctx
+        self._grammar = grammar
+        self._candidates = candidates or (Candidates(n_vocab) if grammar else None)
+        self._eos = eos
         self._chain: _lib.SamplerHandle | None = _lib.sampler_chain()
         links = _links(params, n_vocab, n_ctx, seed)
         self.kinds = tuple(kind for kind, _ in links)  # for logs and tests
@@ -78,16 +137,49 @@ class LlamaSampler:
         chain = self._chain
         if chain is None:  # a NULL chain would crash the process
             raise RuntimeError("sampler is closed")
-        return int(_lib.raw_sampler_sample(chain, self._ctx, batch_index))
+        if self._grammar is None:
+            return int(_lib.raw_sampler_sample(chain, self._ctx, batch_index))
+        return self._sample_constrained(chain, self._grammar, batch_index)
+
+    def _sample_constrained(self, chain: Any, grammar: GrammarState, batch_index: int) -> int:
+        cand = self._candidates
+        assert cand is not None
+        cand.load(self._ctx, batch_index)
+        _lib.raw_sampler_apply(chain, cand.ref)
+        token = cand.selected()
+        if grammar.active and not grammar.allows(token, cand.single.array):
+            cand.load(self._ctx, batch_index)
+            _lib.raw_sampler_apply(grammar.handle, cand.ref)
+            _lib.raw_sampler_apply(chain, cand.ref)
+            token = cand.selected()
+            if not grammar.allows(token, cand.single.array):
+                return self._dead_end()
+        _lib.raw_sampler_accept(chain, token)
+        grammar.accept(token)
+        return token
+
+    def _dead_end(self) -> int:
+        # Only a hand-written GBNF grammar can get here (one that needs text no token
+        # spells). Accepting a rejected token would abort the process in llama.cpp; end the
+        # generation with EOS instead and leave the grammar alone from now on.
+        logger.warning("the grammar allows no token here; ending the generation")
+        assert self._grammar is not None
+        self._grammar.close()
+        self._grammar = None
+        return self._eos
 
     def accept(self, token: int) -> None:
         """Feed a token (e.g. from the prompt) into the penalty history."""
         if self._chain is None:
             raise RuntimeError("sampler is closed")
         _lib.raw_sampler_accept(self._chain, token)
+        # Prompt tokens never reach the grammar: it constrains the generated text only.
 
     def close(self) -> None:
         """Free the native chain (and the samplers it owns). Idempotent."""
         if self._chain is not None:
             _lib.sampler_free(self._chain)
             self._chain = None
+        if self._grammar is not None:
+            self._grammar.close()
+            self._grammar = None

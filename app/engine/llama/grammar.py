@@ -1,0 +1,194 @@
+"""Grammars for constrained generation: JSON Schema -> GBNF, a compile cache, lazy triggers.
+
+JSON Schema rules are converted with llama-cpp-python's maintained converter
+(``llama_cpp.llama_grammar.SchemaConverter``, a port of llama.cpp's
+``json_schema_to_grammar.py``), so the GBNF dialect is exactly the one llama.cpp's grammar
+sampler parses. Compiled grammar samplers are kept per grammar in a small LRU; every
+sequence gets a clone (cloning copies the parsed rules, it does not parse again).
+
+Laziness (a tool call that may start in the middle of a reply) is ours, not llama.cpp's
+``llama_sampler_init_grammar_lazy_patterns``: its trigger replays the triggering token's text
+into the grammar and throws a C++ exception through the C API when that text does not fit,
+which aborts the process under ctypes. Here the text after the trigger is checked token by
+token before the grammar takes it, and a grammar that cannot take it simply stays off.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+from llama_cpp.llama_grammar import SchemaConverter  # noqa: TID251 - the llama_cpp boundary
+
+from app.engine.errors import InvalidRequest
+from app.engine.llama import _lib
+from app.engine.types import Grammar
+
+logger = logging.getLogger(__name__)
+
+CACHE_SIZE = 64
+
+
+def to_gbnf(grammar: Grammar) -> str:
+    """The whole GBNF source: ``grammar.gbnf`` plus the rules converted from its schemas."""
+    if not grammar.json_rules:
+        return grammar.gbnf
+    # The converter is untyped Python from llama-cpp-python (prop_order: keep schema order).
+    converter: Any = SchemaConverter(  # type: ignore[no-untyped-call]
+        prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False
+    )
+    aliases: list[str] = []
+    for rule in grammar.json_rules:
+        try:
+            schema = converter.resolve_refs(json.loads(rule.schema), rule.name)
+            name = converter.visit(schema, rule.name)
+        except Exception as exc:  # the converter raises assertions, KeyError, ValueError, re.error
+            raise InvalidRequest(
+                f"The JSON schema cannot be turned into a grammar: {exc}", param=grammar.param
+            ) from exc
+        if name != rule.name:
+            aliases.append(f"{rule.name} ::= {name}")
+    return "\n".join([grammar.gbnf, *aliases, converter.format_grammar()])
+
+
+class GrammarCache:
+    """Compiled grammar samplers by grammar (LRU); hands out clones. Thread-safe."""
+
+    def __init__(self, vocab: int, size: int = CACHE_SIZE) -> None:
+        self._vocab = vocab
+        self._size = size
+        self._lock = threading.Lock()
+        self._compiled: OrderedDict[tuple[str, tuple[Any, ...]], _lib.SamplerHandle] = OrderedDict()
+
+    def check(self, grammar: Grammar) -> None:
+        """Compile ``grammar`` now (or find it compiled); raises ``InvalidRequest``."""
+        self._template(grammar)
+
+    def new_sampler(self, grammar: Grammar) -> _lib.SamplerHandle:
+        """A fresh grammar sampler (at the grammar's start) that the caller owns."""
+        key = _key(grammar)
+        template = self._template(grammar)
+        with self._lock:
+            if key in self._compiled:  # still cached: clone under the lock (not freed meanwhile)
+                return _lib.sampler_clone(self._compiled[key])
+        return _lib.sampler_clone(template)  # pragma: no cover - evicted in between (rare)
+
+    def _template(self, grammar: Grammar) -> _lib.SamplerHandle:
+        key = _key(grammar)
+        with self._lock:
+            found = self._compiled.get(key)
+            if found is not None:
+                self._compiled.move_to_end(key)
+                return found
+        gbnf = to_gbnf(grammar)
+        _lib.take_native_problems()
+        compiled = _lib.sampler_grammar(self._vocab, gbnf)
+        if compiled is None:
+            native = "; ".join(_lib.take_native_problems()) or "it does not parse"
+            raise InvalidRequest(f"The grammar is not valid GBNF: {native}", param=grammar.param)
+        with self._lock:
+            self._compiled[key] = compiled
+            while len(self._compiled) > self._size:
+                _, old = self._compiled.popitem(last=False)
+                _lib.sampler_free(old)
+        return compiled
+
+    def close(self) -> None:
+        """Free every compiled grammar."""
+        with self._lock:
+            for handle in self._compiled.values():
+                _lib.sampler_free(handle)
+            self._compiled.clear()
+
+
+def _key(grammar: Grammar) -> tuple[str, tuple[Any, ...]]:
+    return grammar.gbnf, grammar.json_rules
+
+
+class GrammarState:
+    """One sequence's grammar: off until its trigger shows up (when it has one), then on.
+
+    ``allows`` and ``apply`` are llama.cpp's grammar apply (never throws); ``accept`` only
+    ever gets tokens that ``allows`` said yes to, so the native accept cannot throw.
+    """
+
+    __slots__ = ("_handle", "_make", "_pending", "_piece", "_tokenize", "_trigger", "active")
+
+    # A lazy grammar whose trigger was followed by text it cannot take stays off for good.
+
+    def __init__(
+        self,
+        make: Callable[[], _lib.SamplerHandle],
+        trigger: str,
+        piece: Callable[[int], bytes],
+        tokenize: Callable[[bytes], list[int]],
+    ) -> None:
+        self._make = make
+        self._trigger = trigger.encode("utf-8")
+        self._piece = piece
+        self._tokenize = tokenize
+        self._pending = bytearray()  # generated text while waiting for the trigger
+        self._handle: _lib.SamplerHandle | None = None if trigger else make()
+        self.active = self._handle is not None
+
+    @property
+    def handle(self) -> _lib.SamplerHandle:
+        assert self._handle is not None
+        return self._handle
+
+    def allows(self, token: int, single: Any) -> bool:
+        """Whether the grammar lets ``token`` come next (``single``: a 1-candidate array)."""
+        single.data[0].id = token
+        single.data[0].logit = 1.0
+        single.size = 1
+        single.selected = -1
+        single.sorted = False
+        _lib.raw_sampler_apply(self.handle, ctypes.byref(single))
+        return bool(single.data[0].logit != float("-inf"))
+
+    def accept(self, token: int) -> None:
+        """Advance the grammar by ``token`` (or look for the trigger while off)."""
+        if self._handle is not None:
+            _lib.raw_sampler_accept(self._handle, token)
+            return
+        if not self._trigger:  # gave up (see _engage)
+            return
+        before = len(self._pending)
+        self._pending += self._piece(token)
+        at = self._pending.find(self._trigger, max(0, before - len(self._trigger) + 1))
+        if at >= 0:
+            self._engage(bytes(self._pending[at + len(self._trigger) :]))
+
+    def _engage(self, rest: bytes) -> None:
+        self._pending.clear()
+        self._handle = self._make()
+        single = SingleCandidate()
+        for token in self._tokenize(rest) if rest else []:
+            if not self.allows(token, single.array):
+                logger.debug("lazy grammar stays off: %r does not fit after the trigger", rest)
+                self.close()
+                self._trigger = b""
+                return
+            _lib.raw_sampler_accept(self._handle, token)
+        self.active = True
+
+    def close(self) -> None:
+        if self._handle is not None:
+            _lib.sampler_free(self._handle)
+            self._handle = None
+        self.active = False
+
+
+class SingleCandidate:
+    """A one-token candidate array, to ask a grammar about one token."""
+
+    __slots__ = ("array", "data")
+
+    def __init__(self) -> None:
+        self.data = (_lib.TokenData * 1)()
+        self.array = _lib.TokenDataArray(data=self.data, size=1, selected=-1, sorted=False)

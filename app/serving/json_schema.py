@@ -1,0 +1,162 @@
+"""Which JSON Schemas the grammar can enforce exactly, and a clear 400 for the rest.
+
+The backend turns a schema into a grammar with llama-cpp-python's converter, which skips
+keywords it does not know. A skipped constraint would let through output that fails the
+schema, so every schema is checked here first: it must be a valid JSON Schema (checked with
+the ``jsonschema`` package) and use only the keywords below, in combinations the converter
+honours. Anything else is an ``InvalidRequest`` that names each feature and where it is.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import jsonschema
+from jsonschema.exceptions import SchemaError
+
+from app.engine.errors import InvalidRequest
+
+CONSTRAINTS = frozenset(
+    {
+        "type",
+        "properties",
+        "required",
+        "additionalProperties",
+        "items",
+        "prefixItems",
+        "minItems",
+        "maxItems",
+        "enum",
+        "const",
+        "anyOf",
+        "oneOf",
+        "$ref",
+        "pattern",
+        "format",
+        "minLength",
+        "maxLength",
+    }
+)
+"""Keywords the converter enforces."""
+
+ANNOTATIONS = frozenset(
+    {
+        "$schema",
+        "$id",
+        "$comment",
+        "$defs",
+        "definitions",
+        "title",
+        "description",
+        "default",
+        "examples",
+        "deprecated",
+        "readOnly",
+        "writeOnly",
+        "discriminator",
+        "strict",
+    }
+)
+"""Keywords that constrain nothing (``$defs`` is walked on its own)."""
+
+FORMATS = frozenset({"date", "time", "date-time", "uuid", "uuid1", "uuid2", "uuid3", "uuid4"})
+"""String formats the converter has grammar rules for."""
+
+# The converter picks one of these per schema, in this order, and ignores the other
+# constraints beside it. (``oneOf`` is generated like ``anyOf``: an output matches at least
+# one alternative, so alternatives that overlap are not made exclusive.)
+_BRANCHES = ("$ref", "anyOf", "oneOf", "const", "enum")
+_LENGTHS = ("minLength", "maxLength")
+
+
+def canonical_schema(schema: object, *, param: str) -> str:
+    """The schema as canonical JSON text after checking it; raises ``InvalidRequest``."""
+    if not isinstance(schema, dict):
+        raise InvalidRequest("The JSON schema must be an object.", param=param)
+    try:
+        jsonschema.validators.validator_for(schema).check_schema(schema)
+    except SchemaError as exc:
+        where = "/".join(str(part) for part in exc.path) or "the top level"
+        raise InvalidRequest(
+            f"The JSON schema is not valid: {exc.message} (at {where}).", param=param
+        ) from exc
+    problems = sorted(set(unsupported(schema)))
+    if problems:
+        raise InvalidRequest(
+            "The JSON schema uses features that this server cannot enforce while generating: "
+            + "; ".join(problems)
+            + ".",
+            param=param,
+        )
+    return json.dumps(schema, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+def unsupported(schema: Any, where: str = "") -> Iterator[str]:
+    """Descriptions of what the grammar could not enforce in ``schema`` (and its subschemas)."""
+    if isinstance(schema, bool):
+        if not schema and where:  # `false` as a subschema: nothing may match
+            yield f"a `false` subschema (at {where})"
+        return
+    if not isinstance(schema, Mapping):
+        return
+    at = f" (at {where})" if where else ""
+    for key in schema:
+        if key not in CONSTRAINTS and key not in ANNOTATIONS:
+            yield f"`{key}`{at}"
+    yield from _combinations(schema, at)
+    yield from _strings_and_arrays(schema, at)
+    for child, path in _subschemas(schema, where):
+        yield from unsupported(child, path)
+
+
+def _combinations(schema: Mapping[str, Any], at: str) -> Iterator[str]:
+    branch = next((key for key in _BRANCHES if key in schema), None)
+    if branch is not None:
+        for key in schema:
+            if key in CONSTRAINTS and key not in (branch, "type"):
+                yield f"`{key}` beside `{branch}`{at}"
+    if "items" in schema and "prefixItems" in schema:
+        yield f"`prefixItems` beside `items`{at}"
+    ref = schema.get("$ref")
+    if isinstance(ref, str) and not ref.startswith("#"):
+        yield f"a non-local `$ref` {ref!r}{at}"
+    kind = schema.get("type")
+    if isinstance(kind, list) and any(k in schema for k in CONSTRAINTS - {"type"}):
+        yield f"a list of types with other constraints{at}"
+    properties = schema.get("properties") or {}
+    for name in schema.get("required") or []:
+        if name not in properties:
+            yield f"required property {name!r} without a schema in `properties`{at}"
+
+
+def _strings_and_arrays(schema: Mapping[str, Any], at: str) -> Iterator[str]:
+    kind = schema.get("type")
+    fmt = schema.get("format")
+    if fmt is not None and fmt not in FORMATS:
+        yield f"`format: {fmt}`{at}"
+    lengths = [k for k in _LENGTHS if k in schema]
+    if lengths and (kind != "string" or "pattern" in schema or fmt is not None):
+        yield f"`{lengths[0]}` without `type: string` or beside `pattern`/`format`{at}"
+    if any(k in schema for k in ("minItems", "maxItems")) and "items" not in schema:
+        yield f"`minItems`/`maxItems` without `items`{at}"
+
+
+def _subschemas(schema: Mapping[str, Any], where: str) -> Iterator[tuple[Any, str]]:
+    prefix = f"{where}." if where else ""
+    for key in ("properties", "$defs", "definitions"):
+        for name, child in (schema.get(key) or {}).items():
+            yield child, f"{prefix}{key}.{name}"
+    for key in ("anyOf", "oneOf", "prefixItems"):
+        for i, child in enumerate(schema.get(key) or []):
+            yield child, f"{prefix}{key}[{i}]"
+    items = schema.get("items")
+    if isinstance(items, list):
+        for i, child in enumerate(items):
+            yield child, f"{prefix}items[{i}]"
+    elif items is not None:
+        yield items, f"{prefix}items"
+    extra = schema.get("additionalProperties")
+    if isinstance(extra, Mapping):
+        yield extra, f"{prefix}additionalProperties"
