@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping
+from functools import lru_cache
 from typing import Any
 
 import jsonschema
@@ -72,25 +73,36 @@ _LENGTHS = ("minLength", "maxLength")
 
 
 def canonical_schema(schema: object, *, param: str) -> str:
-    """The schema as canonical JSON text after checking it; raises ``InvalidRequest``."""
+    """The schema as canonical JSON text after checking it; raises ``InvalidRequest``.
+
+    Checks are cached by the canonical text: clients send the same schema again and again,
+    and the meta-schema check alone takes milliseconds.
+    """
     if not isinstance(schema, dict):
         raise InvalidRequest("The JSON schema must be an object.", param=param)
+    text = json.dumps(schema, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    problem = _problem(text)
+    if problem is not None:
+        raise InvalidRequest(problem, param=param)
+    return text
+
+
+@lru_cache(maxsize=256)
+def _problem(text: str) -> str | None:
+    schema = json.loads(text)
     try:
         jsonschema.validators.validator_for(schema).check_schema(schema)
     except SchemaError as exc:
         where = "/".join(str(part) for part in exc.path) or "the top level"
-        raise InvalidRequest(
-            f"The JSON schema is not valid: {exc.message} (at {where}).", param=param
-        ) from exc
+        return f"The JSON schema is not valid: {exc.message} (at {where})."
     problems = sorted(set(unsupported(schema)))
     if problems:
-        raise InvalidRequest(
+        return (
             "The JSON schema uses features that this server cannot enforce while generating: "
             + "; ".join(problems)
-            + ".",
-            param=param,
+            + "."
         )
-    return json.dumps(schema, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return None
 
 
 def unsupported(schema: Any, where: str = "") -> Iterator[str]:
