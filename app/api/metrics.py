@@ -27,7 +27,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from app.engine.types import EngineHealth, EngineStats
+from app.engine.types import EngineHealth, EngineStats, OffloadInfo
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # Upper bounds (seconds) of the request-duration histogram buckets.
@@ -163,6 +163,49 @@ class EngineCollector(Collector):
             yield CounterMetricFamily(name, text, value=getattr(self.stats, attr))
 
 
+class OffloadCollector(Collector):
+    """Where the model runs (the loader's offload decision) as gauges, once it is loaded."""
+
+    def __init__(self, offload: OffloadInfo | None) -> None:
+        self.offload = offload
+
+    def collect(self) -> Iterator[Metric]:
+        o = self.offload
+        if o is None:
+            return
+        device = o.device_name or ""
+        info = GaugeMetricFamily(
+            "cria_offload_info",
+            "1, labelled with the backend the model runs on, its device and the request.",
+            labels=["backend", "device", "requested"],
+        )
+        info.add_metric([o.backend, device, o.requested], 1)
+        yield info
+        yield GaugeMetricFamily(
+            "cria_offload_gpu_layers", "Layers offloaded to the GPU.", value=o.layers_offloaded
+        )
+        yield GaugeMetricFamily(
+            "cria_offload_layers_total", "Offloadable layers of the model.", value=o.layers_total
+        )
+        yield GaugeMetricFamily(
+            "cria_offload_fallback",
+            "1 when loading backed off from what was requested.",
+            value=int(o.fallback),
+        )
+        for value, name, text in (
+            (o.device_total_bytes, "cria_gpu_memory_total_bytes", "Memory of the GPU in use."),
+            (
+                o.device_free_bytes,
+                "cria_gpu_memory_free_at_load_bytes",
+                "Free memory of the GPU in use when the model was loaded.",
+            ),
+        ):
+            if value is not None:
+                family = GaugeMetricFamily(name, text, labels=["device"])
+                family.add_metric([device], value)
+                yield family
+
+
 class _Joined(Collector):
     """Several collectors exposed as one (what generate_latest reads)."""
 
@@ -174,6 +217,12 @@ class _Joined(Collector):
             yield from part.collect()
 
 
-def render_metrics(health: EngineHealth, stats: EngineStats | None, http: HttpMetrics) -> bytes:
+def render_metrics(
+    health: EngineHealth,
+    stats: EngineStats | None,
+    http: HttpMetrics,
+    offload: OffloadInfo | None = None,
+) -> bytes:
     """The whole exposition document (text format 0.0.4)."""
-    return generate_latest(_Joined((EngineCollector(health, stats), http.registry)))
+    parts = (EngineCollector(health, stats), OffloadCollector(offload), http.registry)
+    return generate_latest(_Joined(parts))

@@ -150,6 +150,8 @@ class OffloadInfo:
     reason: str  # a sentence: why this choice (including any fallback)
     fallback: bool = False  # True when the engine had to back off from what was requested
     amx_guard: bool = False  # True when the AMX extra buffer type was disabled at load
+    device_total_bytes: int | None = None  # the GPU's memory (None on the CPU)
+    device_free_bytes: int | None = None  # the GPU's free memory when the load was planned
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from app.engine.types import OffloadInfo
 from tests.support.api import app_client
 from tests.support.fake_engine import FakeEngine
 
@@ -71,3 +72,45 @@ async def test_process_metrics_and_one_registry_per_app() -> None:
     assert key not in other
     assert one["process_resident_memory_bytes"] > 0
     assert one["process_cpu_seconds_total"] >= 0
+
+
+async def test_offload_gauges_on_the_cpu() -> None:
+    async with app_client(FakeEngine()) as (client, _):
+        values = samples((await client.get("/metrics")).text)
+    info = 'cria_offload_info{backend="cpu",device="Fake CPU",requested="auto"}'
+    assert values[info] == 1
+    assert values["cria_offload_gpu_layers"] == 0
+    assert values["cria_offload_layers_total"] == 30
+    assert values["cria_offload_fallback"] == 1
+    assert not [name for name in values if name.startswith("cria_gpu_memory")]
+
+
+async def test_offload_gauges_on_a_gpu() -> None:
+    gib = 1024**3
+    offload = OffloadInfo(
+        backend="cuda",
+        device_name="NVIDIA H100 80GB HBM3",
+        layers_offloaded=15,
+        layers_total=31,
+        requested="all",
+        reason="loading 31 layers failed; using 15 layers",
+        fallback=True,
+        device_total_bytes=80 * gib,
+        device_free_bytes=3 * gib,
+    )
+    async with app_client(FakeEngine(offload=offload)) as (client, _):
+        values = samples((await client.get("/metrics")).text)
+    device = 'device="NVIDIA H100 80GB HBM3"'
+    assert values[f'cria_offload_info{{backend="cuda",{device},requested="all"}}'] == 1
+    assert values["cria_offload_gpu_layers"] == 15
+    assert values["cria_offload_layers_total"] == 31
+    assert values["cria_offload_fallback"] == 1
+    assert values[f"cria_gpu_memory_total_bytes{{{device}}}"] == 80 * gib
+    assert values[f"cria_gpu_memory_free_at_load_bytes{{{device}}}"] == 3 * gib
+
+
+async def test_no_offload_gauges_while_loading() -> None:
+    engine = FakeEngine(start_delay_s=30)
+    async with app_client(engine, wait_ready=False) as (client, _):
+        values = samples((await client.get("/metrics")).text)
+    assert not [name for name in values if name.startswith("cria_offload")]

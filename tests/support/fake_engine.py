@@ -40,7 +40,9 @@ CHATML_TEMPLATE = (
 )
 
 
-def fake_model_info(n_slots: int = 4, n_ctx_slot: int = 256) -> ModelInfo:
+def fake_model_info(
+    n_slots: int = 4, n_ctx_slot: int = 256, offload: OffloadInfo | None = None
+) -> ModelInfo:
     """Model facts shaped like the real default model's."""
     return ModelInfo(
         path="/models/fake-model.Q4_1.gguf",
@@ -58,7 +60,8 @@ def fake_model_info(n_slots: int = 4, n_ctx_slot: int = 256) -> ModelInfo:
         eos_token="<|im_end|>",
         description="llama ?B Q4_1",
         metadata={"general.architecture": "llama", "general.name": "Fake Model"},
-        offload=OffloadInfo(
+        offload=offload
+        or OffloadInfo(
             backend="cpu",
             device_name="Fake CPU",
             layers_offloaded=0,
@@ -97,7 +100,9 @@ class FakeEngine:
         n_ctx_slot: int = 256,
         start_delay_s: float = 0.0,
         embeddings: bool = False,
+        offload: OffloadInfo | None = None,
     ) -> None:
+        self.offload = offload
         self.reply = reply or (lambda prompt: "Hello from the fake engine, one word at a time.")
         self.token_delay_s = token_delay_s
         self.n_slots = n_slots
@@ -259,4 +264,4 @@ class FakeEngine:
     def model_info(self) -> ModelInfo:
         if self.state == "loading":
             raise EngineNotReady("The model is still loading.")
-        return fake_model_info(self.n_slots, self.n_ctx_slot)
+        return fake_model_info(self.n_slots, self.n_ctx_slot, self.offload)

@@ -213,3 +213,11 @@ def test_backend_report_reason_names_the_backend_and_the_cause() -> None:
 )
 def test_backend_report_without_a_problem_has_no_reason(report: BackendReport) -> None:
     assert report.no_gpu_reason is None
+
+
+def test_offload_info_keeps_the_gpu_memory_seen_at_load() -> None:
+    p = plan("auto", [gpu(0, 100)])
+    info = offload_info(p, cpu_name="cpu", amx_guard_reason=None)
+    assert (info.device_free_bytes, info.device_total_bytes) == (100 * MIB, 200 * MIB)
+    cpu = offload_info(plan(0, [gpu(0, 100)]), cpu_name="cpu", amx_guard_reason=None)
+    assert (cpu.device_free_bytes, cpu.device_total_bytes) == (None, None)

@@ -51,8 +51,15 @@ async def get_model_card(engine: EngineDep) -> ModelCard:
     tags=["metrics"],
 )
 async def get_metrics(runtime: RuntimeDep, request: Request) -> PlainTextResponse:
-    """Prometheus metrics: engine state, slots, queue, KV cells, tokens, HTTP requests."""
+    """Prometheus metrics: engine state, slots, queue, KV cells, tokens, offload, HTTP."""
     engine = runtime.engine
     http: HttpMetrics = request.app.state.http_metrics
-    body = render_metrics(runtime.health(), engine.stats() if engine else None, http)
+    offload = None
+    if engine is not None and runtime.health().ready:
+        try:
+            offload = engine.model_info().offload
+        except EngineNotReady:
+            offload = None
+    stats = engine.stats() if engine else None
+    body = render_metrics(runtime.health(), stats, http, offload)
     return PlainTextResponse(body, media_type=METRICS_CONTENT_TYPE)

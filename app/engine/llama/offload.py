@@ -223,4 +223,6 @@ def offload_info(plan: OffloadPlan, *, cpu_name: str, amx_guard_reason: str | No
         reason=reason,
         fallback=plan.fallback,
         amx_guard=amx_guard_reason is not None,
+        device_total_bytes=plan.device.total_bytes if plan.device else None,
+        device_free_bytes=plan.device.free_bytes if plan.device else None,
     )
