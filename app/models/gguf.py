@@ -1,60 +1,43 @@
-"""A small pure-Python GGUF header reader.
+"""GGUF model files: metadata through llama.cpp's own ``gguf`` package, with clear errors.
 
-It reads what the CLI and the model registry need without loading the model: the header
-(magic, version, tensor and key/value counts), the metadata key/values, the tensor table,
-and it checks that every tensor's data lies inside the file, so a truncated download is
-caught here with a clear message instead of crashing llama.cpp later.
+``read_gguf`` reads the metadata key/values and the tensor table with ``gguf.GGUFReader``
+(the reader llama.cpp maintains alongside the format). That reader memory-maps the file and
+raises bare numpy errors (ValueError, IndexError, KeyError ...) on a truncated or corrupt
+file, so it is wrapped: our own 24-byte header check first (magic, version, counts), then
+any failure of the reader becomes one ``ModelLoadError`` saying the file is truncated or
+corrupt, and a last check that every tensor's data lies inside the file.
 
-Format: https://github.com/ggml-org/ggml/blob/master/docs/gguf.md (little-endian).
+``check_gguf_file`` is the cheap pre-load check the engine's loader runs (header only;
+llama.cpp validates the rest and the loader reports its verdict). Both share the header
+check. Results of ``read_gguf`` are cached per (path, size, mtime): the reader walks every
+vocabulary string, which takes a while for large vocabularies.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
-import math
-import mmap
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from app.engine.errors import ModelLoadError
+import gguf
+
+from app.engine.errors import ModelLoadError, ModelNotFound
 
 logger = logging.getLogger(__name__)
 
 GGUF_MAGIC = b"GGUF"
+HEADER_SIZE = 24  # magic (4) + version (u32) + tensor count (u64) + metadata kv count (u64)
 SUPPORTED_VERSIONS = (2, 3)
-DEFAULT_ALIGNMENT = 32
 MAX_SMALL_ARRAY = 64  # arrays longer than this are summarised, not kept
 
-# GGUF metadata value types -> struct format (scalars only).
-_SCALARS: dict[int, str] = {
-    0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?",
-    10: "<Q", 11: "<q", 12: "<d",
-}  # fmt: skip
-_STRING, _ARRAY = 8, 9
-
-# ggml tensor types -> (elements per block, bytes per block), for the data-size check.
-_GGML_BLOCKS: dict[int, tuple[int, int]] = {
-    0: (1, 4), 1: (1, 2), 2: (32, 18), 3: (32, 20), 6: (32, 22), 7: (32, 24), 8: (32, 34),
-    9: (32, 36), 10: (256, 84), 11: (256, 110), 12: (256, 144), 13: (256, 176),
-    14: (256, 210), 15: (256, 292), 16: (256, 66), 17: (256, 74), 18: (256, 98),
-    19: (256, 50), 20: (32, 18), 21: (256, 110), 22: (256, 82), 23: (256, 136), 24: (1, 1),
-    25: (1, 2), 26: (1, 4), 27: (1, 8), 28: (1, 8), 29: (256, 56), 30: (1, 2),
-    34: (256, 54), 35: (256, 66), 39: (32, 17),
-}  # fmt: skip
-
-# llama.cpp's LLAMA_FTYPE values (general.file_type) -> the usual quantization name.
-_FILE_TYPES: dict[int, str] = {
-    0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 8: "Q5_0", 9: "Q5_1", 10: "Q2_K",
-    11: "Q3_K_S", 12: "Q3_K_M", 13: "Q3_K_L", 14: "Q4_K_S", 15: "Q4_K_M", 16: "Q5_K_S",
-    17: "Q5_K_M", 18: "Q6_K", 19: "IQ2_XXS", 20: "IQ2_XS", 21: "Q2_K_S", 22: "IQ3_XS",
-    23: "IQ3_XXS", 24: "IQ1_S", 25: "IQ4_NL", 26: "IQ3_S", 27: "IQ3_M", 28: "IQ2_S",
-    29: "IQ2_M", 30: "IQ4_XS", 31: "IQ1_M", 32: "BF16", 36: "TQ1_0", 37: "TQ2_0",
-    38: "MXFP4_MOE",
-}  # fmt: skip
-
 MetaValue = int | float | bool | str | list["MetaValue"]
+# The reader's failures on a truncated or corrupt file (numpy views past the end, bad
+# dtypes, duplicate keys from garbage, impossible counts).
+_READER_ERRORS = (ValueError, IndexError, KeyError, TypeError, OverflowError, MemoryError)
 
 
 @dataclass(frozen=True)
@@ -75,19 +58,9 @@ class TensorInfo:
     name: str
     shape: tuple[int, ...]
     ggml_type: int
-    offset: int  # relative to the start of the data section
-
-    @property
-    def n_elements(self) -> int:
-        return math.prod(self.shape)
-
-    def n_bytes(self) -> int | None:
-        """Size of the tensor's data, or None for a type this reader does not know."""
-        block = _GGML_BLOCKS.get(self.ggml_type)
-        if block is None:
-            return None
-        per_block, block_bytes = block
-        return -(-self.n_elements // per_block) * block_bytes
+    offset: int  # absolute offset of the tensor's data in the file
+    n_elements: int
+    n_bytes: int
 
 
 @dataclass(frozen=True)
@@ -111,10 +84,15 @@ class GGUFInfo:
 
     @property
     def quantization(self) -> str:
+        """llama.cpp's name of ``general.file_type`` (``Q4_1``, ``Q4_K_M``, ``F16`` ...)."""
         ftype = self.metadata.get("general.file_type")
-        if isinstance(ftype, int) and not isinstance(ftype, bool):
-            return _FILE_TYPES.get(ftype, f"type {ftype}")
-        return "unknown"
+        if not isinstance(ftype, int) or isinstance(ftype, bool):
+            return "unknown"
+        try:
+            name = gguf.LlamaFileType(ftype).name
+        except ValueError:
+            return f"type {ftype}"
+        return name.removeprefix("MOSTLY_").removeprefix("ALL_")
 
     @property
     def n_params(self) -> int:
@@ -131,142 +109,135 @@ class GGUFInfo:
         return value if isinstance(value, str) else None
 
 
-class _Truncated(Exception):
-    """The file ends before the structure it declares."""
+@dataclass(frozen=True)
+class _Header:
+    version: int
+    n_tensors: int
+    n_kv: int
+    size: int
 
 
-class _Cursor:
-    """Bounds-checked little-endian reads over a buffer."""
-
-    def __init__(self, buf: mmap.mmap) -> None:
-        self.buf = buf
-        self.pos = 0
-        self.size = len(buf)
-
-    def take(self, n: int) -> bytes:
-        if n < 0 or self.pos + n > self.size:
-            raise _Truncated
-        out = self.buf[self.pos : self.pos + n]
-        self.pos += n
-        return out
-
-    def skip(self, n: int) -> None:
-        if n < 0 or self.pos + n > self.size:
-            raise _Truncated
-        self.pos += n
-
-    def unpack(self, fmt: str) -> int | float | bool:
-        n = struct.calcsize(fmt)
-        if self.pos + n > self.size:
-            raise _Truncated
-        (value,) = struct.unpack_from(fmt, self.buf, self.pos)
-        self.pos += n
-        return value  # type: ignore[no-any-return]  # struct returns Any
-
-    def u32(self) -> int:
-        return int(self.unpack("<I"))
-
-    def u64(self) -> int:
-        return int(self.unpack("<Q"))
-
-    def string(self) -> str:
-        return self.take(self.u64()).decode("utf-8", errors="replace")
-
-
-def _read_value(cur: _Cursor, vtype: int) -> MetaValue | ArraySummary:
-    if vtype in _SCALARS:
-        return cur.unpack(_SCALARS[vtype])
-    if vtype == _STRING:
-        return cur.string()
-    if vtype == _ARRAY:
-        item_type, length = cur.u32(), cur.u64()
-        if length > cur.size:  # every element takes at least one byte
-            raise _Truncated
-        if length > MAX_SMALL_ARRAY:
-            _skip_array(cur, item_type, length)
-            return ArraySummary(item_type, length)
-        items = [_read_value(cur, item_type) for _ in range(length)]
-        return [i for i in items if not isinstance(i, ArraySummary)]
-    raise ModelLoadError(f"unknown GGUF metadata value type {vtype}")
-
-
-def _skip_array(cur: _Cursor, item_type: int, length: int) -> None:
-    if item_type in _SCALARS:
-        cur.skip(struct.calcsize(_SCALARS[item_type]) * length)
-    elif item_type == _STRING:
-        for _ in range(length):
-            cur.skip(cur.u64())
-    else:
-        for _ in range(length):
-            _read_value(cur, item_type)
-
-
-def _read_tensor(cur: _Cursor) -> TensorInfo:
-    name = cur.string()
-    n_dims = cur.u32()
-    if n_dims > 8:
-        raise ModelLoadError(f"tensor {name!r} has {n_dims} dimensions (corrupt file?)")
-    shape = tuple(cur.u64() for _ in range(n_dims))
-    return TensorInfo(name=name, shape=shape, ggml_type=cur.u32(), offset=cur.u64())
-
-
-def _check_data(path: Path, tensors: tuple[TensorInfo, ...], data_offset: int, size: int) -> None:
-    """Every tensor's bytes must lie inside the file: this is what catches truncation."""
-    end = data_offset
-    for tensor in tensors:
-        n_bytes = tensor.n_bytes() or 0
-        end = max(end, data_offset + tensor.offset + n_bytes)
-    if end > size:
+def _header(path: Path) -> _Header:
+    """The checked 24-byte header: ModelNotFound/ModelLoadError with a plain message."""
+    if not path.exists():
+        raise ModelNotFound(f"Model file not found: {path}", param="model")
+    if path.is_dir():
+        raise ModelLoadError(f"{path} is a folder, not a .gguf model file.", param="model")
+    if not path.is_file():
+        raise ModelLoadError(f"Model path is not a file: {path}", param="model")
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as fh:
+            head = fh.read(HEADER_SIZE)
+    except OSError as exc:
+        raise ModelLoadError(f"cannot read {path}: {exc.strerror or exc}", param="model") from exc
+    if head[:4] != GGUF_MAGIC:
         raise ModelLoadError(
-            f"{path} is truncated: its tensors need {end} bytes but the file has {size}. "
-            "The download was probably interrupted; delete the file and fetch it again."
+            f"{path} is not a GGUF model file (it starts with {head[:4]!r}, expected b'GGUF'). "
+            "Convert the model to GGUF or pick a .gguf file.",
+            param="model",
         )
-
-
-def _parse(path: Path, buf: mmap.mmap) -> GGUFInfo:
-    cur = _Cursor(buf)
-    if cur.take(4) != GGUF_MAGIC:
-        raise ModelLoadError(f"{path} is not a GGUF model file (wrong magic bytes).")
-    version = cur.u32()
+    if len(head) < HEADER_SIZE:
+        raise ModelLoadError(
+            f"{path} is truncated: {size} bytes, too short for a GGUF header.", param="model"
+        )
+    version, n_tensors, n_kv = struct.unpack("<IQQ", head[4:HEADER_SIZE])
     if version not in SUPPORTED_VERSIONS:
-        raise ModelLoadError(f"{path} uses GGUF version {version}; supported: 2 and 3.")
-    n_tensors, n_kv = cur.u64(), cur.u64()
-    if n_tensors > cur.size or n_kv > cur.size:
-        raise ModelLoadError(f"{path} has an impossible header (corrupt file).")
-    metadata: dict[str, MetaValue | ArraySummary] = {}
-    for _ in range(n_kv):
-        key = cur.string()
-        metadata[key] = _read_value(cur, cur.u32())
-    tensors = tuple(_read_tensor(cur) for _ in range(n_tensors))
-    align = metadata.get("general.alignment", DEFAULT_ALIGNMENT)
-    if not isinstance(align, int) or align <= 0:
-        raise ModelLoadError(f"{path} has an invalid general.alignment {align!r}.")
-    data_offset = -(-cur.pos // align) * align
-    _check_data(path, tensors, data_offset, cur.size)
-    return GGUFInfo(path, version, cur.size, metadata, tensors, data_offset)
+        raise ModelLoadError(
+            f"{path} uses GGUF version {version}; supported: 2 and 3.", param="model"
+        )
+    if n_tensors > size or n_kv > size:  # every entry takes at least one byte
+        raise ModelLoadError(f"{path} has an impossible header (corrupt file).", param="model")
+    return _Header(version, n_tensors, n_kv, size)
 
 
-def read_gguf(path: Path) -> GGUFInfo:
+def check_gguf_file(path: str | Path) -> int:
+    """Check that ``path`` is a readable GGUF file with tensors; return its size in bytes.
+
+    Header only (cheap): ``ModelNotFound`` when there is no such file, ``ModelLoadError``
+    when it is not GGUF, of an unknown version, too short, or holds no tensors.
+    """
+    p = Path(path)
+    header = _header(p)
+    if header.n_tensors == 0:
+        raise ModelLoadError(f"{p} holds no tensors (a vocabulary-only GGUF?).", param="model")
+    logger.debug("%s: GGUF v%d, %d tensors, %d keys", p, header.version, header.n_tensors,
+                 header.n_kv)  # fmt: skip
+    return header.size
+
+
+def read_gguf(path: str | Path) -> GGUFInfo:
     """Read and validate a GGUF file's header, metadata and tensor table.
 
     Raises ``ModelLoadError`` with a plain message when the file is not GGUF, is truncated
-    or is corrupt (impossible counts or sizes). Reads only the header pages (memory-mapped).
+    or is corrupt, and ``ModelNotFound`` when it does not exist.
     """
-    path = Path(path)
-    if path.is_dir():
-        raise ModelLoadError(f"{path} is a folder, not a .gguf model file.")
+    p = Path(path)
+    header = _header(p)
+    stat = p.stat()
+    return _read_cached(p.resolve(), stat.st_size, stat.st_mtime_ns, header.version)
+
+
+@functools.lru_cache(maxsize=16)
+def _read_cached(path: Path, size: int, mtime_ns: int, version: int) -> GGUFInfo:
     try:
-        with path.open("rb") as fh:
-            if path.stat().st_size < 24:
-                raise ModelLoadError(
-                    f"{path} is not a GGUF model file (only {path.stat().st_size} bytes)."
-                )
-            with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-                return _parse(path, buf)
-    except _Truncated:
+        reader = gguf.GGUFReader(path)
+        metadata = {
+            name: _value(field)
+            for name, field in reader.fields.items()
+            if not name.startswith("GGUF.")  # the reader's own header pseudo-fields
+        }
+        tensors = tuple(_tensor(t) for t in reader.tensors)
+        data_offset = int(reader.data_offset)
+    except _READER_ERRORS as exc:
         raise ModelLoadError(
-            f"{path} is truncated or corrupt: its header ends early. "
-            "Delete the file and fetch it again."
-        ) from None
+            f"{path} is truncated or corrupt ({type(exc).__name__} while reading its "
+            "metadata). Delete the file and fetch it again.",
+            param="model",
+        ) from exc
     except OSError as exc:
-        raise ModelLoadError(f"cannot read {path}: {exc.strerror or exc}") from exc
+        raise ModelLoadError(f"cannot read {path}: {exc.strerror or exc}", param="model") from exc
+    _check_data(path, tensors, size)
+    return GGUFInfo(path, version, size, metadata, tensors, data_offset)
+
+
+def _value(field: Any) -> MetaValue | ArraySummary:
+    """One metadata value as plain Python (long arrays summarised, never materialised)."""
+    types = field.types
+    if types and types[0] == gguf.GGUFValueType.ARRAY:
+        item_type = int(types[1]) if len(types) > 1 else int(gguf.GGUFValueType.STRING)
+        if len(field.data) > MAX_SMALL_ARRAY:
+            return ArraySummary(item_type, len(field.data))
+    return _plain(field.contents())
+
+
+def _plain(value: Any) -> MetaValue:
+    # numpy scalars become Python ones; nested arrays keep only their scalar items.
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, bool | int | float | str):
+        return value
+    return value.item()  # type: ignore[no-any-return]  # a numpy scalar
+
+
+def _tensor(tensor: Any) -> TensorInfo:
+    shape = tuple(int(d) for d in tensor.shape.tolist())  # ggml order (ne0 first), as stored
+    return TensorInfo(
+        name=str(tensor.name),
+        shape=shape,
+        ggml_type=int(tensor.tensor_type),
+        offset=int(tensor.data_offset),
+        n_elements=int(tensor.n_elements),
+        n_bytes=int(tensor.n_bytes),
+    )
+
+
+def _check_data(path: Path, tensors: tuple[TensorInfo, ...], size: int) -> None:
+    """Every tensor's bytes must lie inside the file: this is what catches truncation."""
+    end = max((t.offset + t.n_bytes for t in tensors), default=0)
+    if end > size:
+        raise ModelLoadError(
+            f"{path} is truncated: its tensors need {end} bytes but the file has {size}. "
+            "The download was probably interrupted; delete the file and fetch it again.",
+            param="model",
+        )

@@ -1,13 +1,16 @@
-"""The pure-Python GGUF header reader: facts from good files, clear errors for bad ones."""
+"""The GGUF reader (llama.cpp's gguf package, wrapped): facts from good files, clear errors
+for bad ones, and the loader's cheap header check."""
 
 from __future__ import annotations
 
+import random
+import struct
 from pathlib import Path
 
 import pytest
 
-from app.engine.errors import ModelLoadError
-from app.models.gguf import ArraySummary, read_gguf
+from app.engine.errors import ModelLoadError, ModelNotFound
+from app.models.gguf import ArraySummary, check_gguf_file, read_gguf
 from tests.support.gguf_writer import TINY_TENSORS, gguf_bytes, tiny_llama_metadata
 
 
@@ -58,11 +61,28 @@ def test_text_file_is_not_gguf(tmp_path: Path) -> None:
 
 
 def test_tiny_and_empty_files(tmp_path: Path) -> None:
-    for size in (0, 3, 23):
+    for size, message in ((0, "not a GGUF model file"), (3, "not a GGUF"), (23, "truncated")):
         path = tmp_path / f"short{size}.gguf"
         path.write_bytes(b"GGUF"[:size] + b"\0" * max(0, size - 4))
-        with pytest.raises(ModelLoadError, match="not a GGUF model file"):
+        with pytest.raises(ModelLoadError, match=message):
             read_gguf(path)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_garbage_after_a_valid_header_is_corrupt(tiny: Path, seed: int) -> None:
+    """Random bytes where the metadata should be: the reader's odd exceptions are wrapped."""
+    data = bytearray(tiny.read_bytes())
+    data[24:] = random.Random(seed).randbytes(len(data) - 24)
+    tiny.write_bytes(bytes(data))
+    with pytest.raises(ModelLoadError, match=r"truncated|corrupt"):
+        read_gguf(tiny)
+
+
+def test_a_changed_file_is_read_again(tiny: Path) -> None:
+    """Results are cached per (path, size, mtime): a replaced file is not served stale."""
+    assert read_gguf(tiny).name == "Tiny Test Model"
+    tiny.write_bytes(gguf_bytes({"general.name": "Another"}, TINY_TENSORS))
+    assert read_gguf(tiny).name == "Another"
 
 
 def test_unsupported_version(tmp_path: Path) -> None:
@@ -96,12 +116,48 @@ def test_bad_value_type_is_corrupt(tmp_path: Path) -> None:
     data[key_end : key_end + 4] = (77).to_bytes(4, "little")
     path = tmp_path / "badtype.gguf"
     path.write_bytes(bytes(data))
-    with pytest.raises(ModelLoadError, match="value type 77"):
+    with pytest.raises(ModelLoadError, match="corrupt"):
         read_gguf(path)
 
 
 def test_folder_and_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ModelLoadError, match="is a folder"):
         read_gguf(tmp_path)
-    with pytest.raises(ModelLoadError, match="cannot read"):
+    with pytest.raises(ModelNotFound, match="not found"):
         read_gguf(tmp_path / "absent.gguf")
+
+
+# --- the loader's cheap header check ---------------------------------------------------------
+def gguf_header(version: int = 3, n_tensors: int = 5, n_kv: int = 2) -> bytes:
+    return b"GGUF" + struct.pack("<IQQ", version, n_tensors, n_kv)
+
+
+def test_header_check_accepts_a_header(tmp_path: Path) -> None:
+    path = tmp_path / "m.gguf"
+    path.write_bytes(gguf_header() + b"\0" * 100)
+    assert check_gguf_file(path) == 124
+
+
+def test_header_check_missing_file_and_folder(tmp_path: Path) -> None:
+    with pytest.raises(ModelNotFound, match="Model file not found"):
+        check_gguf_file(tmp_path / "nope.gguf")
+    with pytest.raises(ModelLoadError, match="is a folder"):
+        check_gguf_file(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"<html>not found</html>", "is not a GGUF model file"),
+        (b"", "is not a GGUF model file"),
+        (b"GGUF\x03\x00", "truncated"),
+        (gguf_header(version=99), "GGUF version 99"),
+        (gguf_header(n_tensors=0), "holds no tensors"),
+        (gguf_header(n_tensors=2**60), "corrupt"),
+    ],
+)
+def test_header_check_rejects_bad_files(tmp_path: Path, content: bytes, message: str) -> None:
+    path = tmp_path / "bad.gguf"
+    path.write_bytes(content)
+    with pytest.raises(ModelLoadError, match=message):
+        check_gguf_file(path)

@@ -6,15 +6,12 @@ tests say the same on any machine.
 
 from __future__ import annotations
 
-import struct
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from app.engine.errors import ModelLoadError, ModelNotFound
 from app.engine.llama.cpu import CpuFacts, decide_amx_guard, parse_cpuinfo, read_cpu_facts
-from app.engine.llama.gguf import check_gguf_file
 from app.engine.llama.offload import ModelFootprint, offload_info, plan_offload
 from app.engine.types import EngineHealth
 from app.serving.models import health, model_card
@@ -84,40 +81,3 @@ def test_health_and_model_card_report_the_cpu_and_the_guard(host: FakeHost) -> N
         assert state is not None
         assert (state.backend, state.device, state.amx_guard) == ("cpu", host.name, amx.guard)
         assert ("AMX guard on" in state.reason) is bool(host.amx_flags)
-
-
-def gguf_header(version: int = 3, n_tensors: int = 5, n_kv: int = 2) -> bytes:
-    return b"GGUF" + struct.pack("<IQQ", version, n_tensors, n_kv)
-
-
-def test_gguf_check_accepts_a_header(tmp_path: Path) -> None:
-    path = tmp_path / "m.gguf"
-    path.write_bytes(gguf_header() + b"\0" * 100)
-    assert check_gguf_file(path) == 124
-
-
-def test_gguf_check_missing_file(tmp_path: Path) -> None:
-    with pytest.raises(ModelNotFound, match="Model file not found"):
-        check_gguf_file(tmp_path / "nope.gguf")
-
-
-def test_gguf_check_directory(tmp_path: Path) -> None:
-    with pytest.raises(ModelLoadError, match="not a file"):
-        check_gguf_file(tmp_path)
-
-
-@pytest.mark.parametrize(
-    ("content", "message"),
-    [
-        (b"<html>not found</html>", "is not a GGUF model file"),
-        (b"", "is not a GGUF model file"),
-        (b"GGUF\x03\x00", "truncated"),
-        (gguf_header(version=99), "GGUF version 99"),
-        (gguf_header(n_tensors=0), "holds no tensors"),
-    ],
-)
-def test_gguf_check_rejects_bad_files(tmp_path: Path, content: bytes, message: str) -> None:
-    path = tmp_path / "bad.gguf"
-    path.write_bytes(content)
-    with pytest.raises(ModelLoadError, match=message):
-        check_gguf_file(path)

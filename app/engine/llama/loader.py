@@ -20,7 +20,6 @@ from app.engine.llama import _lib
 from app.engine.llama.backend import LlamaBackend
 from app.engine.llama.cpu import AmxDecision, decide_amx_guard, read_cpu_facts
 from app.engine.llama.devices import list_gpu_devices, load_backends
-from app.engine.llama.gguf import check_gguf_file
 from app.engine.llama.info import build_model_info
 from app.engine.llama.offload import (
     BackendReport,
@@ -31,6 +30,7 @@ from app.engine.llama.offload import (
     plan_offload,
 )
 from app.engine.types import EngineConfig
+from app.models.gguf import check_gguf_file
 
 logger = logging.getLogger(__name__)
 
