@@ -188,6 +188,23 @@ class Settings(BaseSettings):
     prompt_cache: bool = Field(
         True, description="Reuse a slot's KV cache for a prompt prefix shared with a past request."
     )
+    cache_ram: int = Field(
+        1024,
+        ge=0,
+        description="MiB of host RAM for KV states of conversations evicted from their slots "
+        "(restored when they come back; 0 turns it off).",
+    )
+    prefill_budget: int = Field(
+        128,
+        ge=0,
+        description="Prompt tokens per decode step while other streams are generating "
+        "(keeps their token rate steady while a long prompt arrives; 0: up to --batch-size).",
+    )
+    context_overflow: Literal["truncate", "error"] = Field(
+        "truncate",
+        description="A chat longer than the context: drop its oldest turns ('truncate') or "
+        "answer 400 ('error').",
+    )
     seed: int | None = Field(None, description="Default sampling seed (default: random).")
     embeddings: bool = Field(
         False,
@@ -251,6 +268,8 @@ class Settings(BaseSettings):
             n_gpu_layers=self.gpu_layers(),
             max_queue=self.max_queue,
             prompt_cache=self.prompt_cache,
+            cache_ram_mb=self.cache_ram,
+            prefill_budget=self.prefill_budget,
             seed=self.seed,
             embeddings=self.embeddings,
             embeddings_pooling=self.embeddings_pooling,

@@ -39,6 +39,7 @@ from app.schemas.ollama import (
 )
 from app.schemas.tgi import TgiGenerateRequest
 from app.schemas.tokenize import DetokenizeRequest, TokenizeRequest
+from app.serving.generation import DROPPED_MESSAGES_HEADER
 from app.settings import Settings
 from app.web import routes as web_routes
 
@@ -106,7 +107,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         allow_origins=settings.cors_origin,
         allow_methods=["GET", "POST", "OPTIONS"],
         allow_headers=CORS_ALLOWED_HEADERS,
-        expose_headers=[REQUEST_ID_HEADER, "Retry-After"],
+        expose_headers=[REQUEST_ID_HEADER, "Retry-After", DROPPED_MESSAGES_HEADER],
         # Chrome asks before a public page calls a local address; allowed origins may.
         allow_private_network=True,
         max_age=600,

@@ -51,6 +51,7 @@ def get_limits(request: Request) -> Limits:
         system_prompt=settings.system_prompt,
         model_aliases=model_aliases(settings),
         strict_model_names=settings.strict_model_names,
+        context_overflow=settings.context_overflow,
     )
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+import logging
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import replace
 
 from app.engine.errors import InvalidRequest
 from app.engine.types import GenerationRequest, ModelInfo
@@ -17,6 +19,7 @@ from app.schemas.chat import (
     ChoiceDelta,
 )
 from app.serving.chat_template import needs_bos, render_chat, with_system_prompt
+from app.serving.context import fit_messages, reply_room
 from app.serving.generation import ResponsePlan, collect
 from app.serving.render import HOLE, JsonTemplate, RawJson
 from app.serving.sampling import (
@@ -27,6 +30,8 @@ from app.serving.sampling import (
     served_model_name,
     wire_usage,
 )
+
+logger = logging.getLogger(__name__)
 
 
 def render_conversation(
@@ -56,24 +61,50 @@ def conversation(chat_messages: list[ChatMessage]) -> list[Mapping[str, str]]:
 
 
 def plan_chat(
-    body: ChatCompletionRequest, info: ModelInfo, limits: Limits, request_id: str
+    body: ChatCompletionRequest,
+    info: ModelInfo,
+    limits: Limits,
+    request_id: str,
+    count_tokens: Callable[[str], int] | None = None,
 ) -> ResponsePlan:
-    """Check the request against the served model and limits and build the engine request."""
+    """Check the request against the served model and limits and build the engine request.
+
+    With ``count_tokens`` and ``limits.context_overflow == "truncate"``, a history longer
+    than the slot context loses its oldest turns (see ``context.fit_messages``).
+    """
     model = served_model_name(body.model, info, limits)
     asked = body.max_completion_tokens
     if asked is None:
         asked = body.max_tokens
     cap = max_tokens(asked, limits, info, default=limits.default_max_tokens)
-    prompt, add_bos = render_conversation(conversation(body.messages), info)
+    messages = conversation(body.messages)
+    dropped = 0
+    if count_tokens is not None and limits.context_overflow == "truncate":
+        fitted = fit_messages(
+            messages,
+            prompt_tokens=lambda kept: count_tokens(render_conversation(kept, info)[0]),
+            n_ctx=info.n_ctx_slot,
+            room=reply_room(cap, info.n_ctx_slot),
+        )
+        messages, dropped = fitted.messages, fitted.dropped
+        if dropped:
+            logger.info(
+                "request %s: dropped the %d oldest messages of %d to fit the context",
+                request_id,
+                dropped,
+                len(body.messages),
+            )
+    prompt, add_bos = render_conversation(messages, info)
     request = GenerationRequest(
         request_id=request_id,
         prompt=prompt,
         sampling=sampling_params(body, cap),
         add_special=add_bos,
     )
-    return ResponsePlan.new(
+    plan = ResponsePlan.new(
         request, id_prefix="chatcmpl", model=model, include_usage=body.wants_usage_chunk()
     )
+    return replace(plan, dropped_messages=dropped) if dropped else plan
 
 
 def _chunk(

@@ -20,6 +20,8 @@ from app.serving.sampling import Finished, wire_finish_reason
 
 FinishSink = Callable[[Finished], None]
 
+DROPPED_MESSAGES_HEADER = "X-Context-Dropped-Messages"
+
 
 @dataclass(frozen=True)
 class ResponsePlan:
@@ -30,6 +32,13 @@ class ResponsePlan:
     model: str
     created: int
     include_usage: bool
+    dropped_messages: int = 0  # oldest chat messages left out to fit the context
+
+    def headers(self) -> dict[str, str]:
+        """Response headers that describe the plan (what was dropped to fit, if anything)."""
+        if not self.dropped_messages:
+            return {}
+        return {DROPPED_MESSAGES_HEADER: str(self.dropped_messages)}
 
     @classmethod
     def new(

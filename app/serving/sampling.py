@@ -14,6 +14,7 @@ from app.schemas.common import (
     PromptTokensDetails,
     SamplingRequest,
 )
+from app.serving.context import ContextOverflow
 from app.serving.errors import GenerationFailed, RequestCancelled
 from app.serving.structured import response_grammar
 
@@ -30,6 +31,7 @@ class Limits:
     system_prompt: str = ""  # CRIA's contract only; OpenAI chats are sent as they are
     model_aliases: frozenset[str] = frozenset()  # more names of the served model (lower case)
     strict_model_names: bool = False
+    context_overflow: ContextOverflow = "truncate"  # or "error": a 400 when a chat is too long
 
 
 def served_model_name(requested: str | None, info: ModelInfo, limits: Limits) -> str:

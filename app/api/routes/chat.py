@@ -69,12 +69,16 @@ async def create_chat_completion(
     if not API_VERSION.fullmatch(api_version):
         raise HTTPException(404, "Not Found: OpenAI chat requests go to /v1/chat/completions.")
     chat = parse_body(ChatCompletionRequest, body)
-    plan = plan_chat(chat, engine.model_info(), limits, request_id)
+    plan = plan_chat(chat, engine.model_info(), limits, request_id, engine.count_tokens)
     events = engine.submit(plan.request)
     stream = pieces(engine, request_id, events, usage_recorder(request))
     if chat.stream:
-        return StreamResponse(chat_chunks(plan, stream), keepalive_s=settings.keepalive_s)
-    return await json_unless_disconnected(request, chat_completion(plan, stream))
+        return StreamResponse(
+            chat_chunks(plan, stream), keepalive_s=settings.keepalive_s, headers=plan.headers()
+        )
+    response = await json_unless_disconnected(request, chat_completion(plan, stream))
+    response.headers.update(plan.headers())
+    return response
 
 
 def _cria_stream(
