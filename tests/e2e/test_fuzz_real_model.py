@@ -9,6 +9,7 @@ connection, and the server must still generate normally afterwards.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from tests.support.fuzz import NORMAL_CHAT, FuzzRequest, check_answer, generatio
 from tests.support.server import ServerProcess, real_model_env, running_server
 
 N_VOCAB = 49152  # SmolLM2's vocabulary
+LONG_RUN = int(os.environ.get("CRIA_FUZZ_EXAMPLES", "0"))  # as in test_fuzz_api.py
 USER = [{"role": "user", "content": "Hi"}]
 
 
@@ -90,9 +92,9 @@ def test_values_that_reach_native_code(
 
 
 @settings(
-    max_examples=60,
+    max_examples=LONG_RUN or 60,
     deadline=None,
-    derandomize=True,
+    derandomize=not LONG_RUN,
     database=None,
     suppress_health_check=list(HealthCheck),
 )
