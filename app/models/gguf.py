@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import gguf
+import numpy as np
+import numpy.typing as npt
 
 from app.engine.errors import ModelLoadError, ModelNotFound
 
@@ -178,10 +180,27 @@ def read_gguf(path: str | Path) -> GGUFInfo:
     return _read_cached(p.resolve(), stat.st_size, stat.st_mtime_ns, header.version)
 
 
+class _Reader(gguf.GGUFReader):
+    """``GGUFReader`` over a plain ndarray view of its memory map.
+
+    The reader slices its ``data`` once per metadata item (every vocabulary string); slices
+    of an ``np.memmap`` run memmap bookkeeping each time, plain views do not (3x faster on
+    a 49k-token vocabulary). Same bytes, same mapping: the view keeps the memmap alive.
+    """
+
+    @property  # type: ignore[override]  # the reader assigns self.data in __init__
+    def data(self) -> npt.NDArray[Any]:
+        return self._plain
+
+    @data.setter
+    def data(self, value: npt.NDArray[Any]) -> None:
+        self._plain = value.view(np.ndarray)
+
+
 @functools.lru_cache(maxsize=16)
 def _read_cached(path: Path, size: int, mtime_ns: int, version: int) -> GGUFInfo:
     try:
-        reader = gguf.GGUFReader(path)
+        reader = _Reader(path)
         metadata = {
             name: _value(field)
             for name, field in reader.fields.items()
