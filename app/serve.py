@@ -3,13 +3,24 @@
 Startup logging is split by who knows what: this module logs the request (settings, the
 model file and what its GGUF header says); the app's lifespan logs what the engine decided
 once the model is loaded (offload: backend, device, layers on GPU, any fallback).
+
+Shutdown drains: the first SIGTERM/SIGINT keeps the port open while new requests get 503
+and running ones finish (up to ``--shutdown-timeout``); only then does uvicorn stop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
+import signal
+import socket
+from types import FrameType
 
+import uvicorn
+
+from app.api.app import create_app
+from app.api.runtime import EngineRuntime
 from app.logging_setup import configure_logging
 from app.models.gguf import GGUFInfo, read_gguf
 from app.models.registry import resolve_model
@@ -59,8 +70,49 @@ def _log_startup(settings: Settings, info: GGUFInfo) -> None:
         )
 
 
+class DrainingServer(uvicorn.Server):
+    """uvicorn's server, with a drain between the exit signal and uvicorn's own shutdown.
+
+    uvicorn stops listening at the first signal (new clients would get "connection
+    refused", not a 503) and sse-starlette ends every stream then; so the first signal only
+    starts ``EngineRuntime.drain`` and the exit comes when it is done. A second signal exits
+    at once (the lifespan stop still ends the streams cleanly); a third SIGINT forces it.
+    Signals are not re-raised after the drain, so the process exits 0.
+    """
+
+    def __init__(self, config: uvicorn.Config, runtime: EngineRuntime, timeout_s: float) -> None:
+        super().__init__(config)
+        self.runtime = runtime
+        self.timeout_s = timeout_s
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._drain: asyncio.Task[None] | None = None
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self._drain is None and self._loop is not None and not self.should_exit:
+            logger.info("received %s: shutting down gracefully", signal.Signals(sig).name)
+            self._loop.call_soon_threadsafe(self._start_drain)
+        elif self.should_exit and sig == signal.SIGINT:
+            self.force_exit = True
+        else:
+            self.should_exit = True
+
+    def _start_drain(self) -> None:
+        if self._drain is None:
+            self._drain = asyncio.ensure_future(self._drain_then_exit())
+
+    async def _drain_then_exit(self) -> None:
+        try:
+            await self.runtime.drain(self.timeout_s)
+        finally:
+            self.should_exit = True
+
+
 def serve(settings: Settings) -> int:
-    """Run the server until interrupted; returns the exit status.
+    """Run the server until interrupted (then drain); returns the exit status.
 
     Raises ``ModelNotFound``/``ModelLoadError`` (the CLI prints them) before binding.
     """
@@ -68,18 +120,15 @@ def serve(settings: Settings) -> int:
     model_path = resolve_model(settings.model, settings.models_dir)
     settings = settings.model_copy(update={"model": str(model_path)})
     _log_startup(settings, read_gguf(model_path))
-
-    import uvicorn
-
-    from app.api.app import create_app
-
-    uvicorn.run(
-        create_app(settings),
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
         host=settings.host,
         port=settings.port,
         log_config=None,  # our handler (configure_logging) formats uvicorn's records too
         log_level=settings.log_level,
         access_log=False,  # the app logs one line per request with tokens and timings
-        timeout_graceful_shutdown=5,
+        timeout_graceful_shutdown=5,  # after the drain: only responses still being written
     )
+    DrainingServer(config, app.state.runtime, settings.shutdown_timeout).run()
     return 0

@@ -164,6 +164,12 @@ class Settings(BaseSettings):
     keepalive_s: float = Field(
         10.0, gt=0, description="Seconds between SSE keep-alive comments while a stream waits."
     )
+    shutdown_timeout: float = Field(
+        10.0,
+        ge=0,
+        description="Seconds running requests may take to finish after SIGTERM/SIGINT; then "
+        "they end with a 'server shutting down' error event.",
+    )
     log_format: Literal["text", "json"] = Field("text", description="Log line format.")
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Log level."

@@ -74,6 +74,12 @@ class OriginNotAllowed(ApiError):
     spec = ErrorSpec(403, "permission_error", "origin_not_allowed")
 
 
+class ServerDraining(ApiError):
+    """The server is shutting down: it finishes running requests and takes no new ones."""
+
+    spec = ErrorSpec(503, "server_error", "server_shutting_down")
+
+
 class PayloadTooLarge(ApiError):
     """The request body is larger than ``max_body_bytes``."""
 
@@ -88,13 +94,15 @@ ERROR_TABLE: Mapping[type[EngineError], ErrorSpec] = {
     EngineNotReady: ErrorSpec(503, "server_error", "model_loading"),
     EngineDead: ErrorSpec(503, "server_error", "engine_dead"),
     ModelLoadError: ErrorSpec(503, "server_error", "model_load_failed"),
-    RequestCancelled: ErrorSpec(503, "server_error", "request_cancelled"),
+    # The engine cancels a request someone still reads only when it stops (shutdown).
+    RequestCancelled: ErrorSpec(503, "server_error", "server_shutting_down"),
     GenerationFailed: ErrorSpec(500, "server_error", "generation_failed"),
     EngineError: ErrorSpec(500, "server_error"),
 }
 INTERNAL = ErrorSpec(500, "server_error", "internal_error")
 INTERNAL_MESSAGE = "The server had an internal error while processing the request."
 LOADING_RETRY_AFTER_S = 5
+DRAINING_RETRY_AFTER_S = 5  # by then a replacement is usually up (or a peer takes the retry)
 
 
 def spec_for(exc: BaseException) -> ErrorSpec:
@@ -124,6 +132,8 @@ def retry_after(exc: BaseException) -> int | None:
         return max(1, exc.retry_after_s)
     if isinstance(exc, EngineNotReady):
         return LOADING_RETRY_AFTER_S
+    if isinstance(exc, ServerDraining | RequestCancelled):
+        return DRAINING_RETRY_AFTER_S
     return None
 
 
@@ -160,6 +170,8 @@ def error_response(exc: BaseException, path: str = "") -> JSONResponse:
         headers["Retry-After"] = str(wait)
     if isinstance(exc, Unauthorized):
         headers["WWW-Authenticate"] = "Bearer"
+    if isinstance(exc, ServerDraining):
+        headers["Connection"] = "close"  # reconnect, through the load balancer, elsewhere
     body = shaped_body(path, error_body(exc), spec.status)
     return JSONResponse(body, status_code=spec.status, headers=headers)
 

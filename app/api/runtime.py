@@ -1,7 +1,9 @@
-"""The engine's life in the app: resolve and load in the background, report, stop.
+"""The engine's life in the app: resolve and load in the background, report, drain, stop.
 
 Loading never blocks startup: while it runs, /health answers 503 "loading" and the
 other routes answer 503, so an orchestrator sees a live process that is not ready yet.
+Draining (on SIGTERM/SIGINT, see ``app.serve``) is the mirror image: new requests get 503
+and /health says "draining" while the running requests finish, up to a deadline.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
+from app.api.errors import ServerDraining
 from app.engine.errors import EngineDead, EngineError, EngineNotReady, ModelLoadError
 from app.engine.protocol import Engine
 from app.engine.types import EngineHealth
@@ -37,6 +40,7 @@ class EngineRuntime:
         self.settings = settings
         self.engine = engine
         self.failure: str | None = None
+        self.draining = False
         self._task: asyncio.Task[None] | None = None
 
     def start_loading(self, factory: EngineFactory = build_llama_engine) -> None:
@@ -82,11 +86,43 @@ class EngineRuntime:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        if self.engine is not None:
-            try:
-                await self.engine.stop()
-            except Exception as exc:
-                logger.error("the engine did not stop cleanly", exc_info=exc)
+        await self._stop_engine()
+
+    async def drain(self, timeout_s: float, poll_s: float = 0.05) -> int:
+        """Stop admitting, let running requests finish for up to ``timeout_s``, then end the
+        rest; returns how many were ended.
+
+        The rest end by stopping the engine, which cancels them: their streams close with the
+        error event "server shutting down" (and ``[DONE]``), a non-streamed request gets a
+        503. The model is freed then; the app's lifespan stop finds it stopped.
+        """
+        self.draining = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        logger.info("draining: new requests get 503; waiting up to %.1f s", timeout_s)
+        # The engine has no "idle" event to wait on; its stats are a non-blocking snapshot.
+        while self._active() and loop.time() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(poll_s)
+        left = self._active()
+        if left:
+            logger.warning("shutdown timeout: ending %d running request(s)", left)
+            await self._stop_engine()
+        else:
+            logger.info("drained: no request is running")
+        return left
+
+    def _active(self) -> int:
+        return self.engine.stats().requests_active if self.engine is not None else 0
+
+    async def _stop_engine(self) -> None:
+        if self.engine is None or self.engine.health().state == "stopped":
+            return
+        try:
+            await self.engine.stop()
+        except Exception as exc:
+            logger.error("the engine did not stop cleanly", exc_info=exc)
+        else:
+            logger.info("engine stopped, model freed")
 
     def health(self) -> EngineHealth:
         """Loading, ready, dead or stopped (never blocks, never touches the engine thread)."""
@@ -98,6 +134,8 @@ class EngineRuntime:
 
     def ready_engine(self) -> Engine:
         """The engine if it takes requests; else the error that says why not."""
+        if self.draining:
+            raise ServerDraining("The server is shutting down and takes no new requests.")
         state = self.health()
         if state.ready and self.engine is not None:
             return self.engine

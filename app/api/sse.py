@@ -4,7 +4,8 @@ A stream is an async iterator of chunks: pydantic models and pre-rendered JSON
 (``RawJson``) become ``data: <json>`` events, strings become ``data: <text>`` events (text
 with newlines spans several ``data:`` lines, which an EventSource parser joins back with
 ``\\n``). A normal end adds ``data: [DONE]``. An error after the stream started becomes one
-final ``data: {"error": {...}}`` event, and the stream closes without ``[DONE]``.
+final ``data: {"error": {...}}`` event, and the stream closes without ``[DONE]`` -- except
+when the server ends it while shutting down: then ``[DONE]`` follows the error event.
 Keep-alive comments flow while a stream has been quiet for ``keepalive_s``.
 
 Why not sse-starlette's ``EventSourceResponse``: it opens an anyio cancel scope (its send
@@ -31,6 +32,7 @@ from starlette.types import Receive, Scope, Send
 
 from app.api.errors import error_body
 from app.engine.errors import EngineError
+from app.serving.errors import RequestCancelled
 from app.serving.render import RawJson
 
 logger = logging.getLogger(__name__)
@@ -92,6 +94,14 @@ async def frame(
             data = encode(chunk)
             if data is not None:
                 yield data
+    except RequestCancelled as exc:  # the server is shutting down (see app.serve)
+        # An orderly end by the server: the error says why the reply is cut, then the
+        # stream ends as a complete one, so clients waiting for the end marker close cleanly.
+        logger.info("stream ended by the shutdown: %s", exc.message)
+        yield error_event(exc, error_data)
+        if done is not None:
+            yield done_event(done)
+        return
     except EngineError as exc:  # the 200 already went out: report in-band, then close
         logger.info("stream ended with %s: %s", type(exc).__name__, exc.message)
         yield error_event(exc, error_data)
@@ -101,7 +111,12 @@ async def frame(
         yield error_event(exc, error_data)
         return
     if done is not None:
-        yield DONE_EVENT if done == DONE else frame_text(done)
+        yield done_event(done)
+
+
+def done_event(done: str) -> bytes:
+    """The end-of-stream event (``data: [DONE]`` for OpenAI streams)."""
+    return DONE_EVENT if done == DONE else frame_text(done)
 
 
 class StreamResponse(Response):

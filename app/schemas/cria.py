@@ -50,7 +50,7 @@ class ModelCard(BaseModel):
 class Health(BaseModel):
     """``GET /health``: ready or not, and the engine's load."""
 
-    status: Literal["ok", "loading", "dead", "stopped"]
+    status: Literal["ok", "loading", "draining", "dead", "stopped"]
     reason: str | None = None
     model: str | None = None
     slots_busy: int = 0

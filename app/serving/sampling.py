@@ -116,7 +116,8 @@ def wire_finish_reason(reason: FinishReason, error: str | None) -> FinishReasonW
     if reason is FinishReason.LENGTH:
         return "length"
     if reason is FinishReason.CANCELLED:
-        raise RequestCancelled("The request was cancelled by the server (it may be shutting down).")
+        # Only a stopping engine cancels a request that someone still reads.
+        raise RequestCancelled("server shutting down: the request was ended before it finished.")
     raise GenerationFailed(error or "The engine failed while generating.")
 
 

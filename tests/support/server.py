@@ -108,14 +108,23 @@ def running_server(
     factory: str = REAL_FACTORY,
     ready_timeout_s: float = 120.0,
     wait_ready: bool = True,
+    cli: bool = False,
 ) -> Iterator[ServerProcess]:
-    """Run uvicorn with ``factory`` and ``env`` (added to a copy of os.environ)."""
+    """Run uvicorn with ``factory`` and ``env`` (added to a copy of os.environ).
+
+    ``cli`` runs ``python -m app serve`` instead (the real model, settings from ``env``):
+    the way users run it, with its graceful drain on SIGTERM/SIGINT.
+    """
     port = free_port()
     full_env = {**os.environ, **env, "PYTHONPATH": str(REPO_ROOT)}
     full_env.setdefault("CRIA_LOG_LEVEL", "info")
-    command = [sys.executable, "-m", "uvicorn", "--factory", factory]
-    command += ["--host", "127.0.0.1", "--port", str(port), "--no-access-log"]
-    command += ["--log-level", "warning", "--timeout-graceful-shutdown", "3"]
+    if cli:
+        command = [sys.executable, "-m", "app", "serve", "--host", "127.0.0.1"]
+        command += ["--port", str(port)]
+    else:
+        command = [sys.executable, "-m", "uvicorn", "--factory", factory]
+        command += ["--host", "127.0.0.1", "--port", str(port), "--no-access-log"]
+        command += ["--log-level", "warning", "--timeout-graceful-shutdown", "3"]
     with tempfile.NamedTemporaryFile(prefix="cria-server-", suffix=".log", delete=False) as log:
         log_path = Path(log.name)
     with log_path.open("wb") as log_file:

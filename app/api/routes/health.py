@@ -23,7 +23,7 @@ router = APIRouter(tags=["health"])
 
 @router.get("/health", response_model=Health, responses={503: {"model": Health}})
 async def health(runtime: RuntimeDep) -> JSONResponse:
-    """Whether the server takes requests: 200 when ready, 503 while loading or if dead."""
+    """Whether the server takes requests: 200 when ready; 503 while loading, draining or dead."""
     state = runtime.health()
     engine = runtime.engine
     stats = info = None
@@ -35,7 +35,10 @@ async def health(runtime: RuntimeDep) -> JSONResponse:
             except EngineNotReady:
                 info = None
     body = health_body(state, stats, info)
-    return JSONResponse(body.model_dump(), status_code=200 if state.ready else 503)
+    if runtime.draining:  # load balancers stop routing here; running requests still finish
+        body.status, body.reason = "draining", "the server is shutting down"
+    ready = state.ready and not runtime.draining
+    return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
 
 
 @router.get("/model-card")
