@@ -21,6 +21,7 @@ import uvicorn
 
 from app.api.app import create_app
 from app.api.runtime import EngineRuntime
+from app.api.security import WILDCARD_BINDS
 from app.logging_setup import configure_logging
 from app.models.gguf import GGUFInfo, read_gguf
 from app.models.registry import resolve_model
@@ -62,6 +63,11 @@ def _log_startup(settings: Settings, info: GGUFInfo) -> None:
     )
     auth = f"{len(settings.api_key)} API key(s)" if settings.api_key else "no API key"
     logger.info("Listening on http://%s:%d (%s)", settings.host, settings.port, auth)
+    if settings.host.strip() in WILDCARD_BINDS and "*" not in settings.allowed_host:
+        logger.info(
+            "Host check: answering localhost, IP addresses and single-label host names; "
+            "add DNS names clients use with --allowed-host (or '*' to accept any)."
+        )
     if not settings.api_key and not _is_loopback(settings.host):
         logger.warning(
             "Bound to %s without an API key: anyone who can reach this port can use the model. "
