@@ -3,8 +3,9 @@
 ``options`` map onto ``SamplingParams`` (temperature, top_k, top_p, min_p, num_predict, stop,
 seed, repeat_penalty, repeat_last_n, presence/frequency_penalty); ``num_ctx`` and the other
 Modelfile knobs are ignored with a log line (a slot's context is set at start-up).
-``format`` (JSON mode / schema), images, tools, custom templates and ``context`` are refused
-with a 400 naming the field rather than silently ignored.
+``format`` ("json" or a JSON Schema) constrains the reply through the grammar sampler, as
+``response_format`` does on the OpenAI routes. Images, tools, custom templates, ``suffix``
+and ``context`` are refused with a 400 naming the field rather than silently ignored.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from app.engine.errors import InvalidRequest
-from app.engine.types import GenerationRequest, ModelInfo, SamplingParams
+from app.engine.types import GenerationRequest, Grammar, ModelInfo, SamplingParams
 from app.schemas.common import MAX_STOP_SEQUENCES
 from app.schemas.ollama import (
     OllamaAssistantMessage,
@@ -35,6 +36,7 @@ from app.serving.chat import render_conversation
 from app.serving.chat_template import needs_bos
 from app.serving.generation import collect
 from app.serving.sampling import Finished, Limits, max_tokens, served_model_name
+from app.serving.structured import json_grammar
 
 logger = logging.getLogger(__name__)
 
@@ -88,9 +90,17 @@ def _refuse(field: str, what: str) -> None:
     raise InvalidRequest(f"{field}: {what} is not supported by this server.", param=field)
 
 
-def _check_common(body: OllamaRequest) -> None:
-    if body.format not in (None, ""):
-        _refuse("format", "structured output (JSON mode or a JSON schema)")
+def ollama_grammar(body: OllamaRequest) -> Grammar | None:
+    """The grammar ``format`` asks for: ``"json"`` (any JSON object) or a JSON Schema."""
+    fmt = body.format
+    if fmt is None or fmt == "":
+        return None
+    if fmt != "json" and not isinstance(fmt, dict):
+        raise InvalidRequest('format: send "json" or a JSON Schema object.', param="format")
+    try:
+        return json_grammar({"type": "object"} if fmt == "json" else fmt, param="format")
+    except InvalidRequest as exc:  # Ollama's error body has no "param": name the field
+        raise InvalidRequest(f"format: {exc.message}", param="format") from exc
 
 
 @dataclass(frozen=True)
@@ -108,7 +118,7 @@ def plan_ollama_chat(
 ) -> OllamaPlan:
     """Check a ``/api/chat`` body and build its engine request."""
     model = ollama_model_name(body.model, info, limits)
-    _check_common(body)
+    grammar = ollama_grammar(body)
     if body.tools:
         _refuse("tools", "tool calling")
     if any(message.images for message in body.messages):
@@ -120,7 +130,7 @@ def plan_ollama_chat(
         {"role": message.role, "content": message.content} for message in body.messages
     ]
     prompt, add_bos = render_conversation(messages, info)
-    sampling = sampling_from_options(body.options, limits, info)
+    sampling = replace(sampling_from_options(body.options, limits, info), grammar=grammar)
     request = GenerationRequest(request_id, prompt, sampling, add_special=add_bos)
     return OllamaPlan(request, model, True, started)
 
@@ -130,7 +140,7 @@ def plan_ollama_generate(
 ) -> OllamaPlan:
     """Check a ``/api/generate`` body and build its engine request."""
     model = ollama_model_name(body.model, info, limits)
-    _check_common(body)
+    grammar = ollama_grammar(body)
     for field, value, what in (
         ("template", body.template, "a custom prompt template (send raw=true instead)"),
         ("images", body.images, "image input"),
@@ -142,7 +152,7 @@ def plan_ollama_generate(
     started = time.perf_counter()
     if not body.prompt:
         return OllamaPlan(None, model, False, started)
-    sampling = sampling_from_options(body.options, limits, info)
+    sampling = replace(sampling_from_options(body.options, limits, info), grammar=grammar)
     if body.raw:
         add_bos = needs_bos(body.prompt, info.bos_token)
         request = GenerationRequest(request_id, body.prompt, sampling, add_special=add_bos)

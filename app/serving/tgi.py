@@ -2,15 +2,18 @@
 TGI's answer and SSE token events.
 
 TGI prompts the model with ``inputs`` as they are (no chat template). Sampling follows TGI:
-greedy unless ``do_sample`` or a temperature/top_k/top_p is given. ``finish_reason`` is
+greedy unless ``do_sample`` or a temperature/top_k/top_p is given. ``grammar`` of type
+``json`` (a JSON Schema, as an object or as JSON text) constrains the reply through the
+grammar sampler; ``regex`` grammars get a 400. ``finish_reason`` is
 ``length`` or ``eos_token`` (the engine does not say whether a stop string or the model's end
 token ended a reply, so ``stop_sequence`` is not reported). ``logprob`` is null. Parameters
-this server cannot honour (grammar, best_of > 1, top_n_tokens, decoder_input_details,
+this server cannot honour (best_of > 1, top_n_tokens, decoder_input_details,
 truncate, typical_p, watermark, adapters) get a 400 naming them.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 
@@ -18,7 +21,7 @@ import anyio
 
 from app.engine.errors import InvalidRequest
 from app.engine.protocol import Engine
-from app.engine.types import GenerationRequest, ModelInfo, SamplingParams, TokenEvent
+from app.engine.types import GenerationRequest, Grammar, ModelInfo, SamplingParams, TokenEvent
 from app.schemas.common import MAX_STOP_SEQUENCES
 from app.schemas.tgi import (
     TgiDetails,
@@ -34,6 +37,7 @@ from app.schemas.tgi import (
 from app.serving.errors import GenerationFailed
 from app.serving.generation import FinishSink
 from app.serving.sampling import Finished, Limits, max_tokens, wire_finish_reason
+from app.serving.structured import json_grammar
 
 TGI_VERSION = "3.0.0"  # the TGI release whose API these routes follow
 
@@ -50,7 +54,6 @@ class TgiPlan:
 
 def _unsupported(params: TgiParameters) -> list[str]:
     checks = {
-        "grammar": params.grammar is not None,
         "best_of": params.best_of not in (None, 1),
         "top_n_tokens": bool(params.top_n_tokens),
         "decoder_input_details": bool(params.decoder_input_details),
@@ -92,6 +95,28 @@ def tgi_sampling(params: TgiParameters, limits: Limits, info: ModelInfo) -> Samp
     return sampling
 
 
+def tgi_grammar(params: TgiParameters) -> Grammar | None:
+    """The grammar TGI's ``{"type": "json", "value": <JSON Schema>}`` asks for."""
+    grammar = params.grammar
+    if grammar is None:
+        return None
+    param = "parameters.grammar"
+    kind, value = grammar.get("type"), grammar.get("value")
+    if kind not in ("json", "json_object"):
+        raise InvalidRequest(
+            f'{param}: only type "json" (a JSON Schema) is supported, not {kind!r}.', param=param
+        )
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError as exc:
+            raise InvalidRequest(f"{param}.value is not valid JSON: {exc}", param=param) from exc
+    try:
+        return json_grammar({"type": "object"} if value is None else value, param=param)
+    except InvalidRequest as exc:  # TGI's error body has no "param": name the field
+        raise InvalidRequest(f"{param}: {exc.message}", param=param) from exc
+
+
 def plan_tgi(body: TgiGenerateRequest, info: ModelInfo, limits: Limits, request_id: str) -> TgiPlan:
     """Check a generate request and build its engine request (``inputs`` used as they are)."""
     params = body.parameters
@@ -99,7 +124,8 @@ def plan_tgi(body: TgiGenerateRequest, info: ModelInfo, limits: Limits, request_
     if refused:
         names = ", ".join(f"parameters.{name}" for name in refused)
         raise InvalidRequest(f"{names}: not supported by this server.", param=refused[0])
-    request = GenerationRequest(request_id, body.inputs, tgi_sampling(params, limits, info))
+    sampling = replace(tgi_sampling(params, limits, info), grammar=tgi_grammar(params))
+    request = GenerationRequest(request_id, body.inputs, sampling)
     return TgiPlan(request, body.inputs, bool(params.details), bool(params.return_full_text))
 
 

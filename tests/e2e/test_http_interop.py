@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import math
 import struct
 import warnings
@@ -91,9 +92,45 @@ def test_ollama_generate_with_system_and_raw(ollama_client: ollama.Client) -> No
 
 def test_ollama_errors_in_ollamas_shape(ollama_client: ollama.Client) -> None:
     with pytest.raises(ollama.ResponseError) as formatted:
-        ollama_client.chat(model=MODEL, messages=[{"role": "user", "content": "hi"}], format="json")
+        ollama_client.chat(
+            model=MODEL,
+            messages=[{"role": "user", "content": "hi"}],
+            format={"type": "object", "if": {"required": ["a"]}},  # not enforceable
+        )
     assert formatted.value.status_code == 400
     assert "format" in formatted.value.error
+    assert "`if`" in formatted.value.error
+
+
+CITY_SCHEMA = {
+    "type": "object",
+    "properties": {"city": {"type": "string", "maxLength": 20}},
+    "required": ["city"],
+}
+
+
+def test_ollama_format_schema_gives_valid_json(ollama_client: ollama.Client) -> None:
+    messages = [SYSTEM, {"role": "user", "content": f"{QUESTION} Answer in JSON."}]
+    answer = ollama_client.chat(
+        model=MODEL, messages=messages, format=CITY_SCHEMA, options={"temperature": 0}
+    )
+    assert set(json.loads(answer.message.content)) == {"city"}
+    mode = ollama_client.generate(
+        model=MODEL, prompt="Give me a JSON object.", format="json", options={"num_predict": 64}
+    )
+    if mode.done_reason == "stop":  # cut short by num_predict, the JSON may be unfinished
+        assert isinstance(json.loads(mode.response), dict)
+    assert mode.response.lstrip().startswith("{")
+
+
+def test_inference_client_grammar(server: ServerProcess) -> None:
+    client = InferenceClient(server.base_url, timeout=120)
+    text = client.text_generation(
+        "The capital of France as JSON:",
+        max_new_tokens=40,
+        grammar={"type": "json", "value": CITY_SCHEMA},
+    )
+    assert set(json.loads(text)) == {"city"}
 
 
 def test_langchain_chat_ollama(server: ServerProcess) -> None:

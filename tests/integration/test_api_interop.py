@@ -89,7 +89,12 @@ async def test_ollama_empty_request_only_loads() -> None:
 @pytest.mark.parametrize(
     ("body", "status", "says"),
     [
-        ({**CHAT, "format": "json"}, 400, "format"),
+        ({**CHAT, "format": "yaml"}, 400, "format"),
+        (
+            {**CHAT, "format": {"type": "object", "if": {"required": ["a"]}}},
+            400,
+            "format",
+        ),
         ({**CHAT, "tools": [{"type": "function"}]}, 400, "tools"),
         ({**CHAT, "options": {"temperature": "hot"}}, 400, "temperature"),
         ({"messages": []}, 400, "model"),
@@ -102,6 +107,28 @@ async def test_ollama_errors_use_ollamas_body(body: dict[str, Any], status: int,
     error = response.json()
     assert list(error) == ["error"]
     assert says in error["error"]
+
+
+async def test_ollama_format_and_tgi_grammar_constrain_the_reply() -> None:
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+    engine = fake()
+    async with app_client(engine) as (client, _):
+        for body in ({**CHAT, "format": "json"}, {**CHAT, "format": schema}):
+            assert (await client.post("/api/chat", json=body)).status_code == 200
+        for value in (schema, json.dumps(schema)):
+            grammar = {"type": "json", "value": value}
+            response = await client.post(
+                "/generate", json={"inputs": "hi", "parameters": {"grammar": grammar}}
+            )
+            assert response.status_code == 200
+    json_mode, with_schema, tgi_dict, tgi_text = (r.sampling.grammar for r in engine.submitted)
+    assert json_mode is not None
+    assert json.loads(json_mode.json_rules[0].schema) == {"type": "object"}
+    assert with_schema is not None
+    assert json.loads(with_schema.json_rules[0].schema) == schema
+    assert tgi_dict == tgi_text
+    assert tgi_dict is not None
+    assert tgi_dict.json_rules == with_schema.json_rules
 
 
 async def test_ollama_names_any_model_unless_strict() -> None:
@@ -205,7 +232,11 @@ async def test_tgi_stream_events_end_with_text_and_details() -> None:
     ("body", "status", "error_type"),
     [
         ({"inputs": ""}, 400, "validation"),
-        ({"inputs": "hi", "parameters": {"grammar": {"type": "json"}}}, 400, "validation"),
+        (
+            {"inputs": "hi", "parameters": {"grammar": {"type": "regex", "value": "a+"}}},
+            400,
+            "validation",
+        ),
         ({"inputs": "hi", "parameters": {"top_n_tokens": 5}}, 400, "validation"),
         ({"inputs": "hi", "parameters": {"max_new_tokens": 0}}, 400, "validation"),
     ],
