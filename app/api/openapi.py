@@ -50,7 +50,19 @@ def install_openapi(app: FastAPI, body_models: list[type[BaseModel]]) -> None:
                 for name, part in schema.pop("$defs", {}).items():
                     schemas.setdefault(name, part)
                 schemas[model.__name__] = schema
+            _drop_validation_responses(document)
             app.openapi_schema = document
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented override
+
+
+def _drop_validation_responses(document: dict[str, Any]) -> None:
+    """FastAPI documents a 422 for routes with parameters; this server answers 400 instead
+    (with OpenAI's error body, like every other error), so the 422 is taken out."""
+    for operations in document.get("paths", {}).values():
+        for operation in operations.values():
+            operation.get("responses", {}).pop("422", None)
+    schemas = document.get("components", {}).get("schemas", {})
+    for name in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(name, None)

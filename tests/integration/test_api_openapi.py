@@ -41,3 +41,18 @@ async def test_openapi_document_has_the_body_schemas_and_resolves() -> None:
     assert completions["requestBody"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/CompletionRequest"
     }
+
+
+async def test_the_document_promises_no_422() -> None:
+    """Bad parameters are answered 400 with OpenAI's body, so no operation lists a 422."""
+    async with app_client() as (client, _):
+        document = (await client.get("/openapi.json")).json()
+    statuses = {
+        status
+        for operations in document["paths"].values()
+        for operation in operations.values()
+        for status in operation["responses"]
+    }
+    assert "422" not in statuses
+    assert "400" in statuses
+    assert "HTTPValidationError" not in document["components"]["schemas"]
