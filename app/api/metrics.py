@@ -53,6 +53,26 @@ ENGINE_COUNTERS: tuple[tuple[str, str, str], ...] = (
     ("generated_tokens_total", "cria_generated_tokens_total", "Tokens generated."),
     ("requests_total", "cria_requests_total", "Requests accepted by the engine."),
 )
+# The host-RAM prompt cache (HostCacheStats attribute, metric name, help text, is counter).
+HOST_CACHE_METRICS: tuple[tuple[str, str, str, bool], ...] = (
+    ("entries", "cria_prompt_cache_ram_entries", "Conversations saved in host RAM.", False),
+    ("bytes_used", "cria_prompt_cache_ram_bytes", "Host RAM held by saved KV states.", False),
+    ("capacity_bytes", "cria_prompt_cache_ram_capacity_bytes", "The --cache-ram bound.", False),
+    ("saves", "cria_prompt_cache_ram_saves_total", "KV states saved to host RAM.", True),
+    ("hits", "cria_prompt_cache_ram_hits_total", "Prompts restored from host RAM.", True),
+    (
+        "restored_tokens",
+        "cria_prompt_cache_ram_restored_tokens_total",
+        "Prompt tokens restored from host RAM instead of prefilled.",
+        True,
+    ),
+    (
+        "restored_bytes",
+        "cria_prompt_cache_ram_restored_bytes_total",
+        "Bytes of KV state restored from host RAM.",
+        True,
+    ),
+)
 ENGINE_STATES = ("loading", "ready", "dead", "stopped")
 
 # Retry-After bounds (seconds) and the weight of the newest generation time in the mean.
@@ -161,6 +181,12 @@ class EngineCollector(Collector):
             yield GaugeMetricFamily(name, text, value=getattr(self.stats, attr))
         for attr, name, text in ENGINE_COUNTERS:
             yield CounterMetricFamily(name, text, value=getattr(self.stats, attr))
+        host = self.stats.host_cache
+        if host is None:
+            return
+        for attr, name, text, counter in HOST_CACHE_METRICS:
+            family = CounterMetricFamily if counter else GaugeMetricFamily
+            yield family(name, text, value=getattr(host, attr))
 
 
 class OffloadCollector(Collector):

@@ -100,6 +100,9 @@ class SamplingRequest(WireRequest):
     top_k: int | None = Field(None, ge=0)
     min_p: float | None = Field(None, ge=0.0, le=1.0)
     repeat_penalty: float | None = Field(None, ge=0.0)
+    ignore_eos: bool | None = Field(
+        None, description="Keep generating past end-of-generation tokens (benchmarks)."
+    )
     # Structured output: OpenAI's response_format, and llama.cpp's raw GBNF grammar.
     response_format: ResponseFormat | None = None
     grammar: str | None = Field(None, min_length=1, max_length=100_000)

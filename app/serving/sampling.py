@@ -91,6 +91,7 @@ def sampling_params(body: SamplingRequest, cap: int | None) -> SamplingParams:
         logit_bias={int(token): bias for token, bias in (body.logit_bias or {}).items()},
         max_tokens=cap,
         stop=body.stop_list(),
+        ignore_eos=bool(body.ignore_eos),
         grammar=response_grammar(body),
     )
 

@@ -114,3 +114,38 @@ async def test_no_offload_gauges_while_loading() -> None:
     async with app_client(engine, wait_ready=False) as (client, _):
         values = samples((await client.get("/metrics")).text)
     assert not [name for name in values if name.startswith("cria_offload")]
+
+
+async def test_host_ram_prompt_cache_counters_and_cached_tokens_in_usage() -> None:
+    """The real engine on a fake model, one slot: chat A is evicted by B, then restored."""
+    from app.engine.service import LlamaEngine
+    from app.engine.types import EngineConfig
+    from tests.support.fake_backend import FakeBackend
+
+    backend = FakeBackend(n_slots=1, n_ctx_slot=512, n_batch=64)
+    config = EngineConfig(model_path="/models/fake.gguf", n_slots=1, cache_ram_mb=1)
+    engine = LlamaEngine(config, backend_factory=lambda _: backend)
+    chat_a = [{"role": "user", "content": "Tell me about the sea, please, in a few words."}]
+    chat_b = [{"role": "user", "content": "Something else entirely: a city at night."}]
+    body = {"max_tokens": 4, "temperature": 0}
+    async with app_client(engine) as (client, _):
+        first = await client.post("/v1/chat/completions", json={"messages": chat_a, **body})
+        await client.post("/v1/chat/completions", json={"messages": chat_b, **body})
+        reply = first.json()["choices"][0]["message"]["content"]
+        turn2 = [
+            *chat_a,
+            {"role": "assistant", "content": reply},
+            {"role": "user", "content": "Go on."},
+        ]
+        second = await client.post("/v1/chat/completions", json={"messages": turn2, **body})
+        values = samples((await client.get("/metrics")).text)
+    usage = second.json()["usage"]
+    assert usage["prompt_tokens_details"]["cached_tokens"] >= first.json()["usage"]["prompt_tokens"]
+    assert values["cria_prompt_cache_ram_hits_total"] == 1
+    assert values["cria_prompt_cache_ram_saves_total"] >= 1
+    assert (
+        values["cria_prompt_cache_ram_restored_tokens_total"]
+        == usage["prompt_tokens_details"]["cached_tokens"]
+    )
+    assert values["cria_prompt_cache_ram_capacity_bytes"] == 1024 * 1024
+    assert values["cria_prompt_cache_ram_bytes"] > 0
