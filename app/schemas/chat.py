@@ -13,6 +13,7 @@ from app.schemas.common import (
     UsageWhenAsked,
     WireRequest,
 )
+from app.schemas.tools import ToolCall, ToolCallDelta, ToolChoice, ToolDefinition
 
 
 class TextContentPart(WireRequest):
@@ -25,8 +26,10 @@ class TextContentPart(WireRequest):
 class ChatMessage(WireRequest):
     """One message of a conversation. ``developer`` is OpenAI's newer name for ``system``."""
 
-    role: Literal["system", "developer", "user", "assistant"]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[TextContentPart] | None = None
+    tool_calls: list[ToolCall] | None = None  # assistant messages that called tools
+    tool_call_id: str | None = None  # tool messages: the call this result answers
     name: str | None = None
 
     def text(self) -> str:
@@ -43,13 +46,24 @@ class ChatCompletionRequest(SamplingRequest):
 
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1)
+    tools: list[ToolDefinition] | None = Field(None, max_length=128)
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool | None = None
 
 
 class ChatCompletionMessage(BaseModel):
     """The assistant's reply in a non-streamed response."""
 
     role: Literal["assistant"] = "assistant"
-    content: str
+    content: str | None
+    tool_calls: list[ToolCall] | None = None
+
+    @model_serializer(mode="wrap")
+    def _calls_when_any(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if self.tool_calls is None:
+            data.pop("tool_calls", None)
+        return data
 
 
 class ChatCompletionChoice(BaseModel):
@@ -78,6 +92,7 @@ class ChoiceDelta(BaseModel):
 
     role: Literal["assistant"] | None = None
     content: str | None = None
+    tool_calls: list[ToolCallDelta] | None = None
 
     @model_serializer(mode="wrap")
     def _drop_absent(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:

@@ -145,4 +145,4 @@ class SamplingRequest(WireRequest):
         return self.stream and self.stream_options is not None and self.stream_options.include_usage
 
 
-FinishReasonWire = Literal["stop", "length"]
+FinishReasonWire = Literal["stop", "length", "tool_calls"]

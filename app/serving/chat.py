@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import replace
+from typing import Any
 
 from app.engine.errors import InvalidRequest
 from app.engine.types import GenerationRequest, ModelInfo
@@ -18,8 +19,10 @@ from app.schemas.chat import (
     ChatMessage,
     ChoiceDelta,
 )
+from app.schemas.tools import FunctionCall, FunctionCallDelta, ToolCall, ToolCallDelta
 from app.serving.chat_template import needs_bos, render_chat, with_system_prompt
 from app.serving.context import fit_messages, reply_room
+from app.serving.errors import GenerationFailed
 from app.serving.generation import ResponsePlan, collect
 from app.serving.render import HOLE, JsonTemplate, RawJson
 from app.serving.sampling import (
@@ -30,12 +33,16 @@ from app.serving.sampling import (
     served_model_name,
     wire_usage,
 )
+from app.serving.tools import ParsedCall, call_message_parts, split_tool_calls, tool_prompt
 
 logger = logging.getLogger(__name__)
 
 
 def render_conversation(
-    messages: list[Mapping[str, str]], info: ModelInfo, system_prompt: str = ""
+    messages: Sequence[Mapping[str, Any]],
+    info: ModelInfo,
+    system_prompt: str = "",
+    tools: list[dict[str, Any]] | None = None,
 ) -> tuple[str, bool]:
     """The prompt text for a conversation and whether the engine should add BOS.
 
@@ -44,7 +51,11 @@ def render_conversation(
     """
     conversation = with_system_prompt(messages, system_prompt)
     prompt = render_chat(
-        info.chat_template, conversation, bos_token=info.bos_token, eos_token=info.eos_token
+        info.chat_template,
+        conversation,
+        bos_token=info.bos_token,
+        eos_token=info.eos_token,
+        tools=tools,
     )
     return prompt, needs_bos(prompt, info.bos_token)
 
@@ -77,12 +88,16 @@ def plan_chat(
     if asked is None:
         asked = body.max_tokens
     cap = max_tokens(asked, limits, info, default=limits.default_max_tokens)
-    messages = conversation(body.messages)
+    conversation(body.messages)  # the checks on the messages
+    tooling = tool_prompt(body, info.chat_template)
+    messages = tooling.messages
     dropped = 0
     if count_tokens is not None and limits.context_overflow == "truncate":
         fitted = fit_messages(
             messages,
-            prompt_tokens=lambda kept: count_tokens(render_conversation(kept, info)[0]),
+            prompt_tokens=lambda kept: count_tokens(
+                render_conversation(kept, info, tools=tooling.template_tools)[0]
+            ),
             n_ctx=info.n_ctx_slot,
             room=reply_room(cap, info.n_ctx_slot),
         )
@@ -94,17 +109,17 @@ def plan_chat(
                 dropped,
                 len(body.messages),
             )
-    prompt, add_bos = render_conversation(messages, info)
+    prompt, add_bos = render_conversation(messages, info, tools=tooling.template_tools)
+    sampling = sampling_params(body, cap)
+    if tooling.grammar is not None:
+        sampling = replace(sampling, grammar=tooling.grammar)
     request = GenerationRequest(
-        request_id=request_id,
-        prompt=prompt,
-        sampling=sampling_params(body, cap),
-        add_special=add_bos,
+        request_id=request_id, prompt=prompt, sampling=sampling, add_special=add_bos
     )
     plan = ResponsePlan.new(
         request, id_prefix="chatcmpl", model=model, include_usage=body.wants_usage_chunk()
     )
-    return replace(plan, dropped_messages=dropped) if dropped else plan
+    return replace(plan, dropped_messages=dropped, tool_calls=tooling.calls)
 
 
 def _chunk(
@@ -132,9 +147,16 @@ async def chat_chunks(
     """
     yield _chunk(plan, ChoiceDelta(role="assistant", content=""))
     content = JsonTemplate(_chunk(plan, ChoiceDelta(content=HOLE)))
-    async for item in stream:
-        if not isinstance(item, Finished):
+    items = stream if plan.tool_calls is None else split_tool_calls(stream, plan.tool_calls)
+    n_calls = 0
+    async for item in items:
+        if isinstance(item, str):
             yield content.fill(item)
+            continue
+        if isinstance(item, ParsedCall):
+            for delta in _call_deltas(item, n_calls):
+                yield _chunk(plan, ChoiceDelta(tool_calls=[delta]))
+            n_calls += 1
             continue
         yield _chunk(plan, ChoiceDelta(), item)
         if plan.include_usage:
@@ -152,16 +174,45 @@ async def chat_completion(
     plan: ResponsePlan, stream: AsyncIterator[str | Finished]
 ) -> ChatCompletion:
     """The whole reply as one ``chat.completion``."""
-    result = await collect(stream)
+    if plan.tool_calls is None:
+        result = await collect(stream)
+        message = ChatCompletionMessage(content=result.text)
+        finished = result.finished
+    else:
+        message, finished = await _collect_calls(split_tool_calls(stream, plan.tool_calls))
     return ChatCompletion(
         id=plan.completion_id,
         created=plan.created,
         model=plan.model,
-        choices=[
-            ChatCompletionChoice(
-                message=ChatCompletionMessage(content=result.text),
-                finish_reason=result.finished.reason,
-            )
-        ],
-        usage=wire_usage(result.finished.usage),
+        choices=[ChatCompletionChoice(message=message, finish_reason=finished.reason)],
+        usage=wire_usage(finished.usage),
     )
+
+
+def _call_deltas(call: ParsedCall, index: int) -> list[ToolCallDelta]:
+    """A call as OpenAI streams it: id, type and name first, then the arguments."""
+    return [
+        ToolCallDelta(
+            index=index,
+            id=call.id,
+            type="function",
+            function=FunctionCallDelta(name=call.name, arguments=""),
+        ),
+        ToolCallDelta(index=index, function=FunctionCallDelta(arguments=call.arguments)),
+    ]
+
+
+async def _collect_calls(
+    items: AsyncIterator[str | ParsedCall | Finished],
+) -> tuple[ChatCompletionMessage, Finished]:
+    parts: list[str | ParsedCall] = []
+    async for item in items:
+        if isinstance(item, Finished):
+            content, calls = call_message_parts(parts)
+            tool_calls = [
+                ToolCall(id=c.id, function=FunctionCall(name=c.name, arguments=c.arguments))
+                for c in calls
+            ]
+            return ChatCompletionMessage(content=content, tool_calls=tool_calls or None), item
+        parts.append(item)
+    raise GenerationFailed("The engine's stream ended without a final event.")

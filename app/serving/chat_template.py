@@ -70,23 +70,27 @@ def _template(source: str | None) -> jinja2.Template:
 
 def render_chat(
     template_source: str | None,
-    messages: Sequence[Mapping[str, str]],
+    messages: Sequence[Mapping[str, Any]],
     *,
     bos_token: str = "",
     eos_token: str = "",
     add_generation_prompt: bool = True,
+    tools: Sequence[Mapping[str, Any]] | None = None,
 ) -> str:
     """The prompt text for ``messages`` (dicts with ``role`` and ``content``).
 
+    ``tools`` (OpenAI tool definitions) go to templates that render them (Jinja ``tools``).
     Raises ``InvalidRequest`` when the template rejects the conversation.
     """
     template = _template(template_source)
+    extra = {"tools": [dict(tool) for tool in tools]} if tools else {}
     try:
         return template.render(
             messages=[dict(message) for message in messages],
             bos_token=bos_token,
             eos_token=eos_token,
             add_generation_prompt=add_generation_prompt,
+            **extra,
         )
     except TemplateRaised as exc:
         raise InvalidRequest(
@@ -99,8 +103,8 @@ def render_chat(
 
 
 def with_system_prompt(
-    messages: Sequence[Mapping[str, str]], system_prompt: str
-) -> list[Mapping[str, str]]:
+    messages: Sequence[Mapping[str, Any]], system_prompt: str
+) -> list[Mapping[str, Any]]:
     """``messages`` with ``system_prompt`` first when none of them is a system message."""
     if not system_prompt or any(message["role"] == "system" for message in messages):
         return list(messages)

@@ -17,6 +17,7 @@ from app.engine.protocol import Engine
 from app.engine.types import GenerationRequest, TokenEvent
 from app.serving.errors import GenerationFailed
 from app.serving.sampling import Finished, wire_finish_reason
+from app.serving.tools import ToolCalls
 
 FinishSink = Callable[[Finished], None]
 
@@ -32,6 +33,7 @@ class ResponsePlan:
     model: str
     created: int
     include_usage: bool
+    tool_calls: ToolCalls | None = None  # chat with tools: parse calls out of the reply
     dropped_messages: int = 0  # oldest chat messages left out to fit the context
 
     def headers(self) -> dict[str, str]:

@@ -38,7 +38,26 @@ BAD_BODIES: list[tuple[str, bytes | dict[str, Any], str | None]] = [
     ("messages not a list", {"messages": "hi"}, "messages"),
     ("empty messages", {"messages": []}, "messages"),
     ("unknown role", {"messages": [{"role": "bot", "content": "x"}]}, "messages.0.role"),
-    ("tool role", {"messages": [{"role": "tool", "content": "x"}]}, "messages.0.role"),
+    (
+        "tool call arguments not JSON",
+        {
+            "messages": [
+                {
+                    "role": "assistant",
+                    "tool_calls": [
+                        {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{"}}
+                    ],
+                },
+                {"role": "user", "content": "x"},
+            ]
+        },
+        "messages",
+    ),
+    (
+        "tool_choice without tools",
+        {"messages": [{"role": "user", "content": "x"}], "tool_choice": "required"},
+        "tool_choice",
+    ),
     ("content wrong type", {"messages": [{"role": "user", "content": 5}]}, "messages.0.content"),
     (
         "image part",

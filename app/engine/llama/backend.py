@@ -177,7 +177,6 @@ class LlamaBackend:
             seed,
             grammar=grammar,
             candidates=self._candidates,
-            eos=_lib.vocab_eos(self._vocab),
         )
 
     def _grammar_state(self, grammar: Grammar | None) -> GrammarState | None:

@@ -62,6 +62,10 @@ def _links(
     return links
 
 
+class GrammarDeadEnd(RuntimeError):
+    """The grammar rejects every token: generation cannot go on under it."""
+
+
 _TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])
 
 
@@ -104,7 +108,7 @@ class LlamaSampler:
     Use from the engine thread only: ``sample`` reads the context's logits of the last decode.
     """
 
-    __slots__ = ("_candidates", "_chain", "_ctx", "_eos", "_grammar", "kinds")
+    __slots__ = ("_candidates", "_chain", "_ctx", "_grammar", "kinds")
 
     def __init__(
         self,
@@ -116,12 +120,10 @@ class LlamaSampler:
         *,
         grammar: GrammarState | None = None,
         candidates: Candidates | None = None,
-        eos: int = -1,
     ) -> None:
         self._ctx = ctx
         self._grammar = grammar
         self._candidates = candidates or (Candidates(n_vocab) if grammar else None)
-        self._eos = eos
         self._chain: _lib.SamplerHandle | None = _lib.sampler_chain()
         links = _links(params, n_vocab, n_ctx, seed)
         self.kinds = tuple(kind for kind, _ in links)  # for logs and tests
@@ -159,14 +161,10 @@ class LlamaSampler:
         return token
 
     def _dead_end(self) -> int:
-        # Only a hand-written GBNF grammar can get here (one that needs text no token
-        # spells). Accepting a rejected token would abort the process in llama.cpp; end the
-        # generation with EOS instead and leave the grammar alone from now on.
-        logger.warning("the grammar allows no token here; ending the generation")
-        assert self._grammar is not None
-        self._grammar.close()
-        self._grammar = None
-        return self._eos
+        # Only a hand-written GBNF grammar gets here (one that needs text no token spells).
+        # Accepting a rejected token would abort the process in llama.cpp; the scheduler
+        # ends this one request with an error instead.
+        raise GrammarDeadEnd("the grammar allows no next token (no token spells what it needs)")
 
     def accept(self, token: int) -> None:
         """Feed a token (e.g. from the prompt) into the penalty history."""

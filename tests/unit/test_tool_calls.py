@@ -1,0 +1,102 @@
+"""Tool calls out of text (streamed in any split), tools into the prompt, the call grammar."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from app.engine.errors import InvalidRequest
+from app.schemas.chat import ChatCompletionRequest
+from app.serving.tools import CallSplitter, ParsedCall, ToolCalls, takes_tools, tool_prompt
+
+CALLS = ToolCalls(frozenset({"get_weather"}))
+TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+    },
+}
+REPLY = (
+    'Sure.\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>\n'
+    '<tool_call>{"name": "get_weather", "arguments": {"city": "Rome"}}</tool_call>'
+)
+
+
+def _split(pieces: list[str]) -> list[str | ParsedCall]:
+    splitter = CallSplitter(CALLS)
+    out = [item for piece in pieces for item in splitter.push(piece)]
+    return out + list(splitter.flush())
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 7, 1000])
+def test_calls_come_out_whole_however_the_text_is_split(size: int) -> None:
+    out = _split([REPLY[i : i + size] for i in range(0, len(REPLY), size)])
+    text = "".join(item for item in out if isinstance(item, str))
+    calls = [item for item in out if isinstance(item, ParsedCall)]
+    assert text == "Sure."  # whitespace before a call is not content
+    assert [json.loads(c.arguments) for c in calls] == [{"city": "Paris"}, {"city": "Rome"}]
+    assert all(c.name == "get_weather" and c.id.startswith("call_") for c in calls)
+
+
+def test_text_that_only_looks_like_a_call_stays_text() -> None:
+    for text in ["a <tool_ca", "x <tool_call>{not json}</tool_call> y", '<tool_call>{"name": 1']:
+        out = _split([text])
+        assert "".join(i for i in out if isinstance(i, str)) == text
+    unknown = '<tool_call>{"name": "rm_rf", "arguments": {}}</tool_call>'
+    assert _split([unknown]) == [unknown]
+
+
+def _body(**extra: object) -> ChatCompletionRequest:
+    messages = [{"role": "user", "content": "Weather?"}]
+    return ChatCompletionRequest.model_validate({"messages": messages, **extra})
+
+
+def test_generic_format_describes_tools_in_the_system_message() -> None:
+    prompt = tool_prompt(_body(tools=[TOOL]), "{{ messages }}")
+    assert prompt.messages[0]["role"] == "system"
+    assert "get_weather" in prompt.messages[0]["content"]
+    assert prompt.template_tools is None
+    assert prompt.grammar is not None
+    assert prompt.grammar.trigger == "<tool_call>"  # auto: lazy
+    assert prompt.calls == CALLS
+
+
+def test_required_and_named_choices_are_not_lazy_and_none_offers_nothing() -> None:
+    required = tool_prompt(_body(tools=[TOOL], tool_choice="required"), None).grammar
+    assert required is not None
+    assert not required.trigger
+    assert required.gbnf.startswith("root ::= tc-call")
+    named = {"type": "function", "function": {"name": "get_weather"}}
+    assert tool_prompt(_body(tools=[TOOL], tool_choice=named), None).grammar is not None
+    none = tool_prompt(_body(tools=[TOOL], tool_choice="none"), None)
+    assert none.grammar is None
+    assert none.calls is None
+    with pytest.raises(InvalidRequest, match="not in tools"):
+        tool_prompt(
+            _body(tools=[TOOL], tool_choice={"type": "function", "function": {"name": "x"}}), None
+        )
+
+
+def test_history_with_calls_and_results() -> None:
+    call = {
+        "id": "call_1",
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+    }
+    history = [
+        {"role": "user", "content": "Weather?"},
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "18C"},
+    ]
+    body = ChatCompletionRequest.model_validate({"messages": history, "tools": [TOOL]})
+    generic = tool_prompt(body, None).messages
+    assert generic[2]["content"].startswith("<tool_call>\n")
+    assert generic[3] == {"role": "user", "content": "<tool_response>\n18C\n</tool_response>"}
+    native_template = "{% for t in tools %}{{ t }}{% endfor %}<tool_call>"
+    assert takes_tools(native_template)
+    native = tool_prompt(body, native_template)
+    assert native.template_tools is not None
+    assert native.messages[1]["tool_calls"][0]["function"]["arguments"] == {"city": "Paris"}
+    assert native.messages[2] == {"role": "tool", "content": "18C", "tool_call_id": "call_1"}
