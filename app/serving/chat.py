@@ -90,7 +90,7 @@ def plan_chat(
     cap = max_tokens(asked, limits, info, default=limits.default_max_tokens)
     conversation(body.messages)  # the checks on the messages
     tooling = tool_prompt(body, info.chat_template)
-    messages = tooling.messages
+    messages: list[Mapping[str, Any]] = list(tooling.messages)
     dropped = 0
     if count_tokens is not None and limits.context_overflow == "truncate":
         fitted = fit_messages(

@@ -13,12 +13,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 logger = logging.getLogger(__name__)
 
 ContextOverflow = Literal["truncate", "error"]
-Message = Mapping[str, str]
+Message = Mapping[str, Any]
 
 REPLY_ROOM_SHARE = 4
 """Without a max_tokens, a truncated prompt leaves a quarter of the context for the reply."""
