@@ -374,3 +374,23 @@ def test_use_after_close_raises_instead_of_crashing(model_path: Path) -> None:
     with pytest.raises(RuntimeError, match="backend is closed"):
         b.new_sampler(GREEDY, 0)
     assert b.kv_cells_used() == 0
+
+
+def test_gpu_module_diagnosis(tmp_path: Path) -> None:
+    """Why a GPU module registered no device: it does not load, no driver, or no device."""
+    import ctypes.util
+
+    from app.engine.llama.devices import diagnose_gpu_module
+
+    broken = tmp_path / "libggml-cuda.so"
+    broken.write_bytes(b"not an ELF file")
+    assert diagnose_gpu_module("cuda", broken, []).startswith("its module did not load: ")
+    loadable = Path(ctypes.util.find_library("m") or "libm.so.6")  # any library that loads
+    try:
+        ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        assert diagnose_gpu_module("cuda", loadable, []) == "driver not found"
+    said = ["ggml_cuda_init: failed to initialize CUDA: no CUDA-capable device is detected"]
+    assert diagnose_gpu_module("vulkan", loadable, said) == "the driver reports no device"
+    said = ["ggml_vulkan: No devices found."]
+    assert diagnose_gpu_module("vulkan", loadable, said) == f"the backend said: {said[0]}"
