@@ -80,11 +80,33 @@ def canonical_schema(schema: object, *, param: str) -> str:
     """
     if not isinstance(schema, dict):
         raise InvalidRequest("The JSON schema must be an object.", param=param)
+    if _depth(schema) > MAX_SCHEMA_DEPTH:
+        raise InvalidRequest(
+            f"The JSON schema nests deeper than {MAX_SCHEMA_DEPTH} levels.", param=param
+        )
     text = json.dumps(schema, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     problem = _problem(text)
     if problem is not None:
         raise InvalidRequest(problem, param=param)
     return text
+
+
+# JSON nesting levels. The meta-schema check, the checks below and the grammar converter
+# all recurse per level: far deeper schemas overflow Python's stack (a RecursionError, 500).
+MAX_SCHEMA_DEPTH = 64
+
+
+def _depth(value: object) -> int:
+    """How deeply ``value`` nests (a scalar is 1), without recursing."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if isinstance(item, dict):
+            stack.extend((child, depth + 1) for child in item.values())
+        elif isinstance(item, list):
+            stack.extend((child, depth + 1) for child in item)
+    return deepest
 
 
 @lru_cache(maxsize=256)
@@ -95,6 +117,8 @@ def _problem(text: str) -> str | None:
     except SchemaError as exc:
         where = "/".join(str(part) for part in exc.path) or "the top level"
         return f"The JSON schema is not valid: {exc.message} (at {where})."
+    except RecursionError:  # e.g. a `pattern` of thousands of nested groups (re recurses)
+        return "The JSON schema is nested too deeply to check (a pattern or a subschema)."
     problems = sorted(set(unsupported(schema)))
     if problems:
         return (

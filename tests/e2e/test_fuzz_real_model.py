@@ -45,6 +45,17 @@ def client(server: ServerProcess) -> Iterator[httpx.Client]:
     assert "Traceback" not in server.log()
 
 
+def json_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "json_schema", "json_schema": {"name": "fuzz", "schema": schema}}
+
+
+def nested_schema(depth: int) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string"}
+    for _ in range(depth):
+        schema = {"type": "object", "properties": {"a": schema}, "required": ["a"]}
+    return schema
+
+
 NATIVE_EDGES: list[tuple[str, dict[str, Any]]] = [
     ("/v1/completions", {"prompt": [N_VOCAB - 1, 0, 1], "max_tokens": 2}),
     ("/v1/completions", {"prompt": [N_VOCAB], "max_tokens": 2}),
@@ -78,6 +89,57 @@ NATIVE_EDGES: list[tuple[str, dict[str, Any]]] = [
     ("/generate", {"inputs": "Hi", "parameters": {"top_k": 2**31, "max_new_tokens": 2}}),
     ("/generate", {"inputs": "Hi", "parameters": {"repetition_penalty": 1e39}}),
     ("/v1/embeddings", {"input": ["\x00", "a" * 3000]}),
+    # Grammars: llama.cpp's parser loops until the process runs out of memory on {5,2}, and
+    # 100,000 nested groups overflow its stack (a segmentation fault, found here).
+    (
+        "/v1/chat/completions",
+        {"messages": USER, "grammar": "root ::= " + "(" * 100_000 + '"a"' + ")" * 100_000},
+    ),
+    (
+        "/v1/chat/completions",
+        {
+            "messages": USER,
+            "response_format": json_schema(
+                {"type": "string", "pattern": "(" * 5000 + "a" + ")" * 5000}
+            ),
+        },
+    ),
+    ("/v1/chat/completions", {"messages": USER, "grammar": 'root ::= "a"{5,2}'}),
+    ("/v1/chat/completions", {"messages": USER, "grammar": 'root ::= "a"{0,100000000}'}),
+    ("/v1/chat/completions", {"messages": USER, "grammar": "root ::= root"}),
+    (
+        "/v1/chat/completions",
+        {"messages": USER, "grammar": "root ::= " + "(" * 3000 + '"a"' + ")" * 3000},
+    ),
+    ("/v1/chat/completions", {"messages": USER, "grammar": "root ::= [\\U0010FFFF-\\U00000000]"}),
+    (
+        "/v1/chat/completions",
+        {
+            "messages": USER,
+            "response_format": json_schema({"type": "string", "minLength": 5, "maxLength": 2}),
+        },
+    ),
+    (
+        "/v1/chat/completions",
+        {"messages": USER, "response_format": json_schema({"type": "array", "minItems": 10**9})},
+    ),
+    (
+        "/v1/chat/completions",
+        {"messages": USER, "response_format": json_schema({"type": "string", "pattern": "a{9,1}"})},
+    ),
+    (
+        "/v1/chat/completions",
+        {
+            "messages": USER,
+            "response_format": json_schema(
+                {"$ref": "#/$defs/a", "$defs": {"a": {"$ref": "#/$defs/a"}}}
+            ),
+        },
+    ),
+    (
+        "/v1/chat/completions",
+        {"messages": USER, "response_format": json_schema(nested_schema(300))},
+    ),
 ]
 
 

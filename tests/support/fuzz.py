@@ -9,6 +9,7 @@ out as the JSON escape ``\\ud800`` (or as invalid UTF-8), as a hostile client wo
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Mapping
@@ -136,12 +137,52 @@ def logit_bias() -> st.SearchStrategy[dict[str, Any]]:
     return st.dictionaries(key, st.one_of(odd_number(), odd_text(1)), max_size=5)
 
 
+def gbnf() -> st.SearchStrategy[str]:
+    """GBNF sources: valid, broken, with odd repetitions or deep groups."""
+    repetition = st.tuples(st.integers(0, 2**40), st.integers(0, 2**40)).map(
+        lambda pair: f'root ::= "a"{{{pair[0]},{pair[1]}}}'
+    )
+    deep = st.integers(1, 20_000).map(lambda k: "root ::= " + "(" * k + '"a"' + ")" * k)
+    fixed = st.sampled_from(
+        ['root ::= "yes" | "no"', "root ::= root", "root ::= [", "x ::= y", 'root ::= "a"{3}']
+    )
+    return st.one_of(repetition, deep, fixed, odd_text())
+
+
+def json_schema() -> st.SearchStrategy[Any]:
+    """JSON Schemas: plausible keywords with hostile values, nesting, patterns."""
+    keyword = st.sampled_from(
+        ["type", "properties", "items", "pattern", "minLength", "maxLength", "minItems",
+         "enum", "$ref", "anyOf", "required", "format", "const", "$defs"]
+    )  # fmt: skip
+    leaf = st.one_of(
+        st.sampled_from([{"type": "string"}, {"type": "integer"}, {"pattern": "(" * 3000}]),
+        st.dictionaries(keyword, field_value(), max_size=3),
+    )
+    nested = st.integers(1, 400).map(
+        lambda k: functools.reduce(lambda inner, _: {"type": "array", "items": inner}, range(k), {})
+    )
+    return st.one_of(leaf, nested, field_value())
+
+
+def response_format() -> st.SearchStrategy[Any]:
+    """OpenAI's response_format with a hostile schema (or junk)."""
+    schema = st.fixed_dictionaries({"name": st.just("x"), "schema": json_schema()})
+    return st.one_of(
+        st.fixed_dictionaries({"type": st.just("json_schema"), "json_schema": schema}),
+        st.fixed_dictionaries({"type": st.just("json_object"), "schema": json_schema()}),
+        field_value(),
+    )
+
+
 def sampling_fields() -> st.SearchStrategy[dict[str, Any]]:
     """Any subset of the sampling fields, each with a hostile value."""
     values: dict[str, st.SearchStrategy[Any]] = dict.fromkeys(SAMPLING_FIELDS, field_value())
     values["logit_bias"] = st.one_of(logit_bias(), field_value())
     values["stream"] = st.one_of(st.booleans(), field_value())
     values["stop"] = st.one_of(st.lists(odd_text(), max_size=8), odd_text(), field_value())
+    values["grammar"] = st.one_of(gbnf(), field_value())
+    values["response_format"] = response_format()
     return st.fixed_dictionaries({}, optional=values)
 
 

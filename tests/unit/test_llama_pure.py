@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from app.engine.llama.cpu import CpuFacts, decide_amx_guard, parse_cpuinfo, read_cpu_facts
+from app.engine.llama.grammar import repetition_problem
 from app.engine.llama.offload import ModelFootprint, offload_info, plan_offload
 from app.engine.types import EngineHealth
 from app.serving.models import health, model_card
@@ -81,3 +82,34 @@ def test_health_and_model_card_report_the_cpu_and_the_guard(host: FakeHost) -> N
         assert state is not None
         assert (state.backend, state.device, state.amx_guard) == ("cpu", host.name, amx.guard)
         assert ("AMX guard on" in state.reason) is bool(host.amx_flags)
+
+
+@pytest.mark.parametrize(
+    ("gbnf", "problem"),
+    [
+        ('root ::= "a"{5,2}', "maximum below its minimum"),  # llama.cpp loops until OOM
+        ('root ::= x{ 7 , 3 }\nx ::= "b"', "maximum below its minimum"),
+        ('root ::= "a"{0,1000000}', "larger than"),
+        ('root ::= "a"{2000000}', "larger than"),
+        ('root ::= "a"{2,5}', None),
+        ('root ::= "a"{3,}', None),
+        ('root ::= "a"{4}', None),
+        ('root ::= "{5,2}"', None),  # inside a string literal
+        ('root ::= "\\"{5,2}"', None),  # an escaped quote does not end the literal
+        ("root ::= [{}5,2]", None),  # inside a character class
+        ('# {5,2} in a comment\nroot ::= "a"', None),
+        ('root ::= "a"{x}', None),  # not a repetition: llama.cpp's parser reports it
+        ("root ::= " + "(" * 300 + '"a"' + ")" * 300, "nest deeper"),  # native stack
+        ("root ::= " + "(" * 200 + '"a"' + ")" * 200, None),
+        ('root ::= "((((" [(((] "a"', None),
+    ],
+)
+def test_grammar_repetition_bounds_are_checked_before_llama_cpp(
+    gbnf: str, problem: str | None
+) -> None:
+    found = repetition_problem(gbnf)
+    if problem is None:
+        assert found is None
+    else:
+        assert found is not None
+        assert problem in found

@@ -56,6 +56,63 @@ def to_gbnf(grammar: Grammar) -> str:
     return "\n".join([grammar.gbnf, *aliases, converter.format_grammar()])
 
 
+# llama.cpp expands x{m,n} into about n rules and never checks m <= n: {5,2} makes its
+# parser loop until the process runs out of memory. Its parser also recurses once per
+# nested group: a deep enough ( ( ( ... overflows the native stack. Both are checked first.
+MAX_REPETITION = 100_000
+MAX_GROUP_DEPTH = 256
+
+
+def repetition_problem(gbnf: str) -> str | None:
+    """Why ``gbnf`` must not reach llama.cpp's parser, if it must not: a ``{m,n}`` with
+    n < m or over ``MAX_REPETITION``, or groups nested deeper than ``MAX_GROUP_DEPTH``.
+
+    Skips string literals, character classes and comments; leaves other syntax errors to
+    llama.cpp's own parser.
+    """
+    i, n, depth = 0, len(gbnf), 0
+    while i < n:
+        c = gbnf[i]
+        if c in "()":
+            depth += 1 if c == "(" else -1
+            if depth > MAX_GROUP_DEPTH:
+                return f"groups nest deeper than {MAX_GROUP_DEPTH} levels"
+        elif c in '"[':
+            i = _skip_quoted(gbnf, i + 1, '"' if c == '"' else "]")
+        elif c == "#":
+            i = gbnf.find("\n", i)
+            i = n if i < 0 else i
+        elif c == "{":
+            end = gbnf.find("}", i)
+            if end < 0:
+                return None
+            problem = _bounds_problem(gbnf[i + 1 : end])
+            if problem is not None:
+                return problem
+            i = end
+        i += 1
+    return None
+
+
+def _skip_quoted(text: str, i: int, close: str) -> int:
+    while i < len(text) and text[i] != close:
+        i += 2 if text[i] == "\\" else 1
+    return i
+
+
+def _bounds_problem(inside: str) -> str | None:
+    parts = [part.strip() for part in inside.split(",")]
+    if len(parts) > 2 or not all(part.isascii() and (part.isdigit() or not part) for part in parts):
+        return None  # not a repetition llama.cpp reads: its parser reports it
+    low = int(parts[0]) if parts[0] else 0
+    high = int(parts[1]) if len(parts) == 2 and parts[1] else None
+    if high is not None and high < low:
+        return f"repetition {{{inside}}} has its maximum below its minimum"
+    if max(low, high or 0) > MAX_REPETITION:
+        return f"repetition {{{inside}}} is larger than {MAX_REPETITION}"
+    return None
+
+
 class GrammarCache:
     """Compiled grammar samplers by grammar (LRU); hands out clones. Thread-safe."""
 
@@ -86,6 +143,9 @@ class GrammarCache:
                 self._compiled.move_to_end(key)
                 return found
         gbnf = to_gbnf(grammar)
+        problem = repetition_problem(gbnf)
+        if problem is not None:
+            raise InvalidRequest(f"The grammar is not valid GBNF: {problem}", param=grammar.param)
         _lib.take_native_problems()
         compiled = _lib.sampler_grammar(self._vocab, gbnf)
         if compiled is None:
