@@ -63,8 +63,8 @@ def _native_detail() -> str:
 def _probe_footprint(config: EngineConfig, size: int) -> ModelFootprint:
     """Read the layer count and KV head sizes with a load on the CPU (weights memory-mapped).
 
-    Not ``vocab_only``: with llama.cpp 0.3.36 a vocabulary-only load segfaults (seen on an
-    H100 machine with the CUDA build, also with no devices).
+    Not ``vocab_only``: after a vocabulary-only load llama.cpp 0.3.36 has no hyperparameters,
+    and ``llama_model_n_head`` aborts the process (GGML_ABORT in ``llama_hparams::n_head``).
     """
     params = _lib.model_default_params()
     params.devices = _lib.no_devices()
