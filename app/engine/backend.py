@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from app.engine.types import Grammar, ModelInfo, SamplingParams
+from app.engine.types import Grammar, ModelInfo, SamplingParams, TokenLogprob
 
 
 class DecodeError(RuntimeError):
@@ -36,6 +36,9 @@ class BatchToken:
 
 class Sampler(Protocol):
     """A per-sequence sampler chain (penalties, logit bias, top-k/p, min-p, temperature, dist)."""
+
+    last_logprob: TokenLogprob | None
+    """The logprobs of the token ``sample`` returned last, when the request asked for them."""
 
     def sample(self, batch_index: int) -> int:
         """Sample from the logits of token ``batch_index`` of the last decode batch; accept it.

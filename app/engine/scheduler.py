@@ -369,7 +369,8 @@ class Scheduler:
         stopped = False
         if seq.stops is not None and text:
             text, stopped = seq.stops.push(text)
-        self._emit(seq, TokenEvent(seq.request_id, text, token))
+        logprob = seq.sampler.last_logprob if seq.sampler is not None else None
+        self._emit(seq, TokenEvent(seq.request_id, text, token, logprob=logprob))
         if stopped:
             self._finish(seq, FinishReason.STOP, now)
             return

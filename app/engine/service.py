@@ -332,6 +332,9 @@ def _finite(name: str, value: float, low: float = -FLOAT32_MAX, high: float = FL
         raise InvalidRequest(f"{name} must be a finite number in [{low:g}, {high:g}].", param=name)
 
 
+MAX_TOP_LOGPROBS = 20
+
+
 def validate_sampling(params: SamplingParams, *, n_vocab: int) -> None:
     """Raise InvalidRequest for sampling values the sampler chain cannot honour."""
     _finite("temperature", params.temperature, 0.0)
@@ -345,6 +348,10 @@ def validate_sampling(params: SamplingParams, *, n_vocab: int) -> None:
     if not -1 <= params.penalty_last_n <= INT32_MAX:
         raise InvalidRequest(
             f"penalty_last_n must be in [-1, {INT32_MAX}].", param="penalty_last_n"
+        )
+    if params.logprobs is not None and not 0 <= params.logprobs <= MAX_TOP_LOGPROBS:
+        raise InvalidRequest(
+            f"top_logprobs must be in [0, {MAX_TOP_LOGPROBS}].", param="top_logprobs"
         )
     if params.max_tokens is not None and params.max_tokens < 1:
         raise InvalidRequest("max_tokens must be at least 1.", param="max_tokens")

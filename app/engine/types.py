@@ -65,6 +65,7 @@ class SamplingParams:
     stop: tuple[str, ...] = ()
     ignore_eos: bool = False
     grammar: Grammar | None = None  # constrain the output (JSON mode, JSON Schema, GBNF, tools)
+    logprobs: int | None = None  # report each token's logprob and this many top alternatives
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,20 @@ class Timings:
 
 
 @dataclass(frozen=True)
+class TokenLogprob:
+    """A sampled token's log-probability and the most likely alternatives (best first).
+
+    From the distribution the sampler saw: the logits after logit bias, repetition penalties
+    and a grammar's mask, before temperature, top-k, top-p and min-p. Tokens are raw piece
+    bytes (a piece may hold part of a UTF-8 character).
+    """
+
+    token: bytes
+    logprob: float
+    top: tuple[tuple[bytes, float], ...] = ()
+
+
+@dataclass(frozen=True)
 class TokenEvent:
     """One event of a request's stream.
 
@@ -124,6 +139,7 @@ class TokenEvent:
     usage: Usage | None = None
     timings: Timings | None = None
     error: str | None = None
+    logprob: TokenLogprob | None = None  # when the request asked for logprobs
 
     @property
     def is_final(self) -> bool:

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
+from pydantic import (
+    BaseModel,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
 
 from app.schemas.common import (
     CompletionUsage,
@@ -13,6 +19,7 @@ from app.schemas.common import (
     UsageWhenAsked,
     WireRequest,
 )
+from app.schemas.logprobs import ChoiceLogprobs
 from app.schemas.tools import ToolCall, ToolCallDelta, ToolChoice, ToolDefinition
 
 
@@ -49,6 +56,18 @@ class ChatCompletionRequest(SamplingRequest):
     tools: list[ToolDefinition] | None = Field(None, max_length=128)
     tool_choice: ToolChoice | None = None
     parallel_tool_calls: bool | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+
+    @model_validator(mode="after")
+    def _top_needs_logprobs(self) -> ChatCompletionRequest:
+        if self.top_logprobs is not None and not self.logprobs:
+            raise ValueError("top_logprobs needs logprobs set to true")
+        return self
+
+    def logprobs_wanted(self) -> int | None:
+        """``top_logprobs`` (0 when unset) when ``logprobs`` is true."""
+        return (self.top_logprobs or 0) if self.logprobs else None
 
 
 class ChatCompletionMessage(BaseModel):
@@ -71,7 +90,7 @@ class ChatCompletionChoice(BaseModel):
 
     index: int = 0
     message: ChatCompletionMessage
-    logprobs: None = None
+    logprobs: ChoiceLogprobs | None = None
     finish_reason: FinishReasonWire
 
 
@@ -105,7 +124,7 @@ class ChatCompletionChunkChoice(BaseModel):
 
     index: int = 0
     delta: ChoiceDelta
-    logprobs: None = None
+    logprobs: ChoiceLogprobs | None = None
     finish_reason: FinishReasonWire | None = None
 
 

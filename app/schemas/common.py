@@ -134,6 +134,10 @@ class SamplingRequest(WireRequest):
                 raise ValueError("logit_bias values must be between -100 and 100")
         return value
 
+    def logprobs_wanted(self) -> int | None:
+        """How many top alternatives to report per token; None: no logprobs at all."""
+        return None
+
     def stop_list(self) -> tuple[str, ...]:
         """``stop`` as a tuple, whether it came as one string or a list."""
         if self.stop is None:

@@ -16,6 +16,7 @@ from app.schemas.common import (
     SamplingRequest,
     UsageWhenAsked,
 )
+from app.schemas.logprobs import CompletionLogprobs
 
 
 class CompletionRequest(SamplingRequest):
@@ -25,7 +26,11 @@ class CompletionRequest(SamplingRequest):
     echo: bool | None = None
     suffix: str | None = None
     best_of: int | None = None
-    logprobs: int | None = None
+    logprobs: int | None = Field(None, ge=0, le=20)
+
+    def logprobs_wanted(self) -> int | None:
+        """``logprobs``: top alternatives per token (0: only the sampled token's logprob)."""
+        return self.logprobs
 
     @field_validator("prompt")
     @classmethod
@@ -36,10 +41,10 @@ class CompletionRequest(SamplingRequest):
             raise ValueError("prompt must not be empty")
         return value
 
-    @field_validator("echo", "suffix", "logprobs")
+    @field_validator("echo", "suffix")
     @classmethod
     def _unsupported(cls, value: object) -> object:
-        if value:  # echo=true, a suffix, logprobs>0: not implemented here
+        if value:  # echo=true, a suffix: not implemented here
             raise ValueError("this option is not supported by this server")
         return value
 
@@ -65,7 +70,7 @@ class CompletionChoice(BaseModel):
 
     text: str
     index: int = 0
-    logprobs: None = None
+    logprobs: CompletionLogprobs | None = None
     finish_reason: FinishReasonWire | None = None
 
 

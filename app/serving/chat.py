@@ -8,7 +8,7 @@ from dataclasses import replace
 from typing import Any
 
 from app.engine.errors import InvalidRequest
-from app.engine.types import GenerationRequest, ModelInfo
+from app.engine.types import GenerationRequest, ModelInfo, TokenLogprob
 from app.schemas.chat import (
     ChatCompletion,
     ChatCompletionChoice,
@@ -24,6 +24,7 @@ from app.serving.chat_template import needs_bos, render_chat, with_system_prompt
 from app.serving.context import fit_messages, reply_room
 from app.serving.errors import GenerationFailed
 from app.serving.generation import ResponsePlan, collect
+from app.serving.logprobs import LoggedPiece, chat_logprobs
 from app.serving.render import HOLE, JsonTemplate, RawJson
 from app.serving.sampling import (
     Finished,
@@ -123,7 +124,10 @@ def plan_chat(
 
 
 def _chunk(
-    plan: ResponsePlan, delta: ChoiceDelta, finish: Finished | None = None
+    plan: ResponsePlan,
+    delta: ChoiceDelta,
+    finish: Finished | None = None,
+    logprobs: Sequence[TokenLogprob] = (),
 ) -> ChatCompletionChunk:
     return ChatCompletionChunk(
         id=plan.completion_id,
@@ -131,7 +135,9 @@ def _chunk(
         model=plan.model,
         choices=[
             ChatCompletionChunkChoice(
-                delta=delta, finish_reason=finish.reason if finish is not None else None
+                delta=delta,
+                finish_reason=finish.reason if finish is not None else None,
+                logprobs=chat_logprobs(logprobs) if logprobs else None,
             )
         ],
         include_usage=plan.include_usage,
@@ -150,6 +156,9 @@ async def chat_chunks(
     items = stream if plan.tool_calls is None else split_tool_calls(stream, plan.tool_calls)
     n_calls = 0
     async for item in items:
+        if isinstance(item, LoggedPiece):
+            yield _chunk(plan, ChoiceDelta(content=str(item)), logprobs=item.logprobs)
+            continue
         if isinstance(item, str):
             yield content.fill(item)
             continue
@@ -158,7 +167,7 @@ async def chat_chunks(
                 yield _chunk(plan, ChoiceDelta(tool_calls=[delta]))
             n_calls += 1
             continue
-        yield _chunk(plan, ChoiceDelta(), item)
+        yield _chunk(plan, ChoiceDelta(), item, item.logprobs)
         if plan.include_usage:
             yield ChatCompletionChunk(
                 id=plan.completion_id,
@@ -174,17 +183,21 @@ async def chat_completion(
     plan: ResponsePlan, stream: AsyncIterator[str | Finished]
 ) -> ChatCompletion:
     """The whole reply as one ``chat.completion``."""
+    logprobs = None
     if plan.tool_calls is None:
         result = await collect(stream)
         message = ChatCompletionMessage(content=result.text)
         finished = result.finished
+        if plan.request.sampling.logprobs is not None:
+            logprobs = chat_logprobs(result.logprobs)
     else:
         message, finished = await _collect_calls(split_tool_calls(stream, plan.tool_calls))
+    choice = ChatCompletionChoice(message=message, finish_reason=finished.reason, logprobs=logprobs)
     return ChatCompletion(
         id=plan.completion_id,
         created=plan.created,
         model=plan.model,
-        choices=[ChatCompletionChoice(message=message, finish_reason=finished.reason)],
+        choices=[choice],
         usage=wire_usage(finished.usage),
     )
 

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from app.engine.types import GenerationRequest, ModelInfo
 from app.schemas.completions import Completion, CompletionChoice, CompletionRequest
 from app.serving.generation import ResponsePlan, collect
+from app.serving.logprobs import LoggedPiece, completion_logprobs
 from app.serving.render import HOLE, JsonTemplate, RawJson
 from app.serving.sampling import (
     Finished,
@@ -52,11 +53,21 @@ async def completion_chunks(
     Text chunks come from a template rendered once per stream (see ``render``).
     """
     text = JsonTemplate(_completion(plan, [CompletionChoice(text=HOLE)]))
+    offset = 0  # text_offset of the next token, counted over the whole completion
     async for item in stream:
+        if isinstance(item, LoggedPiece):
+            logprobs = completion_logprobs(item.logprobs, offset)
+            yield _completion(plan, [CompletionChoice(text=str(item), logprobs=logprobs)])
+            offset += len(item)
+            continue
         if not isinstance(item, Finished):
             yield text.fill(item)
+            offset += len(item)
             continue
-        yield _completion(plan, [CompletionChoice(text="", finish_reason=item.reason)])
+        tail = completion_logprobs(item.logprobs, offset) if item.logprobs else None
+        yield _completion(
+            plan, [CompletionChoice(text="", finish_reason=item.reason, logprobs=tail)]
+        )
         if plan.include_usage:
             last = _completion(plan, [])
             yield last.model_copy(update={"usage": wire_usage(item.usage)})
@@ -65,10 +76,16 @@ async def completion_chunks(
 async def completion(plan: ResponsePlan, stream: AsyncIterator[str | Finished]) -> Completion:
     """The whole continuation as one ``text_completion``."""
     result = await collect(stream)
+    wanted = plan.request.sampling.logprobs is not None
+    choice = CompletionChoice(
+        text=result.text,
+        finish_reason=result.finished.reason,
+        logprobs=completion_logprobs(result.logprobs) if wanted else None,
+    )
     return Completion(
         id=plan.completion_id,
         created=plan.created,
         model=plan.model,
-        choices=[CompletionChoice(text=result.text, finish_reason=result.finished.reason)],
+        choices=[choice],
         usage=wire_usage(result.finished.usage),
     )

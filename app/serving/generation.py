@@ -14,8 +14,9 @@ from dataclasses import dataclass
 import anyio
 
 from app.engine.protocol import Engine
-from app.engine.types import GenerationRequest, TokenEvent
+from app.engine.types import GenerationRequest, TokenEvent, TokenLogprob
 from app.serving.errors import GenerationFailed
+from app.serving.logprobs import LoggedPiece, logprobs_of
 from app.serving.sampling import Finished, wire_finish_reason
 from app.serving.tools import ToolCalls
 
@@ -67,10 +68,17 @@ async def pieces(
     that way. However the iteration ends, the request is aborted in the engine (a no-op
     for finished requests) and the engine's stream is closed.
     """
+    pending: list[TokenLogprob] = []  # logprobs of tokens whose text is held back
     try:
         async for event in events:
+            if event.logprob is not None:
+                pending.append(event.logprob)
             if event.text:
-                yield event.text
+                if pending:
+                    yield LoggedPiece(event.text, pending)
+                    pending = []
+                else:
+                    yield event.text
             if event.finish_reason is not None:
                 if event.usage is None:
                     raise GenerationFailed("The engine finished a request without usage.")
@@ -78,6 +86,7 @@ async def pieces(
                     wire_finish_reason(event.finish_reason, event.error),
                     event.usage,
                     event.timings,
+                    tuple(pending),
                 )
                 on_finish(finished)
                 yield finished
@@ -98,13 +107,17 @@ class Collected:
 
     text: str
     finished: Finished
+    logprobs: tuple[TokenLogprob, ...] = ()  # when the request asked for them
 
 
 async def collect(stream: AsyncIterator[str | Finished]) -> Collected:
     """Join the pieces of ``stream`` (see ``pieces``)."""
     parts: list[str] = []
+    logprobs: list[TokenLogprob] = []
     async for item in stream:
         if isinstance(item, Finished):
-            return Collected("".join(parts), item)
+            logprobs.extend(item.logprobs)
+            return Collected("".join(parts), item, tuple(logprobs))
         parts.append(item)
+        logprobs.extend(logprobs_of(item))
     raise GenerationFailed("The engine's stream ended without a final event.")

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from app.engine.errors import ModelNotFound
-from app.engine.types import FinishReason, ModelInfo, SamplingParams, Timings, Usage
+from app.engine.types import FinishReason, ModelInfo, SamplingParams, Timings, TokenLogprob, Usage
 from app.schemas.common import (
     CompletionUsage,
     FinishReasonWire,
@@ -93,6 +93,7 @@ def sampling_params(body: SamplingRequest, cap: int | None) -> SamplingParams:
         stop=body.stop_list(),
         ignore_eos=bool(body.ignore_eos),
         grammar=response_grammar(body),
+        logprobs=body.logprobs_wanted(),
     )
 
 
@@ -129,3 +130,4 @@ class Finished:
     reason: FinishReasonWire
     usage: Usage
     timings: Timings | None
+    logprobs: tuple[TokenLogprob, ...] = ()  # of tokens whose text came with no later piece

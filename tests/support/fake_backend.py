@@ -73,6 +73,7 @@ class FakeSampler:
         self.accepted: list[int] = []
         self.n_sampled = 0
         self.closed = False
+        self.last_logprob = None  # the fake has no distribution to report
 
     def sample(self, batch_index: int) -> int:
         self.backend.check_thread()

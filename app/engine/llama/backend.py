@@ -167,7 +167,8 @@ class LlamaBackend:
         if ctx is None:
             raise RuntimeError("backend is closed")
         grammar = self._grammar_state(params.grammar)
-        if grammar is not None and self._candidates is None:
+        special = grammar is not None or params.logprobs is not None
+        if special and self._candidates is None:
             self._candidates = Candidates(self._n_vocab)
         return LlamaSampler(
             ctx,
@@ -177,6 +178,7 @@ class LlamaBackend:
             seed,
             grammar=grammar,
             candidates=self._candidates,
+            piece=self.token_to_bytes,
         )
 
     def _grammar_state(self, grammar: Grammar | None) -> GrammarState | None:

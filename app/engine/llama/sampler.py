@@ -16,13 +16,15 @@ from __future__ import annotations
 
 import ctypes
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from app.engine.llama import _lib
 from app.engine.llama.grammar import GrammarState, SingleCandidate
-from app.engine.types import SamplingParams
+from app.engine.llama.logprobs import token_logprob
+from app.engine.types import SamplingParams, TokenLogprob
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +110,17 @@ class LlamaSampler:
     Use from the engine thread only: ``sample`` reads the context's logits of the last decode.
     """
 
-    __slots__ = ("_candidates", "_chain", "_ctx", "_grammar", "kinds")
+    __slots__ = (
+        "_candidates",
+        "_chain",
+        "_ctx",
+        "_grammar",
+        "_n_top",
+        "_piece",
+        "_pre",
+        "kinds",
+        "last_logprob",
+    )
 
     def __init__(
         self,
@@ -120,16 +132,27 @@ class LlamaSampler:
         *,
         grammar: GrammarState | None = None,
         candidates: Candidates | None = None,
+        piece: Callable[[int], bytes] | None = None,
     ) -> None:
         self._ctx = ctx
         self._grammar = grammar
-        self._candidates = candidates or (Candidates(n_vocab) if grammar else None)
-        self._chain: _lib.SamplerHandle | None = _lib.sampler_chain()
+        self._n_top = params.logprobs
+        self._piece = piece or (lambda token: b"")
+        self.last_logprob: TokenLogprob | None = None
+        special = grammar is not None or self._n_top is not None
+        self._candidates = candidates or (Candidates(n_vocab) if special else None)
         links = _links(params, n_vocab, n_ctx, seed)
         self.kinds = tuple(kind for kind, _ in links)  # for logs and tests
+        # With logprobs, bias and penalties run in their own chain: the logprobs are taken
+        # between them and the rest (temperature, truncation, the draw).
+        n_pre = sum(kind in ("logit_bias", "penalties") for kind in self.kinds)
+        split = self._n_top is not None and n_pre > 0
+        self._pre: _lib.SamplerHandle | None = _lib.sampler_chain() if split else None
+        self._chain: _lib.SamplerHandle | None = _lib.sampler_chain()
         try:
-            for kind, args in links:
-                _lib.sampler_add(self._chain, _lib.sampler_make(kind, *args))
+            for i, (kind, args) in enumerate(links):
+                chain = self._pre if split and i < n_pre else self._chain
+                _lib.sampler_add(chain, _lib.sampler_make(kind, *args))
         except Exception:
             self.close()
             raise
@@ -139,9 +162,37 @@ class LlamaSampler:
         chain = self._chain
         if chain is None:  # a NULL chain would crash the process
             raise RuntimeError("sampler is closed")
+        if self._n_top is not None:
+            return self._sample_with_logprobs(chain, batch_index)
         if self._grammar is None:
             return int(_lib.raw_sampler_sample(chain, self._ctx, batch_index))
         return self._sample_constrained(chain, self._grammar, batch_index)
+
+    def _sample_with_logprobs(self, chain: Any, batch_index: int) -> int:
+        # The grammar masks the whole vocabulary first here (no rejection sampling): the
+        # logprobs must come from the distribution the token is drawn from.
+        cand, grammar, pre = self._candidates, self._grammar, self._pre
+        assert cand is not None
+        assert self._n_top is not None
+        cand.load(self._ctx, batch_index)
+        constrained = grammar is not None and grammar.active
+        if constrained:
+            assert grammar is not None
+            _lib.raw_sampler_apply(grammar.handle, cand.ref)
+        if pre is not None:
+            _lib.raw_sampler_apply(pre, cand.ref)
+        logits = cand.data["logit"].copy()  # still in token id order
+        _lib.raw_sampler_apply(chain, cand.ref)
+        token = cand.selected()
+        if constrained and grammar is not None and not grammar.allows(token, cand.single.array):
+            return self._dead_end()
+        if pre is not None:
+            _lib.raw_sampler_accept(pre, token)
+        _lib.raw_sampler_accept(chain, token)
+        if grammar is not None:
+            grammar.accept(token)
+        self.last_logprob = token_logprob(logits, token, self._n_top, self._piece)
+        return token
 
     def _sample_constrained(self, chain: Any, grammar: GrammarState, batch_index: int) -> int:
         cand = self._candidates
@@ -170,6 +221,8 @@ class LlamaSampler:
         """Feed a token (e.g. from the prompt) into the penalty history."""
         if self._chain is None:
             raise RuntimeError("sampler is closed")
+        if self._pre is not None:
+            _lib.raw_sampler_accept(self._pre, token)
         _lib.raw_sampler_accept(self._chain, token)
         # Prompt tokens never reach the grammar: it constrains the generated text only.
 
@@ -178,6 +231,9 @@ class LlamaSampler:
         if self._chain is not None:
             _lib.sampler_free(self._chain)
             self._chain = None
+        if self._pre is not None:
+            _lib.sampler_free(self._pre)
+            self._pre = None
         if self._grammar is not None:
             self._grammar.close()
             self._grammar = None
