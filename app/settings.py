@@ -181,7 +181,9 @@ class Settings(BaseSettings):
         "auto",
         description="Layers to offload to the GPU: a number, 'all', or 'auto' (as many as fit).",
     )
-    threads: int | None = Field(None, ge=1, description="CPU threads (default: all cores).")
+    threads: int | None = Field(
+        None, ge=1, description="CPU threads (default: the physical cores this process may use)."
+    )
     batch_size: int = Field(
         512, ge=16, description="Max tokens per decode step (prompt chunks plus decode tokens)."
     )

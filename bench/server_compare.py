@@ -259,8 +259,9 @@ async def run_scenario(server: Server, scenario: Scenario, args: argparse.Namesp
 
 def measure(args: argparse.Namespace, parallel: int, scenario: Scenario) -> dict[str, list[object]]:
     out: dict[str, list[object]] = {"cria": [], "llama-server": []}
+    starters = {"cria": start_cria, "llama-server": start_llama}
     for _ in range(args.repeat):
-        for start in (start_cria, start_llama):
+        for start in (starters[name] for name in args.servers):
             server = start(args, parallel)
             try:
                 out[server.name].append(asyncio.run(run_scenario(server, scenario, args)))
@@ -270,6 +271,9 @@ def measure(args: argparse.Namespace, parallel: int, scenario: Scenario) -> dict
 
 
 def ratio_line(name: str, cria: list[float], llama: list[float], unit: str) -> None:
+    if not cria or not llama:
+        print(f"{name:34} cria {cria} llama-server {llama} {unit}")
+        return
     c, ll = statistics.median(cria), statistics.median(llama)
     print(
         f"{name:34}{c:10.1f}{ll:14.1f}  {unit:8} ratio {c / ll:5.2f}"
@@ -290,6 +294,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--arrival-tokens", type=int, default=160)
     parser.add_argument("--arrival-delay", type=float, default=1.5)
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument(
+        "--servers", nargs="*", default=["cria", "llama-server"], help="a smoke run: cria only"
+    )
     parser.add_argument(
         "--only", nargs="*", default=["single", "streams8", "chat", "arrival"], help="scenarios"
     )
@@ -312,7 +319,7 @@ def main() -> None:
     if "chat" in args.only:
         r = measure(args, 4, chat_users)
         for name in ("cria", "llama-server"):
-            for ttft, share, wall in r[name]:  # type: ignore[misc]
+            for ttft, share, wall in r[name]:  # type: ignore[misc, attr-defined]
                 print(
                     f"  chat {name:13} p50 TTFT turns 11-12 {ttft:6.2f} s, "
                     f"cached {share:5.1%} of prompt tokens, wall {wall:5.1f} s"

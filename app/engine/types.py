@@ -249,7 +249,7 @@ class EngineConfig:
     model_alias: str | None = None
     n_slots: int = 4
     n_ctx_slot: int = 2048
-    n_threads: int | None = None  # None: number of physical cores (os.cpu_count() here)
+    n_threads: int | None = None  # None: the physical cores this process may use
     n_batch: int = 512  # max tokens in one llama_decode call (prompt chunks + decode tokens)
     kv_cache_type: str = "f16"  # f16, q8_0, q4_0, f32, bf16
     n_gpu_layers: GpuLayers = "auto"

@@ -113,3 +113,23 @@ def test_grammar_repetition_bounds_are_checked_before_llama_cpp(
     else:
         assert found is not None
         assert problem in found
+
+
+def _cpuinfo(pairs: list[tuple[int, int]]) -> str:
+    blocks = [
+        f"processor\t: {i}\nmodel name\t: X\nphysical id\t: {p}\ncore id\t\t: {c}\n"
+        for i, (p, c) in enumerate(pairs)
+    ]
+    return "\n".join(blocks) + "\n"
+
+
+def test_physical_cores_count_hyperthread_siblings_once() -> None:
+    from app.engine.llama.cpu import count_physical_cores
+
+    # 2 sockets x 2 cores x 2 threads: 8 logical CPUs, 4 cores.
+    pairs = [(p, c) for p in (0, 1) for c in (0, 1) for _ in range(2)]
+    assert count_physical_cores(_cpuinfo(pairs), allowed=8) == 4
+    assert count_physical_cores(_cpuinfo(pairs), allowed=2) == 2  # a container's cpuset
+    # A VM without topology fields: every processor is a core.
+    assert count_physical_cores("processor\t: 0\n\nprocessor\t: 1\n", allowed=2) == 2
+    assert count_physical_cores("", allowed=3) == 3

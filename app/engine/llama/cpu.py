@@ -9,6 +9,7 @@ could be used. The parsing is pure (it takes the text of /proc/cpuinfo) so it is
 from __future__ import annotations
 
 import logging
+import os
 import platform
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,3 +93,45 @@ def decide_amx_guard(cpu: CpuFacts, build_has_amx: bool, force: bool | None) -> 
     if force:
         return AmxDecision(True, reason or "forced on")
     return AmxDecision(False, None)
+
+
+def count_physical_cores(cpuinfo: str, allowed: int) -> int:
+    """Physical cores among the CPUs this process may use, from /proc/cpuinfo text.
+
+    llama.cpp's own tools default to physical cores: two threads on the hyperthreads of one
+    core share its vector units and mostly wait on each other at ggml's barriers. Each
+    ``physical id``/``core id`` pair is one core; without those fields (some VMs), every
+    listed processor counts. Never more than ``allowed`` (the affinity mask: containers).
+    """
+    cores: set[tuple[str, str]] = set()
+    processors = 0
+    physical = core = ""
+    for line in [*cpuinfo.splitlines(), ""]:
+        key, sep, value = line.partition(":")
+        key = key.strip()
+        if not sep:  # a blank line ends one processor block
+            if physical or core:
+                cores.add((physical, core))
+            physical = core = ""
+            continue
+        if key == "processor":
+            processors += 1
+        elif key == "physical id":
+            physical = value.strip()
+        elif key == "core id":
+            core = value.strip()
+    found = len(cores) or processors
+    return max(1, min(found, allowed)) if found else max(1, allowed)
+
+
+def default_threads(path: Path = CPUINFO) -> int:
+    """Decode threads when none are configured: the physical cores this process may use."""
+    try:
+        allowed = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        allowed = os.cpu_count() or 1
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return allowed
+    return count_physical_cores(text, allowed)

@@ -11,14 +11,13 @@ llama.cpp returns NULL on failure, so nothing here can crash the process.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import replace
 from typing import Any
 
 from app.engine.errors import ModelLoadError
 from app.engine.llama import _lib
 from app.engine.llama.backend import LlamaBackend
-from app.engine.llama.cpu import AmxDecision, decide_amx_guard, read_cpu_facts
+from app.engine.llama.cpu import AmxDecision, decide_amx_guard, default_threads, read_cpu_facts
 from app.engine.llama.devices import list_gpu_devices, load_backends
 from app.engine.llama.info import build_model_info
 from app.engine.llama.offload import (
@@ -156,7 +155,7 @@ def _create_context(
     config: EngineConfig, model: int, plan: OffloadPlan, amx: AmxDecision
 ) -> tuple[int, int, OffloadPlan]:
     """Create the context, backing off the offload if that fails; returns (model, ctx, plan)."""
-    n_threads = config.n_threads or os.cpu_count() or 1
+    n_threads = config.n_threads or default_threads()
     while True:
         ctx = _lib.context_init(model, _context_params(config, n_threads))
         if ctx is not None:
