@@ -30,7 +30,7 @@ import httpx
 from app.engine.service import LlamaEngine
 from app.engine.types import GenerationRequest, SamplingParams
 from app.models.registry import resolve_model
-from app.serving.chat_template import needs_bos, render_chat, with_system_prompt
+from app.serving.chat_template import needs_bos, render_chat
 from app.settings import DEFAULT_MODEL, Settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -67,14 +67,17 @@ def bench_settings(args: argparse.Namespace, model: Path) -> Settings:
     )
 
 
-def chat_body(question: str, max_tokens: int) -> dict[str, object]:
-    return {
+def chat_body(question: str, max_tokens: int, *, stream: bool = True) -> dict[str, object]:
+    body: dict[str, object] = {
         "messages": [{"role": "user", "content": question}],
         "temperature": 0.0,
         "max_tokens": max_tokens,
-        "stream": True,
-        "stream_options": {"include_usage": True},
+        "ignore_eos": True,  # both paths generate exactly max_tokens
+        "stream": stream,
     }
+    if stream:
+        body["stream_options"] = {"include_usage": True}
+    return body
 
 
 Run = Callable[[list[str]], Awaitable[int]]  # generate for each question; total tokens
@@ -97,16 +100,14 @@ async def engine_rates(settings: Settings, args: argparse.Namespace) -> tuple[fl
     counter = iter(range(10**9))
 
     async def one(question: str) -> int:
-        messages = with_system_prompt(
-            [{"role": "user", "content": question}], settings.system_prompt
-        )
+        messages = [{"role": "user", "content": question}]  # as the HTTP route renders it
         prompt = render_chat(
             info.chat_template, messages, bos_token=info.bos_token, eos_token=info.eos_token
         )
         request = GenerationRequest(
             f"bench-{next(counter)}",
             prompt,
-            SamplingParams(temperature=0.0, max_tokens=args.max_tokens),
+            SamplingParams(temperature=0.0, max_tokens=args.max_tokens, ignore_eos=True),
             add_special=needs_bos(prompt, info.bos_token),
         )
         async for event in engine.submit(request):
@@ -142,8 +143,9 @@ def event_loop_cpu_s(pid: int) -> float:
 
 async def http_rates(
     base_url: str, args: argparse.Namespace, pid: int
-) -> tuple[float, float, float]:
-    """Single-stream and aggregate tok/s, and event-loop CPU microseconds per token."""
+) -> tuple[float, float, float, float]:
+    """Single-stream, aggregate and aggregate non-streamed tok/s, and event-loop CPU
+    microseconds per streamed token."""
     async with httpx.AsyncClient(base_url=base_url, timeout=600) as client:
 
         async def one(question: str) -> int:
@@ -158,13 +160,22 @@ async def http_rates(
         async def run(questions: list[str]) -> int:
             return sum(await asyncio.gather(*(one(q) for q in questions)))
 
+        async def plain(question: str) -> int:
+            body = chat_body(question, args.max_tokens, stream=False)
+            response = await client.post("/v1/chat/completions", json=body)
+            return int(response.json()["usage"]["completion_tokens"])
+
+        async def run_plain(questions: list[str]) -> int:
+            return sum(await asyncio.gather(*(plain(q) for q in questions)))
+
         await run(QUESTIONS[:1])  # warm-up
         single = await measure(run, QUESTIONS[:1], args.repeat)
         cpu_before = event_loop_cpu_s(pid)
         tokens = sum([await run(streams(args)) for _ in range(args.repeat)])
         loop_us_per_token = (event_loop_cpu_s(pid) - cpu_before) / max(tokens, 1) * 1e6
         many = await measure(run, streams(args), args.repeat)
-    return single, many, loop_us_per_token
+        many_plain = await measure(run_plain, streams(args), args.repeat)
+    return single, many, many_plain, loop_us_per_token
 
 
 def free_port() -> int:
@@ -214,7 +225,9 @@ def main() -> None:
     engine_single, engine_many = asyncio.run(engine_rates(settings, args))
     process, base_url = start_server(settings)
     try:
-        http_single, http_many, loop_us = asyncio.run(http_rates(base_url, args, process.pid))
+        http_single, http_many, http_plain, loop_us = asyncio.run(
+            http_rates(base_url, args, process.pid)
+        )
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -222,6 +235,7 @@ def main() -> None:
     for label, engine_rate, http_rate in (
         ("single stream tok/s", engine_single, http_single),
         (f"{args.streams} streams tok/s", engine_many, http_many),
+        (f"{args.streams} non-streamed tok/s", engine_many, http_plain),
     ):
         print(f"{label:24}{engine_rate:12.1f}{http_rate:12.1f}{http_rate / engine_rate:8.3f}")
     print(f"server event-loop CPU per streamed token ({args.streams} streams): {loop_us:.0f} us")
