@@ -24,7 +24,7 @@ from app.serving.chat_template import needs_bos, render_chat, with_system_prompt
 from app.serving.context import fit_messages, reply_room
 from app.serving.errors import GenerationFailed
 from app.serving.generation import ResponsePlan, collect
-from app.serving.logprobs import LoggedPiece, chat_logprobs
+from app.serving.logprobs import LoggedPiece, chat_logprobs, logprobs_of
 from app.serving.render import HOLE, JsonTemplate, RawJson
 from app.serving.sampling import (
     Finished,
@@ -191,7 +191,10 @@ async def chat_completion(
         if plan.request.sampling.logprobs is not None:
             logprobs = chat_logprobs(result.logprobs)
     else:
-        message, finished = await _collect_calls(split_tool_calls(stream, plan.tool_calls))
+        calls = split_tool_calls(stream, plan.tool_calls)
+        message, finished, entries = await _collect_calls(calls)
+        if plan.request.sampling.logprobs is not None:
+            logprobs = chat_logprobs(entries)
     choice = ChatCompletionChoice(message=message, finish_reason=finished.reason, logprobs=logprobs)
     return ChatCompletion(
         id=plan.completion_id,
@@ -217,8 +220,9 @@ def _call_deltas(call: ParsedCall, index: int) -> list[ToolCallDelta]:
 
 async def _collect_calls(
     items: AsyncIterator[str | ParsedCall | Finished],
-) -> tuple[ChatCompletionMessage, Finished]:
+) -> tuple[ChatCompletionMessage, Finished, list[TokenLogprob]]:
     parts: list[str | ParsedCall] = []
+    logprobs: list[TokenLogprob] = []
     async for item in items:
         if isinstance(item, Finished):
             content, calls = call_message_parts(parts)
@@ -226,6 +230,9 @@ async def _collect_calls(
                 ToolCall(id=c.id, function=FunctionCall(name=c.name, arguments=c.arguments))
                 for c in calls
             ]
-            return ChatCompletionMessage(content=content, tool_calls=tool_calls or None), item
+            message = ChatCompletionMessage(content=content, tool_calls=tool_calls or None)
+            return message, item, [*logprobs, *item.logprobs]
         parts.append(item)
+        if isinstance(item, str):
+            logprobs.extend(logprobs_of(item))
     raise GenerationFailed("The engine's stream ended without a final event.")

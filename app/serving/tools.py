@@ -21,10 +21,11 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from app.engine.errors import InvalidRequest
-from app.engine.types import Grammar, JsonRule
+from app.engine.types import Grammar, JsonRule, TokenLogprob
 from app.schemas.chat import ChatCompletionRequest, ChatMessage
 from app.schemas.tools import NamedToolChoice, ToolDefinition
 from app.serving.json_schema import canonical_schema
+from app.serving.logprobs import LoggedPiece, logprobs_of
 from app.serving.sampling import Finished
 
 OPEN, CLOSE = "<tool_call>", "</tool_call>"
@@ -269,18 +270,32 @@ def _partial_suffix(text: str, mark: str) -> int:
 async def split_tool_calls(
     stream: AsyncIterator[str | Finished], calls: ToolCalls
 ) -> AsyncIterator[str | ParsedCall | Finished]:
-    """``stream`` with tool calls parsed out; the end says ``tool_calls`` when there were any."""
+    """``stream`` with tool calls parsed out; the end says ``tool_calls`` when there were any.
+
+    Logprobs stay with the content text; those of a call's own tokens are dropped (OpenAI
+    reports logprobs for content only).
+    """
     splitter = CallSplitter(calls)
+    pending: list[TokenLogprob] = []
     async for item in stream:
         if not isinstance(item, Finished):
+            pending.extend(logprobs_of(item))
             for out in splitter.push(item):
-                yield out
+                if isinstance(out, ParsedCall):
+                    pending.clear()
+                    yield out
+                elif pending:
+                    yield LoggedPiece(out, pending)
+                    pending = []
+                else:
+                    yield out
             continue
         for text in splitter.flush():
-            yield text
+            yield LoggedPiece(text, pending) if pending else text
+            pending = []
         if splitter.n_calls and item.reason == "stop":
             item = replace(item, reason="tool_calls")
-        yield item
+        yield replace(item, logprobs=(*pending, *item.logprobs))
 
 
 def call_message_parts(items: list[str | ParsedCall]) -> tuple[str | None, list[ParsedCall]]:

@@ -100,3 +100,26 @@ def test_history_with_calls_and_results() -> None:
     assert native.template_tools is not None
     assert native.messages[1]["tool_calls"][0]["function"]["arguments"] == {"city": "Paris"}
     assert native.messages[2] == {"role": "tool", "content": "18C", "tool_call_id": "call_1"}
+
+
+async def test_logprobs_stay_with_content_and_leave_calls_out() -> None:
+    from app.engine.types import TokenLogprob, Usage
+    from app.serving.logprobs import LoggedPiece, logprobs_of
+    from app.serving.sampling import Finished
+    from app.serving.tools import split_tool_calls
+
+    def lp(text: str) -> TokenLogprob:
+        return TokenLogprob(text.encode(), -1.0)
+
+    async def stream():  # type: ignore[no-untyped-def]
+        yield LoggedPiece("Hi", [lp("Hi")])
+        yield LoggedPiece(' <tool_call>{"name": "get_weather", "arguments": {}}', [lp("call")])
+        yield LoggedPiece("</tool_call>", [lp("end")])
+        yield Finished("stop", Usage(1, 0, 3), None)
+
+    out = [item async for item in split_tool_calls(stream(), CALLS)]
+    assert [t.token for item in out if isinstance(item, str) for t in logprobs_of(item)] == [b"Hi"]
+    assert isinstance(out[1], ParsedCall)
+    assert isinstance(out[-1], Finished)
+    assert out[-1].reason == "tool_calls"
+    assert out[-1].logprobs == ()
