@@ -206,3 +206,14 @@ def test_bad_schemas_and_grammars_are_400_and_serving_goes_on(
 def _post(server: ServerProcess, path: str, body: dict[str, object]) -> httpx.Response:
     headers = {"Authorization": f"Bearer {KEY}"}
     return httpx.post(f"{server.base_url}{path}", json=body, headers=headers, timeout=120)
+
+
+def test_a_grammar_no_token_can_follow_fails_that_request_only(server: ServerProcess) -> None:
+    # NUL is in no token's text: the grammar rejects every token after "a". llama.cpp would
+    # abort the process on accepting a rejected token; the request ends with an error.
+    body = {"messages": [{"role": "user", "content": "Hi"}], "grammar": 'root ::= "a" [\\x00]'}
+    failed = _post(server, "/v1/chat/completions", {**body, "max_tokens": 5})
+    assert failed.status_code == 500
+    assert "grammar allows no next token" in failed.json()["error"]["message"]
+    ok = _post(server, "/v1/chat/completions", {**body, "grammar": None, "max_tokens": 3})
+    assert ok.status_code == 200
