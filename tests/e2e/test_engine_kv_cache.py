@@ -120,6 +120,8 @@ class PoisonedBackend:
 
 
 QUESTIONS = ("Describe a sunny day.", "Name three fruits.", "Count from one to ten.")
+STREAM = SamplingParams(temperature=0.0, max_tokens=32, ignore_eos=True)
+"""The three streams: long enough to still decode when the poisoned chunk comes."""
 POISON_WORD = " xylophone"
 POISONED_USER = (
     "Read this and summarize it: "
@@ -151,13 +153,13 @@ async def test_a_decode_failure_in_a_prefill_ends_only_that_request(model_path: 
         assert poison in bad_tokens
         assert bad_tokens.index(poison) > 40  # past the first prefill chunks
         alone = await asyncio.gather(
-            *(generate(engine, f"alone{i}", p, PARAMS) for i, p in enumerate(prompts))
+            *(generate(engine, f"alone{i}", p, STREAM) for i, p in enumerate(prompts))
         )
         assert all(poison not in [e.token_id for e in events] for events in alone)
         backend.poison = poison
 
         streams = [
-            aiter(engine.submit(GenerationRequest(f"s{i}", p, PARAMS, use_cache=False)))
+            aiter(engine.submit(GenerationRequest(f"s{i}", p, STREAM, use_cache=False)))
             for i, p in enumerate(prompts)
         ]
         firsts = [await anext(stream) for stream in streams]  # all three are decoding
@@ -168,7 +170,9 @@ async def test_a_decode_failure_in_a_prefill_ends_only_that_request(model_path: 
             return [event async for event in stream]
 
         *others, bad_events = await asyncio.gather(*(rest(s) for s in streams), rest(bad))
-        assert backend.failures >= 1
+        # The batch of the three decode tokens and the poisoned chunk failed, then the
+        # chunk alone; the decode tokens alone went through.
+        assert backend.failures == 2
         final = bad_events[-1]
         assert final.finish_reason is FinishReason.ERROR
         assert final.error is not None
@@ -187,7 +191,7 @@ async def test_a_decode_failure_in_a_prefill_ends_only_that_request(model_path: 
         backend.poison = None
         after = await asyncio.gather(
             *(
-                generate(engine, f"after{i}", p, PARAMS)
+                generate(engine, f"after{i}", p, STREAM)
                 for i, p in enumerate([*prompts, bad_prompt])
             )
         )
