@@ -25,6 +25,10 @@ from tests.support.sse_client import EventSourceParser, SSEEvent
 
 CTX = 256
 SYSTEM = "You are a friendly assistant. Answer briefly."
+# Short on purpose: a new chat that shares at least half of a free slot's cells (a long
+# system prompt) takes that slot and the old chat's turns are dropped, not saved to host
+# RAM (the KV manager saves only when it keeps less than half), so its next turn would
+# prefill those turns again.
 RETOKENIZATION_SLACK = 4
 """Tokens at the end of a reply that its text may tokenize to differently in the next turn."""
 
