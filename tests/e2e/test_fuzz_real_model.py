@@ -111,6 +111,7 @@ NATIVE_EDGES: list[tuple[str, dict[str, Any]]] = [
         "/v1/chat/completions",
         {"messages": USER, "grammar": "root ::= " + "(" * 3000 + '"a"' + ")" * 3000},
     ),
+    # An empty character range: no token can start the reply (was a 500 at the first step).
     ("/v1/chat/completions", {"messages": USER, "grammar": "root ::= [\\U0010FFFF-\\U00000000]"}),
     (
         "/v1/chat/completions",

@@ -23,6 +23,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 from llama_cpp.llama_grammar import SchemaConverter  # noqa: TID251 - the llama_cpp boundary
 
 from app.engine.errors import InvalidRequest
@@ -113,6 +114,23 @@ def _bounds_problem(inside: str) -> str | None:
     return None
 
 
+_TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])
+
+
+def _allows_a_first_token(handle: _lib.SamplerHandle, n_vocab: int) -> bool:
+    """Whether the grammar, at its start, lets any token through (apply changes no state).
+
+    A grammar that lets none through (an empty character range, say) would only fail at
+    the first sampling step, after the request was accepted: it is refused here instead.
+    """
+    data = np.zeros(n_vocab, dtype=_TOKEN_DATA)
+    data["id"] = np.arange(n_vocab, dtype=np.int32)
+    pointer = data.ctypes.data_as(ctypes.POINTER(_lib.TokenData))
+    array = _lib.TokenDataArray(data=pointer, size=n_vocab, selected=-1, sorted=False)
+    _lib.raw_sampler_apply(handle, ctypes.byref(array))
+    return bool(np.isfinite(data["logit"][: array.size]).any())
+
+
 class GrammarCache:
     """Compiled grammar samplers by grammar (LRU); hands out clones. Thread-safe."""
 
@@ -151,6 +169,12 @@ class GrammarCache:
         if compiled is None:
             native = "; ".join(_lib.take_native_problems()) or "it does not parse"
             raise InvalidRequest(f"The grammar is not valid GBNF: {native}", param=grammar.param)
+        if not _allows_a_first_token(compiled, _lib.vocab_n_tokens(self._vocab)):
+            _lib.sampler_free(compiled)
+            raise InvalidRequest(
+                "The grammar allows no text that any token of this model starts.",
+                param=grammar.param,
+            )
         with self._lock:
             self._compiled[key] = compiled
             while len(self._compiled) > self._size:
