@@ -129,7 +129,9 @@ class KVManager:
         restored = 0
         if use_cache and self.host_cache is not None:
             entry, n = self.host_cache.best(prompt, limit=len(prompt) - 1)
-            if entry is not None and n > reuse:
+            # The same rule as for slots: restore only a conversation the prompt mostly
+            # continues, not a stranger that shares the template header.
+            if entry is not None and n > reuse and n >= self._min_similarity * len(entry.tokens):
                 self._evict(slot, keep=0)
                 reuse = restored = self._restore(slot, entry.tokens, entry.data, n)
         if len(slot.tokens) > reuse:
@@ -161,8 +163,9 @@ class KVManager:
     def _evict(self, slot: Slot, keep: int) -> None:
         """Drop a slot's cells from ``keep`` on, saving the conversation first if it is lost."""
         cache = self.host_cache
-        lost = len(slot.tokens) - keep
-        if cache is not None and lost >= MIN_SAVE_TOKENS and keep < len(slot.tokens) / 2:
+        if cache is not None and len(slot.tokens) - keep >= MIN_SAVE_TOKENS:
+            # Even a slot that keeps a long shared prefix (a long system prompt) loses the
+            # conversation after it: save that conversation for its next turn.
             self._save(slot, cache)
         self._trim(slot, keep)
 

@@ -23,6 +23,9 @@ Message = Mapping[str, Any]
 REPLY_ROOM_SHARE = 4
 """Without a max_tokens, a truncated prompt leaves a quarter of the context for the reply."""
 
+CUT_BLOCK_SHARE = 4
+"""Cuts move in steps of a quarter of the context (see ``fit_messages``)."""
+
 
 @dataclass(frozen=True)
 class Fitted:
@@ -55,6 +58,9 @@ def fit_messages(
 ) -> Fitted:
     """Drop the oldest whole turns until ``prompt_tokens(kept) + room <= n_ctx``.
 
+    The cut is rounded up to a block of turns (about a quarter of the context) so that it
+    stays put while the chat grows and the next turns find their prefix in the KV cache.
+
     When even the system messages plus the last user turn leave less room than asked, those
     are kept (the reply gets what room is left); when they do not fit at all, the engine
     refuses the prompt with ``ContextLengthExceeded`` as for any other request.
@@ -73,17 +79,32 @@ def fit_messages(
     def kept(k: int) -> list[Message]:  # drop the first k turns
         return full[:first] + full[starts[k] :]
 
-    # The token count falls as more turns go: binary search the fewest turns to drop.
-    lo, hi = 1, len(starts) - 1
-    if hi < 1:
+    last = len(starts) - 1
+    if last < 1:
         return Fitted(full, 0)
-    if prompt_tokens(kept(hi)) + room > n_ctx:
-        lo = hi
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if prompt_tokens(kept(mid)) + room <= n_ctx:
-            hi = mid
-        else:
-            lo = mid + 1
-    result = kept(lo)
+
+    def first_k(ok: Callable[[int], bool]) -> int:
+        """The smallest k in [1, last] with ok(k) (ok is monotone), else last."""
+        lo, hi = 1, last
+        if not ok(hi):
+            return hi
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if ok(mid):
+                hi = mid
+            else:
+                lo = mid + 1
+        return lo
+
+    # The fewest turns to drop so that the prompt fits (the count falls as turns go).
+    fewest = first_k(lambda k: prompt_tokens(kept(k)) + room <= n_ctx)
+    # Then cut at a stable place: the tokens the first k turns take do not change as the
+    # chat grows, so rounding that up to a whole block keeps the same cut (and the same
+    # cached prefix) for the next turns until the context fills again, instead of moving
+    # the cut, and re-reading the whole window, every turn.
+    block = max(1, n_ctx // CUT_BLOCK_SHARE)
+    need = n_tokens - prompt_tokens(kept(fewest))
+    target = -(-need // block) * block
+    k = max(fewest, first_k(lambda k: n_tokens - prompt_tokens(kept(k)) >= target))
+    result = kept(k)
     return Fitted(result, len(full) - len(result))

@@ -38,9 +38,19 @@ def test_oldest_whole_turns_go_first_and_the_system_message_stays() -> None:
     assert fitted.messages[1]["role"] == "user"  # whole turns: never a dangling answer
     assert fitted.messages[-1] == {"role": "user", "content": "last"}
     assert fitted.messages[1:] == messages[-len(fitted.messages) + 1 :]
-    # as few as needed: one more turn would not fit
-    assert fitted.dropped == 12
-    assert words(messages[:1] + messages[1 + fitted.dropped - 2 :]) + 50 > 150
+    # 12 messages had to go; the cut is rounded up to a block of 150 // 4 = 37 "tokens"
+    assert fitted.dropped == 16
+
+
+def test_the_cut_stays_put_while_the_chat_grows() -> None:
+    """Later turns keep the same first kept message, so their prompt prefix is cached."""
+    firsts = []
+    for turns in range(10, 16):
+        fitted = fit_messages(chat(turns), prompt_tokens=words, n_ctx=300, room=50)
+        assert words(fitted.messages) + 50 <= 300
+        firsts.append(fitted.messages[1]["content"])
+    # Without the block rounding, the first kept question would move every turn.
+    assert len(set(firsts)) < len(firsts) - 2
 
 
 def test_the_last_user_turn_is_kept_even_with_less_room_than_asked() -> None:
@@ -52,8 +62,9 @@ def test_the_last_user_turn_is_kept_even_with_less_room_than_asked() -> None:
 def test_a_history_without_a_system_message() -> None:
     messages = chat(6, system=False)
     fitted = fit_messages(messages, prompt_tokens=words, n_ctx=100, room=40)
-    assert fitted.messages == messages[-5:]
-    assert fitted.dropped == 8
+    assert fitted.messages[0]["role"] == "user"
+    assert fitted.messages == messages[-len(fitted.messages) :]
+    assert words(fitted.messages) + 40 <= 100
 
 
 def test_reply_room() -> None:

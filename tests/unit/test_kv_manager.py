@@ -173,3 +173,40 @@ def test_an_error_drops_the_cache() -> None:
     assert final.finish_reason is FinishReason.ERROR
     assert backend.kv[0] == []
     assert h.sched.kv.slots[0].tokens == []
+
+
+def test_a_conversation_after_a_long_shared_system_prompt_is_saved_when_its_slot_is_taken() -> None:
+    backend = FakeBackend(n_slots=1, n_ctx_slot=256, n_batch=64)
+    h = Harness(backend, host_cache=HostPromptCache(1 << 20))
+    system = [1000 + i for i in range(30)]
+    chat_a = [*system, *[2000 + i for i in range(20)]]
+    h.submit("a1", chat_a, params())
+    h.run()
+    # B shares the 30-token system prompt: it reuses the slot's prefix, so A's turn is lost.
+    h.submit("b1", [*system, *[3000 + i for i in range(10)]], params())
+    h.run()
+    b = h.final("b1")
+    assert b is not None
+    assert b.usage is not None
+    assert b.usage.cached_prompt_tokens == 30
+    h.submit("a2", [*chat_a, *h.tokens("a1"), 4000, 4001], params())
+    h.run()
+    a2 = h.final("a2")
+    assert a2 is not None
+    assert a2.usage is not None
+    assert a2.usage.cached_prompt_tokens == len(chat_a) + 3  # restored from host RAM
+
+
+def test_a_saved_conversation_is_not_restored_for_a_stranger_sharing_the_header() -> None:
+    backend = FakeBackend(n_slots=1, n_ctx_slot=256, n_batch=64)
+    cache = HostPromptCache(1 << 20)
+    h = Harness(backend, host_cache=cache)
+    header = [1000 + i for i in range(8)]
+    h.submit("a", [*header, *[2000 + i for i in range(60)]], params())
+    h.run()
+    h.submit("b", [*header, *[3000 + i for i in range(60)]], params())  # evicts A (saved)
+    h.run()
+    h.submit("c", [*header, *[5000 + i for i in range(10)]], params())  # shares only the header
+    h.run()
+    assert cache.hits == 0
+    assert backend.loads == []
