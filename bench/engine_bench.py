@@ -223,6 +223,9 @@ class _TimedBackend:
             def close(self) -> None:
                 sampler.close()
 
+            def __getattr__(self, name: str) -> Any:  # last_logprob and what else comes
+                return getattr(sampler, name)
+
         return Timed()
 
 
