@@ -139,6 +139,16 @@ async def stream_chat(
         "ignore_eos": ignore_eos,
         "cache_prompt": True,
     }
+    try:
+        return await _stream_chat(client, url, body, keep_text)
+    except httpx.RemoteProtocolError:
+        # A pooled keep-alive connection the server closed just as it was reused: once more.
+        return await _stream_chat(client, url, body, keep_text)
+
+
+async def _stream_chat(
+    client: httpx.AsyncClient, url: str, body: dict[str, object], keep_text: bool
+) -> StreamResult:
     result = StreamResult()
     start = time.perf_counter()
     tail = b""
