@@ -203,10 +203,11 @@ class Settings(BaseSettings):
         "(restored when they come back; 0 turns it off).",
     )
     prefill_budget: int = Field(
-        128,
+        0,
         ge=0,
         description="Prompt tokens per decode step while other streams are generating "
-        "(keeps their token rate steady while a long prompt arrives; 0: up to --batch-size).",
+        "(0: paced so a prompt chunk costs about one decode step, keeping the streams' "
+        "token rate steady while a long prompt arrives; N: at most N).",
     )
     context_overflow: Literal["truncate", "error"] = Field(
         "truncate",

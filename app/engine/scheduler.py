@@ -28,6 +28,7 @@ from time import perf_counter
 from app.engine.backend import BatchToken, DecodeError, ModelBackend
 from app.engine.errors import EngineDead, InvalidRequest, Overloaded
 from app.engine.kv import KVManager
+from app.engine.pacing import PrefillPacer
 from app.engine.prompt_cache import HostPromptCache
 from app.engine.sequence import SeqState, Sequence
 from app.engine.stops import StopMatcher
@@ -91,8 +92,8 @@ class Scheduler:
         self._default_seed = default_seed
         self._n_ctx = backend.n_ctx_slot
         self._n_batch = backend.n_batch
-        # Prompt tokens per step while other sequences decode (0: no limit but n_batch).
-        self._prefill_budget = prefill_budget or backend.n_batch
+        # Prompt tokens per step while other sequences decode (0: paced by measured costs).
+        self._pacer = PrefillPacer(prefill_budget, backend.n_batch)
         self.kv = KVManager(backend, host_cache=host_cache if prompt_cache else None)
         # Shared with submitting threads, under _lock:
         self._lock = threading.Lock()
@@ -222,7 +223,10 @@ class Scheduler:
 
     def _decode_batch(self, parts: list[_Part]) -> None:
         batch, where = _batch(parts)
+        started = perf_counter()
         self._backend.decode(batch)
+        n_decode = sum(1 for p in parts if p.seq.state is SeqState.DECODING)
+        self._pacer.observe(n_decode, len(batch) - n_decode, perf_counter() - started)
         self._after_decode(parts, where)
 
     def _fail(self, parts: list[_Part], exc: DecodeError) -> None:
@@ -318,7 +322,7 @@ class Scheduler:
                 parts.append(_Part(seq, [seq.generated[-1]], True))
                 room -= 1
         if parts:  # streams are decoding: a prompt may take only its share of the step
-            room = min(room, self._prefill_budget)
+            room = min(room, self._pacer.budget())
         for seq in self._running:
             if room <= 0:
                 break

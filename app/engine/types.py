@@ -257,7 +257,7 @@ class EngineConfig:
     max_queue: int = 64
     prompt_cache: bool = True  # reuse a free slot's KV cache for a shared prompt prefix
     cache_ram_mb: int = 1024  # host-RAM copies of evicted conversations (0: off)
-    prefill_budget: int = 0  # prompt tokens per step while others decode (0: n_batch)
+    prefill_budget: int = 0  # prompt tokens per step while others decode (0: paced)
     seed: int | None = None  # default seed for requests without one (None: random)
     embeddings: bool = False  # open a second, pooled context on the model for embed()
     embeddings_pooling: Literal["auto", "mean", "last", "cls"] = "auto"

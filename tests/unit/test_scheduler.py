@@ -29,7 +29,7 @@ class Harness:
         max_queue: int = 8,
         prompt_cache: bool = True,
         host_cache: HostPromptCache | None = None,
-        prefill_budget: int = 0,
+        prefill_budget: int | None = None,
     ):
         self.backend = backend
         self.events: dict[str, list[TokenEvent]] = defaultdict(list)
@@ -40,7 +40,8 @@ class Harness:
             max_queue=max_queue,
             prompt_cache=prompt_cache,
             host_cache=host_cache,
-            prefill_budget=prefill_budget,
+            # Fake decodes take no time: pace by a fixed budget (the whole batch by default).
+            prefill_budget=backend.n_batch if prefill_budget is None else prefill_budget,
         )
 
     def _deliver(self, delivery: Delivery) -> None:
