@@ -264,17 +264,20 @@ async def aggregate_tps(
 ) -> tuple[float, float]:
     """n streams started together: (tokens / wall time, prefill included; decode-only rate).
 
-    The decode-only rate is measured the way the bare loop measures it: the tokens after
-    each stream's first one, from the moment every stream has its first token to the end.
+    The decode-only rate is measured the way the bare loop measures it: only while all n
+    streams decode, from the moment every stream has its first token to the first end.
     """
     start = time.perf_counter()
     arrivals = await asyncio.gather(
         *(timed(engine, f"{tag}-{i}", prompt(i), params(args)) for i in range(n))
     )
     end = time.perf_counter()
+    # The window in which every stream decodes: from the last first token to the first end
+    # (streams admitted a step apart also end a step apart; the tail is not n-wide).
     all_first = max(a[0] for a in arrivals)
-    decode_tokens = sum(1 for a in arrivals for t in a[1:] if t > all_first)
-    return sum(len(a) for a in arrivals) / (end - start), decode_tokens / (end - all_first)
+    first_end = min(a[-1] for a in arrivals)
+    decode_tokens = sum(1 for a in arrivals for t in a[1:] if all_first < t <= first_end)
+    return sum(len(a) for a in arrivals) / (end - start), decode_tokens / (first_end - all_first)
 
 
 async def ttft_under_load(engine: LlamaEngine, args: argparse.Namespace) -> float:
