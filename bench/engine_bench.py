@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import statistics
 import subprocess
@@ -397,12 +398,22 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--streams", default="1,2,4,8", help="comma-separated stream counts")
     parser.add_argument("--bare-only", type=int, metavar="N", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--asyncio-loop", action="store_true", help="asyncio's default loop instead of uvloop"
+    )
     args = parser.parse_args()
     if args.bare_only:  # child process of bare_in_subprocess: print the rate and exit
         print(bare_batched(args, args.model, args.bare_only))
         return
     args.streams = [int(s) for s in args.streams.split(",")]
     model_path = args.model or str(resolve_model(DEFAULT_MODEL, DEFAULT_MODELS_DIR))
+    # The event loop the server runs on (uvicorn picks uvloop): the engine thread wakes the
+    # loop once per step, and asyncio's default loop makes each wake-up dearer.
+    if not args.asyncio_loop:
+        with contextlib.suppress(ImportError):
+            import uvloop
+
+            asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     asyncio.run(run(args, model_path))
 
 
