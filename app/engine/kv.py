@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from app.engine.backend import ModelBackend
-from app.engine.prompt_cache import HostPromptCache, common_prefix_len
+from app.engine.prompt_cache import CacheEntry, HostPromptCache, common_prefix_len
 
 logger = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ class KVManager:
             # continues, not a stranger that shares the template header.
             if entry is not None and n > reuse and n >= self._min_similarity * len(entry.tokens):
                 self._evict(slot, keep=0)
-                reuse = restored = self._restore(slot, entry.tokens, entry.data, n)
+                reuse = restored = self._restore(slot, entry, n)
         if len(slot.tokens) > reuse:
             self._evict(slot, keep=reuse)
         self._admissions += 1
@@ -192,18 +192,18 @@ class KVManager:
             return
         cache.put(list(slot.tokens), data)
 
-    def _restore(self, slot: Slot, tokens: Sequence[int], data: bytes, keep: int) -> int:
+    def _restore(self, slot: Slot, entry: CacheEntry, keep: int) -> int:
         """Load a saved conversation into an empty slot and keep its first ``keep`` tokens."""
         try:
-            self._backend.load_seq(slot.seq_id, data)
+            self._backend.load_seq(slot.seq_id, entry.data)
         except RuntimeError as exc:
             logger.warning("could not restore into slot %d: %s", slot.seq_id, exc)
             self._backend.clear_seq(slot.seq_id, 0)
             slot.tokens = []
             return 0
-        slot.tokens = list(tokens)
+        slot.tokens = list(entry.tokens)
         if keep < len(slot.tokens):
             self._trim(slot, keep)
         if self.host_cache is not None:
-            self.host_cache.record_restore(len(slot.tokens), len(data))
+            self.host_cache.record_restore(entry, len(slot.tokens))
         return len(slot.tokens)

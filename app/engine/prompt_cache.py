@@ -89,15 +89,20 @@ class HostPromptCache:
                 best_id, best_len = entry_id, n
         if best_id < 0:
             return None, 0
-        entry = self._entries[best_id]
-        self._entries.move_to_end(best_id)
-        return entry, best_len
+        return self._entries[best_id], best_len
 
-    def record_restore(self, tokens: int, size: int) -> None:
-        """Count one restore of ``tokens`` prompt tokens from ``size`` saved bytes."""
+    def record_restore(self, entry: CacheEntry, tokens: int) -> None:
+        """``entry`` was restored for ``tokens`` prompt tokens: count it and mark it recent.
+
+        Only a used entry is refreshed: a lookup the caller turns down leaves the order alone.
+        """
+        for entry_id, saved in self._entries.items():
+            if saved is entry:
+                self._entries.move_to_end(entry_id)
+                break
         self.hits += 1
         self.restored_tokens += tokens
-        self.restored_bytes += size
+        self.restored_bytes += len(entry.data)
 
     def stats(self) -> HostCacheStats:
         """A snapshot of the counters."""

@@ -88,13 +88,25 @@ def test_host_cache_is_bounded_by_bytes_least_recently_used_first_out() -> None:
     cache = HostPromptCache(100)
     cache.put(prompt_of(5, 1), b"x" * 40)
     cache.put(prompt_of(5, 2), b"y" * 40)
-    cache.best(prompt_of(5, 1), limit=4)  # touches the first entry
+    first, _ = cache.best(prompt_of(5, 1), limit=4)
+    assert first is not None
+    cache.record_restore(first, 4)  # a restore refreshes the first entry
     cache.put(prompt_of(5, 3), b"z" * 40)  # over 100 bytes: the untouched second one goes
     assert len(cache) == 2
     assert cache.bytes_used == 80
     assert cache.best(prompt_of(5, 2), limit=4) == (None, 0)
     cache.put(prompt_of(5, 4), b"w" * 101)  # larger than the whole cache: not kept
     assert len(cache) == 2
+
+
+def test_a_lookup_the_caller_turns_down_does_not_refresh_the_entry() -> None:
+    cache = HostPromptCache(100)
+    cache.put(prompt_of(5, 1), b"x" * 40)
+    cache.put(prompt_of(5, 2), b"y" * 40)
+    cache.best(prompt_of(5, 1), limit=4)  # found, but not restored
+    cache.put(prompt_of(5, 3), b"z" * 40)  # the oldest entry goes: still the first one
+    assert cache.best(prompt_of(5, 1), limit=4) == (None, 0)
+    assert cache.best(prompt_of(5, 2), limit=4)[1] == 4
 
 
 def test_host_cache_drops_an_entry_that_a_longer_save_extends() -> None:
