@@ -8,7 +8,10 @@ import pytest
 
 TESTS_DIR = Path(__file__).parent
 
-pytest_plugins = ["tests.support.browser_fixtures"]  # browser, context
+pytest_plugins = [
+    "tests.support.browser_fixtures",  # browser, context
+    "tests.support.openai_fixtures",  # server, client: a real server and the openai SDK
+]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

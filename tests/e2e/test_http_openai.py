@@ -5,35 +5,20 @@ Greedy (temperature 0) requests make the streamed and non-streamed text comparab
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import httpx
 import openai
 import pytest
 
-from tests.support.server import ServerProcess, real_model_env, running_server
+from tests.support.openai_fixtures import KEY
+from tests.support.server import ServerProcess
 from tests.support.sse_client import parse_sse
 
-KEY = "e2e-key-7d1c"
 # The server adds no system prompt to OpenAI requests; a client that wants one sends it.
 QUESTION = [
     {"role": "system", "content": "You are a helpful assistant."},
     {"role": "user", "content": "What is the capital of France?"},
 ]
 GREEDY = {"temperature": 0.0, "max_tokens": 40}
-
-
-@pytest.fixture(scope="module")
-def server(model_path: Path) -> Iterator[ServerProcess]:
-    with running_server(real_model_env(model_path, api_key=KEY)) as process:
-        yield process
-
-
-@pytest.fixture
-def client(server: ServerProcess) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(base_url=f"{server.base_url}/v1", api_key=KEY, timeout=120) as sdk:
-        yield sdk
 
 
 def test_sdk_lists_the_served_model(client: openai.OpenAI) -> None:

@@ -3,31 +3,17 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import openai
 import pytest
 
-from tests.support.server import ServerProcess, real_model_env, running_server
+from tests.support.openai_fixtures import KEY
+from tests.support.server import ServerProcess
 
-KEY = "e2e-logprobs-3b7e"
 MODEL = "SmolLM2-135M-Instruct.Q4_1"
 ASK = [{"role": "user", "content": "Name a fruit."}]
 GREEDY = {"temperature": 0.0, "max_tokens": 8}
-
-
-@pytest.fixture(scope="module")
-def server(model_path: Path) -> Iterator[ServerProcess]:
-    with running_server(real_model_env(model_path, api_key=KEY)) as process:
-        yield process
-
-
-@pytest.fixture
-def client(server: ServerProcess) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(base_url=f"{server.base_url}/v1", api_key=KEY, timeout=120) as sdk:
-        yield sdk
 
 
 def test_chat_logprobs_shape_sorted_and_greedy_token_first(client: openai.OpenAI) -> None:

@@ -7,8 +7,6 @@ schemas keep strings and arrays bounded so every reply finishes within ``max_tok
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Literal
 
 import httpx
@@ -17,9 +15,9 @@ import openai
 import pytest
 from pydantic import BaseModel, Field
 
-from tests.support.server import ServerProcess, real_model_env, running_server
+from tests.support.openai_fixtures import KEY
+from tests.support.server import ServerProcess
 
-KEY = "e2e-structured-5a1f"
 ASK = [{"role": "user", "content": "Describe a city in JSON."}]
 
 
@@ -54,18 +52,6 @@ NESTED = {
     },
     "required": ["title", "kind", "tags", "author"],
 }
-
-
-@pytest.fixture(scope="module")
-def server(model_path: Path) -> Iterator[ServerProcess]:
-    with running_server(real_model_env(model_path, api_key=KEY)) as process:
-        yield process
-
-
-@pytest.fixture
-def client(server: ServerProcess) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(base_url=f"{server.base_url}/v1", api_key=KEY, timeout=120) as sdk:
-        yield sdk
 
 
 def test_sdk_parse_returns_the_model_for_every_seed(client: openai.OpenAI) -> None:

@@ -8,19 +8,16 @@ by a grammar, so every call is well-formed and its arguments validate, for any s
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import jsonschema
 import openai
-import pytest
 from langchain_openai import ChatOpenAI
 from pydantic import BaseModel, Field
 
-from tests.support.server import ServerProcess, real_model_env, running_server
+from tests.support.openai_fixtures import KEY
+from tests.support.server import ServerProcess
 
-KEY = "e2e-tools-91c2"
 MODEL = "SmolLM2-135M-Instruct.Q4_1"
 WEATHER = {
     "type": "function",
@@ -59,18 +56,6 @@ class GetWeather(BaseModel):
 class Person(BaseModel):
     name: str = Field(max_length=20)
     age: int
-
-
-@pytest.fixture(scope="module")
-def server(model_path: Path) -> Iterator[ServerProcess]:
-    with running_server(real_model_env(model_path, api_key=KEY)) as process:
-        yield process
-
-
-@pytest.fixture
-def client(server: ServerProcess) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(base_url=f"{server.base_url}/v1", api_key=KEY, timeout=120) as sdk:
-        yield sdk
 
 
 def _one_call(message: object) -> tuple[str, dict[str, object], str]:
