@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import ValidationError
 from pydantic.fields import FieldInfo
 
-from app.engine.errors import ModelLoadError, ModelNotFound
+from app.errors import ModelLoadError, ModelNotFound
 from app.models.commands import add_models_parser
 from app.settings import SECRET_FIELDS, ConfigFileError, Settings, field_docs, load_settings
 from app.settings import settings_table_markdown as settings_table

@@ -10,40 +10,28 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from app.api.errors import install_error_handlers
+from app.api.family import FamilyTable, RouteFamily
 from app.api.metrics import HttpMetrics
 from app.api.middleware import REQUEST_ID_HEADER, BodySizeLimitMiddleware, RequestLogMiddleware
 from app.api.openapi import install_openapi
-from app.api.routes import (
-    chat,
-    completions,
-    embeddings,
-    health,
-    models,
-    ollama,
-    tgi,
-    tokenize,
-)
+from app.api.routes import cria, llama, ollama, openai, tgi
 from app.api.runtime import EngineRuntime
 from app.api.security import CORS_ALLOWED_HEADERS, BrowserGuardMiddleware, HostPolicy
 from app.engine.protocol import Engine
-from app.schemas.chat import ChatCompletionRequest
-from app.schemas.completions import CompletionRequest
-from app.schemas.cria import CriaPromptRequest
-from app.schemas.embeddings import EmbeddingRequest
-from app.schemas.ollama import (
-    OllamaChatRequest,
-    OllamaEmbedRequest,
-    OllamaGenerateRequest,
-    OllamaLegacyEmbedRequest,
-    OllamaModelRequest,
-)
-from app.schemas.tgi import TgiGenerateRequest
-from app.schemas.tokenize import DetokenizeRequest, TokenizeRequest
-from app.serving.generation import DROPPED_MESSAGES_HEADER
+from app.serving.context import DROPPED_MESSAGES_HEADER
 from app.settings import Settings
 from app.web import routes as web_routes
 
 logger = logging.getLogger(__name__)
+
+FAMILIES: tuple[RouteFamily, ...] = (
+    cria.FAMILY,  # /health, /model-card, /metrics and CRIA's chat contract
+    openai.FAMILY,
+    llama.FAMILY,
+    ollama.FAMILY,
+    tgi.FAMILY,
+)
+"""The route families this server speaks; each is declared in its routes module."""
 
 
 def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
@@ -69,34 +57,11 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.runtime = runtime
     app.state.http_metrics = http_metrics = HttpMetrics()
     install_error_handlers(app)
-    install_openapi(
-        app,
-        [
-            ChatCompletionRequest,
-            CriaPromptRequest,
-            CompletionRequest,
-            TokenizeRequest,
-            DetokenizeRequest,
-            OllamaChatRequest,
-            OllamaGenerateRequest,
-            OllamaModelRequest,
-            OllamaEmbedRequest,
-            OllamaLegacyEmbedRequest,
-            TgiGenerateRequest,
-            EmbeddingRequest,
-        ],
-    )
-    for router in (
-        health.router,
-        models.router,
-        chat.router,
-        completions.router,
-        tokenize.router,
-        embeddings.router,
-        ollama.router,
-        tgi.router,
-    ):
-        app.include_router(router)
+    install_openapi(app, [model for family in FAMILIES for model in family.body_models])
+    for family in FAMILIES:
+        for router in family.routers:
+            app.include_router(router)
+    app.state.families = FamilyTable(FAMILIES, app.router.routes)
     app.include_router(web_routes.router)  # the chat page and its assets: public
     # Added innermost first: the request log wraps everything (403s are logged too), the
     # browser guard runs before CORS (a foreign Host gets no preflight answer either), CORS

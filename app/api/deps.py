@@ -4,24 +4,32 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import AsyncIterator, Coroutine, Mapping
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
-from fastapi import Depends, Request
-from pydantic import ValidationError
+from fastapi import Depends, Request, Response
+from pydantic import BaseModel, ValidationError
 
-from app.api.errors import validation_error
+from app.api.disconnect import CLIENT_CLOSED_REQUEST, ClientGone, unless_disconnected
+from app.api.errors import family_error_data, validation_error
+from app.api.family import RouteFamily, family_of
 from app.api.middleware import new_request_id
+from app.api.ndjson import NdjsonResponse
 from app.api.runtime import EngineRuntime
-from app.engine.errors import InvalidRequest
+from app.api.sse import DONE, Chunk, StreamResponse, close_iterators
 from app.engine.protocol import Engine
+from app.engine.stream import EventStream
+from app.engine.types import GenerationRequest
+from app.errors import InvalidRequest
 from app.models.builtin import BUILTIN_MODELS
 from app.schemas.common import WireRequest
-from app.serving.generation import FinishSink
-from app.serving.sampling import Finished, Limits
+from app.serving.generation import Finished, FinishSink, pieces
+from app.serving.policy import Limits
 from app.settings import Settings
 
 W = TypeVar("W", bound=WireRequest)
+T = TypeVar("T")
 
 
 def get_runtime(request: Request) -> EngineRuntime:
@@ -136,3 +144,89 @@ def usage_recorder(request: Request) -> FinishSink:
         request.state.finished = finished
 
     return record
+
+
+class Call:
+    """One API call: its request, engine, settings, limits and id, and the engine streams it
+    started. Routes go parse -> plan -> ``start`` -> frame (``sse``, ``ndjson``, ``json``);
+    the framing methods close every stream this call started when the response ends, however
+    it ends, which aborts a generation its client no longer reads."""
+
+    def __init__(self, request: Request, settings: Settings, request_id: str) -> None:
+        self.request = request
+        self.settings = settings
+        self.request_id = request_id
+        self.limits = get_limits(request)
+        self._streams: list[EventStream] = []
+
+    @property
+    def engine(self) -> Engine:
+        """The engine, if it takes requests (else the error that says why not: 503)."""
+        return get_engine(self.request)
+
+    @property
+    def family(self) -> RouteFamily:
+        """The route family of the matched route."""
+        return family_of(self.request.scope)
+
+    async def body(self, model: type[W]) -> W:
+        """The JSON body validated as ``model`` (400 naming the first bad field)."""
+        return parse_body(model, await json_object(self.request))
+
+    def start_events(self, request: GenerationRequest) -> EventStream:
+        """Submit ``request`` to the engine; its handle is closed with this call's response."""
+        stream = self.engine.submit(request)
+        self._streams.append(stream)
+        return stream
+
+    def start(self, request: GenerationRequest) -> AsyncIterator[str | Finished]:
+        """Submit ``request``; its text pieces, then one ``Finished`` (logged with the call)."""
+        return pieces(self.start_events(request), usage_recorder(self.request))
+
+    def sse(
+        self,
+        chunks: AsyncIterator[Chunk],
+        *,
+        headers: Mapping[str, str] | None = None,
+        done: str | None = DONE,
+    ) -> StreamResponse:
+        """An SSE response over ``chunks``, failing with the family's error event."""
+        return StreamResponse(
+            chunks,
+            keepalive_s=self.settings.keepalive_s,
+            headers=headers,
+            done=done,
+            error_data=family_error_data(self.family),
+            closing=self._streams,
+        )
+
+    def ndjson(self, lines: AsyncIterator[BaseModel]) -> NdjsonResponse:
+        """An NDJSON response over ``lines``, failing with the family's error line."""
+        return NdjsonResponse(
+            lines, error_data=family_error_data(self.family), closing=self._streams
+        )
+
+    async def result(self, work: Coroutine[Any, Any, T]) -> T:
+        """Await ``work``; ``ClientGone`` if the client leaves first. Closes the streams."""
+        try:
+            return await unless_disconnected(self.request, work)
+        finally:
+            await close_iterators(*self._streams)
+
+    async def json(
+        self, work: Coroutine[Any, Any, BaseModel], headers: Mapping[str, str] | None = None
+    ) -> Response:
+        """The JSON answer ``work`` builds, or a bare 499 if the client left first."""
+        try:
+            result = await self.result(work)
+        except ClientGone:
+            return Response(status_code=CLIENT_CLOSED_REQUEST)
+        return Response(result.model_dump_json(), media_type="application/json", headers=headers)
+
+
+def get_call(request: Request, settings: SettingsDep, request_id: RequestIdDep) -> Call:
+    """The per-call object of this request."""
+    return Call(request, settings, request_id)
+
+
+CallDep = Annotated[Call, Depends(get_call)]

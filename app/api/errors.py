@@ -1,14 +1,15 @@
-"""The one table from errors to HTTP statuses and OpenAI-style bodies, and its handlers.
+"""The one table from errors to HTTP statuses and OpenAI-style details, and its handlers.
 
-Every error answer, before or after a stream started, carries the same body:
-``{"error": {"message", "type", "param", "code"}}``. Nothing here looks at exception text:
-the class decides the status.
+Every error answer, before or after a stream started, carries the same detail
+(``{"message", "type", "param", "code"}``), written in the error shape of the route family
+whose route matched (``app.api.family``: OpenAI's ``{"error": {...}}`` by default). Nothing
+here looks at exception text or at the URL: the class decides the status.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,21 +18,21 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.api.family import DEFAULT_FAMILY, RouteFamily, family_of
 from app.api.metrics import HttpMetrics, retry_after_estimate
-from app.engine.errors import (
+from app.errors import (
     ContextLengthExceeded,
     EngineDead,
     EngineError,
     EngineNotReady,
+    GenerationFailed,
     InvalidRequest,
     ModelLoadError,
     ModelNotFound,
     Overloaded,
+    RequestCancelled,
 )
 from app.schemas.common import ErrorDetail, ErrorResponse
-from app.schemas.ollama import OllamaError
-from app.schemas.tgi import TgiError
-from app.serving.errors import GenerationFailed, RequestCancelled
 
 logger = logging.getLogger(__name__)
 
@@ -137,31 +138,16 @@ def retry_after(exc: BaseException) -> int | None:
     return None
 
 
-# Route families whose clients expect another error body (same statuses, same table):
-# Ollama's {"error": "..."} and TGI's {"error": "...", "error_type": "..."}.
-OLLAMA_PREFIX = "/api/"
-TGI_PATHS = frozenset({"/", "/generate", "/generate_stream", "/info"})
+def family_error_data(family: RouteFamily) -> Callable[[BaseException], str]:
+    """The data of the last event (or line) of a ``family`` stream that failed with ``exc``."""
+
+    def data(exc: BaseException) -> str:
+        return family.error_json(error_body(exc).error, spec_for(exc).status)
+
+    return data
 
 
-def tgi_error_type(status: int) -> str:
-    """TGI's ``error_type`` for a status (huggingface_hub raises a typed error for each)."""
-    if status == 429:
-        return "overloaded"
-    if status < 500:
-        return "validation"
-    return "unhealthy" if status == 503 else "generation"
-
-
-def shaped_body(path: str, body: ErrorResponse, status: int) -> dict[str, Any]:
-    """``body`` in the error shape of the route family that ``path`` belongs to."""
-    if path.startswith(OLLAMA_PREFIX):
-        return OllamaError(error=body.error.message).model_dump()
-    if path in TGI_PATHS:
-        return TgiError(error=body.error.message, error_type=tgi_error_type(status)).model_dump()
-    return body.model_dump()
-
-
-def error_response(exc: BaseException, path: str = "") -> JSONResponse:
+def error_response(exc: BaseException, family: RouteFamily = DEFAULT_FAMILY) -> JSONResponse:
     """A JSON error response for ``exc`` (with ``Retry-After`` or ``WWW-Authenticate``)."""
     spec = spec_for(exc)
     headers: dict[str, str] = {}
@@ -172,7 +158,7 @@ def error_response(exc: BaseException, path: str = "") -> JSONResponse:
         headers["WWW-Authenticate"] = "Bearer"
     if isinstance(exc, ServerDraining):
         headers["Connection"] = "close"  # reconnect, through the load balancer, elsewhere
-    body = shaped_body(path, error_body(exc), spec.status)
+    body = family.error_body(error_body(exc).error, spec.status)
     return JSONResponse(body, status_code=spec.status, headers=headers)
 
 
@@ -205,7 +191,11 @@ def _is_field(part: object) -> bool:
 async def _on_api_error(request: Request, exc: Exception) -> JSONResponse:
     if isinstance(exc, Overloaded):
         exc = _with_wait_estimate(request, exc)
-    return error_response(exc, request.url.path)
+    return error_response(exc, _family(request))
+
+
+def _family(request: Request) -> RouteFamily:
+    return family_of(request.scope)
 
 
 def _with_wait_estimate(request: Request, exc: Overloaded) -> Overloaded:
@@ -222,21 +212,21 @@ def _with_wait_estimate(request: Request, exc: Overloaded) -> Overloaded:
 
 async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    return error_response(validation_error(exc.errors()), request.url.path)
+    return error_response(validation_error(exc.errors()), _family(request))
 
 
 async def _on_http_exception(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
     kind = "invalid_request_error" if exc.status_code < 500 else "server_error"
-    body = ErrorResponse(error=ErrorDetail(message=str(exc.detail), type=kind, code=code))
-    shaped = shaped_body(request.url.path, body, exc.status_code)
-    return JSONResponse(shaped, status_code=exc.status_code, headers=exc.headers)
+    detail = ErrorDetail(message=str(exc.detail), type=kind, code=code)
+    body = _family(request).error_body(detail, exc.status_code)
+    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return error_response(exc, request.url.path)
+    return error_response(exc, _family(request))
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -16,8 +16,9 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.errors import ApiError, PayloadTooLarge, error_response
+from app.api.family import family_of
 from app.api.metrics import HttpMetrics
-from app.serving.sampling import Finished
+from app.serving.generation import Finished
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +67,9 @@ class RequestLogMiddleware:
 def _log_request(
     scope: Scope, request_id: str, status: int, duration_s: float, metrics: HttpMetrics | None
 ) -> None:
-    route = getattr(scope.get("route"), "path", None) or scope.get("path", "")
+    matched = scope.get("route")
+    route = getattr(matched, "path_format", None) or getattr(matched, "path", None)
+    route = route or scope.get("path", "")
     finished = scope.get("state", {}).get("finished")
     prompt_tokens = completion_tokens = 0
     tokens_per_s = 0.0
@@ -123,7 +126,7 @@ class BodySizeLimitMiddleware:
             and declared.isdigit()
             and int(declared) > self.max_bytes
         ):
-            await error_response(self._too_large(), scope.get("path", ""))(scope, receive, send)
+            await error_response(self._too_large(), family_of(scope))(scope, receive, send)
             return
         received = 0
 

@@ -14,9 +14,9 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from app.api.errors import ServerDraining
-from app.engine.errors import EngineDead, EngineError, EngineNotReady, ModelLoadError
 from app.engine.protocol import Engine
 from app.engine.types import EngineHealth
+from app.errors import EngineDead, EngineError, EngineNotReady, ModelLoadError
 from app.settings import Settings
 
 logger = logging.getLogger(__name__)

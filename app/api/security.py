@@ -17,6 +17,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.api.errors import ApiError, HostNotAllowed, OriginNotAllowed, Unauthorized, error_response
+from app.api.family import family_of
 
 logger = logging.getLogger(__name__)
 
@@ -179,7 +180,7 @@ class BrowserGuardMiddleware:
         if scope["type"] == "http":
             problem = self.check(Headers(scope=scope), scope.get("method", "GET"))
             if problem is not None:
-                await error_response(problem, scope.get("path", ""))(scope, receive, send)
+                await error_response(problem, family_of(scope))(scope, receive, send)
                 return
         await self.app(scope, receive, send)
 

@@ -21,7 +21,7 @@ running responses, so a drain can let streams finish.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from time import monotonic
 
 import anyio
@@ -30,9 +30,9 @@ from starlette.background import BackgroundTask
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from app.api.errors import error_body
-from app.engine.errors import EngineError
-from app.serving.errors import RequestCancelled
+from app.api.errors import family_error_data
+from app.api.family import DEFAULT_FAMILY
+from app.errors import EngineError, RequestCancelled
 from app.serving.render import RawJson
 
 logger = logging.getLogger(__name__)
@@ -69,12 +69,10 @@ def encode(chunk: Chunk) -> bytes | None:
 
 
 ErrorData = Callable[[BaseException], str]
-"""The ``data`` of the error event that ends a failed stream (OpenAI's body by default)."""
+"""The ``data`` of the error event that ends a failed stream (its route family's error shape)."""
 
-
-def openai_error_data(exc: BaseException) -> str:
-    """OpenAI's error body as JSON."""
-    return error_body(exc).model_dump_json()
+openai_error_data: ErrorData = family_error_data(DEFAULT_FAMILY)
+"""OpenAI's error body as JSON."""
 
 
 def error_event(exc: BaseException, error_data: ErrorData = openai_error_data) -> bytes:
@@ -122,9 +120,10 @@ def done_event(done: str) -> bytes:
 class StreamResponse(Response):
     """An ASGI ``text/event-stream`` response over a chunk iterator.
 
-    It always closes its iterators when it ends, however it ends (so the engine request is
-    aborted at once when the client goes away), sends a keep-alive comment when the stream
-    has been quiet for ``keepalive_s``, and stops as soon as the client disconnects.
+    It always closes its iterators and the engine streams in ``closing`` when it ends, however
+    it ends (so the engine request is aborted at once when the client goes away), sends a
+    keep-alive comment when the stream has been quiet for ``keepalive_s``, and stops as soon
+    as the client disconnects.
     """
 
     media_type = "text/event-stream"
@@ -137,12 +136,14 @@ class StreamResponse(Response):
         headers: Mapping[str, str] | None = None,
         done: str | None = DONE,
         error_data: ErrorData = openai_error_data,
+        closing: Sequence[object] = (),
     ) -> None:
         # Like starlette's StreamingResponse: no body, so no Content-Length header.
         self.status_code = 200
         self.background: BackgroundTask | None = None
         self.init_headers({**SSE_HEADERS, **(headers or {})})
         self._chunks = chunks
+        self._closing = tuple(closing)
         self._events = frame(chunks, done=done, error_data=error_data)
         self._keepalive_s = keepalive_s
         self._last_send = monotonic()
@@ -158,7 +159,7 @@ class StreamResponse(Response):
             if self.background is not None:
                 await self.background()
         finally:
-            await close_iterators(self._events, self._chunks)
+            await close_iterators(self._events, self._chunks, *self._closing)
 
     async def _pump(self, send: Send) -> None:
         async for data in self._events:

@@ -20,7 +20,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from app.engine.backend import Embedder
-from app.engine.errors import EngineDead, EngineError, Overloaded
+from app.errors import EngineDead, EngineError, Overloaded
 
 logger = logging.getLogger(__name__)
 

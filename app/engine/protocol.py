@@ -6,16 +6,16 @@ The HTTP layer is tested against a fake that implements this; the real implement
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import Protocol
 
+from app.engine.stream import EventStream
 from app.engine.types import (
     Embeddings,
     EngineHealth,
     EngineStats,
     GenerationRequest,
     ModelInfo,
-    TokenEvent,
 )
 
 
@@ -30,13 +30,14 @@ class Engine(Protocol):
         """Abort everything, stop the engine thread and free the model."""
         ...
 
-    def submit(self, request: GenerationRequest) -> AsyncIterator[TokenEvent]:
-        """Queue a request and return its event stream. Call from the event loop thread.
+    def submit(self, request: GenerationRequest) -> EventStream:
+        """Queue a request and return its stream handle. Call from the event loop thread.
 
         Raises at once, before any work: ``ContextLengthExceeded`` (prompt does not fit a
         slot), ``Overloaded`` (queue full), ``InvalidRequest``, ``EngineNotReady`` and
         ``EngineDead``. The stream ends after the event with ``finish_reason`` set.
-        Closing the stream early (``aclose``) does not abort: callers abort explicitly.
+        Closing the handle (``aclose``) before that aborts the request, even when no event
+        was read yet.
         """
         ...
 

@@ -26,13 +26,13 @@ from collections.abc import Callable
 from time import perf_counter
 
 from app.engine.backend import BatchToken, DecodeError, ModelBackend
-from app.engine.errors import EngineDead, InvalidRequest, Overloaded
 from app.engine.kv import KVManager
+from app.engine.output import SequenceOutput, TokenTable
 from app.engine.pacing import PrefillPacer
 from app.engine.prompt_cache import HostPromptCache
 from app.engine.sequence import SeqState, Sequence
-from app.engine.stops import StopMatcher
 from app.engine.types import EngineStats, FinishReason, TokenEvent
+from app.errors import EngineDead, InvalidRequest, Overloaded
 
 logger = logging.getLogger(__name__)
 
@@ -106,8 +106,7 @@ class Scheduler:
         # Engine thread only:
         self._running: list[Sequence] = []
         self._dirty: list[Sequence] = []
-        self._pieces: dict[int, bytes] = {}
-        self._eog: dict[int, bool] = {}
+        self._tokens = TokenTable(backend)
         # Counters (written by one thread, read anywhere):
         self.requests_total = 0
         self.prompt_tokens_total = 0
@@ -293,8 +292,7 @@ class Scheduler:
         self.prompt_tokens_total += seq.n_prompt
         self.cached_prompt_tokens_total += admission.reused
         params = seq.request.sampling
-        if params.stop:
-            seq.stops = StopMatcher(params.stop)
+        seq.output = SequenceOutput(seq.request_id, params, self._tokens, self._n_ctx)
         try:
             seq.sampler = self._backend.new_sampler(params, self._seed_for(params.seed))
             # Penalties look at the last penalty_last_n tokens, prompt included.
@@ -353,38 +351,22 @@ class Scheduler:
             self._on_token(seq, token, now)
 
     def _on_token(self, seq: Sequence, token: int, now: float) -> None:
-        """Account, detokenize and stop-match one sampled token; finish when due."""
+        """Account one sampled token; its event and end come from the output stage."""
         self.generated_tokens_total += 1
         if not seq.t_first:
             seq.t_first = now
         seq.t_last = now
         seq.generated.append(token)
-        params = seq.request.sampling
-        eog = self._eog.get(token)
-        if eog is None:
-            eog = self._eog[token] = self._backend.is_eog(token)
-        if eog and not params.ignore_eos:
-            self._finish(seq, FinishReason.STOP, now)
-            return
-        piece = self._pieces.get(token)
-        if piece is None:
-            piece = self._pieces[token] = self._backend.token_to_bytes(token)
-        text = seq.detok.push(piece)
-        stopped = False
-        if seq.stops is not None and text:
-            text, stopped = seq.stops.push(text)
+        output = seq.output
+        assert output is not None  # set at admission, before the first sample
         logprob = seq.sampler.last_logprob if seq.sampler is not None else None
-        self._emit(seq, TokenEvent(seq.request_id, text, token, logprob=logprob))
-        if stopped:
-            self._finish(seq, FinishReason.STOP, now)
-            return
-        # n_past >= n_ctx: no KV cell is left to feed this token back.
-        max_tokens = params.max_tokens
-        # n_past >= n_ctx: no KV cell is left to feed this token back.
-        if seq.n_past >= self._n_ctx or (
-            max_tokens is not None and len(seq.generated) >= max_tokens
-        ):
-            self._finish(seq, FinishReason.LENGTH, now)
+        event, reason = output.on_token(
+            token, n_generated=len(seq.generated), n_past=seq.n_past, logprob=logprob
+        )
+        if event is not None:
+            self._emit(seq, event)
+        if reason is not None:
+            self._finish(seq, reason, now)
 
     def _finish(
         self, seq: Sequence, reason: FinishReason, now: float, *, error: str | None = None

@@ -11,12 +11,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from app.engine.backend import Sampler
-from app.engine.detokenizer import Detokenizer
-from app.engine.stops import StopMatcher
 from app.engine.types import FinishReason, GenerationRequest, Timings, TokenEvent, Usage
 
 if TYPE_CHECKING:
     from app.engine.kv import Slot
+    from app.engine.output import SequenceOutput
 
 logger = logging.getLogger(__name__)
 
@@ -51,8 +50,7 @@ class Sequence:
     t_admit: float = 0.0
     t_first: float = 0.0
     t_last: float = 0.0
-    detok: Detokenizer = field(default_factory=Detokenizer)
-    stops: StopMatcher | None = None
+    output: SequenceOutput | None = None  # its text pipeline, from admission on
     out: list[TokenEvent] = field(default_factory=list)
 
     @property
@@ -95,16 +93,8 @@ class Sequence:
         )
 
     def tail_text(self) -> str:
-        """Held-back text at a normal end: incomplete UTF-8, then a partial stop match."""
-        text = self.detok.flush()
-        stops = self.stops
-        if stops is None:
-            return text
-        if text:
-            text, stopped = stops.push(text)
-            if stopped:
-                return text
-        return text + stops.flush()
+        """Held-back text at a normal end (see ``SequenceOutput.tail_text``)."""
+        return self.output.tail_text() if self.output is not None else ""
 
     def final_event(
         self, reason: FinishReason, now: float, *, text: str = "", error: str | None = None

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import os
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -21,17 +20,10 @@ from typing import cast
 
 from app.engine.backend import ModelBackend
 from app.engine.embeddings import EmbeddingService
-from app.engine.errors import (
-    ContextLengthExceeded,
-    EngineDead,
-    EngineError,
-    EngineNotReady,
-    InvalidRequest,
-    ModelLoadError,
-)
 from app.engine.prompt_cache import HostPromptCache
 from app.engine.scheduler import Delivery, Scheduler
 from app.engine.sequence import Sequence
+from app.engine.stream import EventStream
 from app.engine.types import (
     Embeddings,
     EngineConfig,
@@ -39,8 +31,16 @@ from app.engine.types import (
     EngineStats,
     GenerationRequest,
     ModelInfo,
-    SamplingParams,
     TokenEvent,
+)
+from app.engine.validate import check_token_ids, validate_sampling
+from app.errors import (
+    ContextLengthExceeded,
+    EngineDead,
+    EngineError,
+    EngineNotReady,
+    InvalidRequest,
+    ModelLoadError,
 )
 
 logger = logging.getLogger(__name__)
@@ -138,7 +138,7 @@ class LlamaEngine:
             backend, self._backend = self._backend, None
             await asyncio.to_thread(backend.close)
 
-    def submit(self, request: GenerationRequest) -> AsyncIterator[TokenEvent]:
+    def submit(self, request: GenerationRequest) -> EventStream:
         """Validate and queue ``request``; return its event stream (see Engine.submit)."""
         scheduler, backend = self._running()
         prompt = self._prompt_tokens(request, backend)
@@ -150,7 +150,7 @@ class LlamaEngine:
             backend.check_grammar(request.sampling.grammar)
         sink = _Sink(asyncio.get_running_loop(), asyncio.Queue())
         scheduler.enqueue(Sequence(request, prompt, sink, perf_counter()))
-        return _stream(sink.queue)
+        return EventStream(request.request_id, _stream(sink.queue), self.abort)
 
     def abort(self, request_id: str) -> None:
         """End a request at the next step; unknown ids are ignored. Thread-safe."""
@@ -240,9 +240,7 @@ class LlamaEngine:
         self._embeddings = EmbeddingService(embedder, max_queue=cfg.max_queue)
 
     def _check_ids(self, tokens: Seq[int], param: str) -> None:
-        n_vocab = cast(ModelInfo, self._info).n_vocab
-        if any(not 0 <= t < n_vocab for t in tokens):
-            raise InvalidRequest(f"Token ids must be in [0, {n_vocab}).", param=param)
+        check_token_ids(tokens, cast(ModelInfo, self._info).n_vocab, param)
 
     def _running(self) -> tuple[Scheduler, ModelBackend]:
         state = self._health.state
@@ -258,9 +256,7 @@ class LlamaEngine:
             tokens = backend.tokenize(prompt, add_special=request.add_special) if prompt else []
         else:
             tokens = list(prompt)
-            n_vocab = cast(ModelInfo, self._info).n_vocab
-            if any(not 0 <= t < n_vocab for t in tokens):
-                raise InvalidRequest("Prompt token ids must be in [0, n_vocab).", param="prompt")
+            check_token_ids(tokens, cast(ModelInfo, self._info).n_vocab, "prompt")
         if not prompt or not tokens:
             raise InvalidRequest("The prompt is empty.", param="prompt")
         return tokens
@@ -319,48 +315,3 @@ async def _stream(queue: _EventQueue) -> AsyncIterator[TokenEvent]:
             yield event
             if event.finish_reason is not None:
                 return
-
-
-# The sampler chain takes C floats and int32s: larger values would overflow (to inf, or
-# wrap around) in native code, so they are refused here with a clear message.
-FLOAT32_MAX = 3.4028234663852886e38
-INT32_MAX = 2**31 - 1
-
-
-def _finite(name: str, value: float, low: float = -FLOAT32_MAX, high: float = FLOAT32_MAX) -> None:
-    if not (math.isfinite(value) and low <= value <= high):
-        raise InvalidRequest(f"{name} must be a finite number in [{low:g}, {high:g}].", param=name)
-
-
-MAX_TOP_LOGPROBS = 20
-
-
-def validate_sampling(params: SamplingParams, *, n_vocab: int) -> None:
-    """Raise InvalidRequest for sampling values the sampler chain cannot honour."""
-    _finite("temperature", params.temperature, 0.0)
-    _finite("top_p", params.top_p, 0.0, 1.0)
-    _finite("min_p", params.min_p, 0.0, 1.0)
-    _finite("repeat_penalty", params.repeat_penalty, 1e-6)
-    _finite("presence_penalty", params.presence_penalty)
-    _finite("frequency_penalty", params.frequency_penalty)
-    if not 0 <= params.top_k <= INT32_MAX:
-        raise InvalidRequest(f"top_k must be in [0, {INT32_MAX}] (0 disables it).", param="top_k")
-    if not -1 <= params.penalty_last_n <= INT32_MAX:
-        raise InvalidRequest(
-            f"penalty_last_n must be in [-1, {INT32_MAX}].", param="penalty_last_n"
-        )
-    if params.logprobs is not None and not 0 <= params.logprobs <= MAX_TOP_LOGPROBS:
-        raise InvalidRequest(
-            f"top_logprobs must be in [0, {MAX_TOP_LOGPROBS}].", param="top_logprobs"
-        )
-    if params.max_tokens is not None and params.max_tokens < 1:
-        raise InvalidRequest("max_tokens must be at least 1.", param="max_tokens")
-    if any(not stop for stop in params.stop):
-        raise InvalidRequest("Stop strings must not be empty.", param="stop")
-    for token, bias in params.logit_bias.items():
-        if not 0 <= token < n_vocab:
-            raise InvalidRequest(
-                f"logit_bias token {token} is not in the vocabulary.", param="logit_bias"
-            )
-        if math.isnan(bias) or bias > FLOAT32_MAX:  # -inf bans a token; +inf is not a bias
-            raise InvalidRequest("logit_bias values must be numbers or -inf.", param="logit_bias")

@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from app.engine.errors import ModelLoadError, ModelNotFound
+from app.errors import ModelLoadError, ModelNotFound
 from app.models.progress import Progress
 
 logger = logging.getLogger(__name__)

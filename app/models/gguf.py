@@ -27,7 +27,7 @@ import gguf
 import numpy as np
 import numpy.typing as npt
 
-from app.engine.errors import ModelLoadError, ModelNotFound
+from app.errors import ModelLoadError, ModelNotFound
 
 logger = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 
-from app.engine.errors import ModelNotFound
+from app.errors import ModelNotFound
 
 logger = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.engine.errors import ModelLoadError, ModelNotFound
+from app.errors import ModelLoadError, ModelNotFound
 from app.models.builtin import BUILTIN_MODELS, BuiltinModel, fetch_builtin
 from app.models.gguf import GGUFInfo, read_gguf
 from app.models.hub import fetch_hub, is_hub_ref, parse_hub_ref

@@ -18,7 +18,9 @@ from typing import Any, NoReturn
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from app.engine.errors import InvalidRequest
+from app.engine.types import ModelInfo
+from app.errors import InvalidRequest
+from app.schemas.chat import ChatMessage
 
 logger = logging.getLogger(__name__)
 
@@ -114,3 +116,36 @@ def with_system_prompt(
 def needs_bos(prompt: str, bos_token: str) -> bool:
     """Whether the engine should add BOS: not when the template already wrote it."""
     return not (bos_token and prompt.startswith(bos_token))
+
+
+def render_conversation(
+    messages: Sequence[Mapping[str, Any]],
+    info: ModelInfo,
+    system_prompt: str = "",
+    tools: list[dict[str, Any]] | None = None,
+) -> tuple[str, bool]:
+    """The prompt text for a conversation and whether the engine should add BOS.
+
+    ``system_prompt`` goes first when the conversation has none (CRIA's contract only: an
+    OpenAI request is rendered as sent; some templates refuse a system turn).
+    """
+    conversation = with_system_prompt(messages, system_prompt)
+    prompt = render_chat(
+        info.chat_template,
+        conversation,
+        bos_token=info.bos_token,
+        eos_token=info.eos_token,
+        tools=tools,
+    )
+    return prompt, needs_bos(prompt, info.bos_token)
+
+
+def conversation(chat_messages: list[ChatMessage]) -> list[Mapping[str, str]]:
+    """The messages as the chat template takes them (``developer`` becomes ``system``)."""
+    messages: list[Mapping[str, str]] = []
+    for message in chat_messages:
+        role = "system" if message.role == "developer" else message.role
+        messages.append({"role": role, "content": message.text()})
+    if messages[-1]["role"] == "assistant" and not messages[-1]["content"]:
+        raise InvalidRequest("The last message is an empty assistant message.", param="messages")
+    return messages

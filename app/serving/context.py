@@ -20,6 +20,9 @@ logger = logging.getLogger(__name__)
 ContextOverflow = Literal["truncate", "error"]
 Message = Mapping[str, Any]
 
+DROPPED_MESSAGES_HEADER = "X-Context-Dropped-Messages"
+"""The response header that says how many oldest messages were left out to fit."""
+
 REPLY_ROOM_SHARE = 4
 """Without a max_tokens, a truncated prompt leaves a quarter of the context for the reply."""
 

@@ -17,7 +17,7 @@ from typing import Any
 import jsonschema
 from jsonschema.exceptions import SchemaError
 
-from app.engine.errors import InvalidRequest
+from app.errors import InvalidRequest
 
 CONSTRAINTS = frozenset(
     {

@@ -8,8 +8,8 @@ validates against the schema (checked first in ``json_schema``: unsupported feat
 
 from __future__ import annotations
 
-from app.engine.errors import InvalidRequest
 from app.engine.types import Grammar, JsonRule
+from app.errors import InvalidRequest
 from app.schemas.common import SamplingRequest
 from app.serving.json_schema import canonical_schema
 

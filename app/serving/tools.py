@@ -20,13 +20,13 @@ from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from app.engine.errors import InvalidRequest
 from app.engine.types import Grammar, JsonRule, TokenLogprob
+from app.errors import InvalidRequest
 from app.schemas.chat import ChatCompletionRequest, ChatMessage
 from app.schemas.tools import NamedToolChoice, ToolDefinition
+from app.serving.generation import Finished
 from app.serving.json_schema import canonical_schema
 from app.serving.logprobs import LoggedPiece, logprobs_of
-from app.serving.sampling import Finished
 
 OPEN, CLOSE = "<tool_call>", "</tool_call>"
 ANY_OBJECT: dict[str, Any] = {"type": "object"}

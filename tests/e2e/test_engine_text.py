@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from app.engine.errors import ContextLengthExceeded, Overloaded
 from app.engine.service import LlamaEngine
 from app.engine.types import FinishReason, GenerationRequest, SamplingParams
+from app.errors import ContextLengthExceeded, Overloaded
 from tests.e2e.test_engine_batching import chatml, generate, running_engine, text_of
 
 REPLACEMENT = "\ufffd"

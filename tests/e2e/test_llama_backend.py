@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 
 from app.engine.backend import BatchToken, DecodeError
-from app.engine.errors import ModelLoadError, ModelNotFound
 from app.engine.llama import load_backend
 from app.engine.llama.backend import LlamaBackend
 from app.engine.types import EngineConfig, SamplingParams
+from app.errors import ModelLoadError, ModelNotFound
+from app.models.registry import resolve_model
 
 N_CTX_SLOT = 512
 STEPS = 20
@@ -300,9 +301,13 @@ def test_missing_file(tmp_path: Path) -> None:
 
 
 def test_not_a_gguf_file(tmp_path: Path) -> None:
+    # The header check (a plain message) is the resolver's, before any engine is built ...
     path = tmp_path / "page.gguf"
     path.write_text("<html>404 Not Found</html>")
     with pytest.raises(ModelLoadError, match="not a GGUF model file"):
+        resolve_model(str(path), tmp_path, download=False)
+    # ... and the loader, handed such a file anyway, still fails cleanly (no crash).
+    with pytest.raises(ModelLoadError, match="could not read"):
         load_backend(EngineConfig(model_path=str(path)))
 
 

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 
 import pytest
 
-from app.engine.types import FinishReason, GenerationRequest, TokenEvent, Usage
 from tests.support.api import app_client
-from tests.support.fake_engine import FakeEngine
+from tests.support.fake_engine import FailingMidStream, FakeEngine
 from tests.support.sse_client import parse_sse
 
 # Pieces with leading spaces, newlines, blank lines, a carriage return and non-ASCII text.
@@ -75,19 +73,8 @@ async def test_messages_win_over_prompt() -> None:
     assert response.json()["object"] == "chat.completion"
 
 
-class FailingMidStream(FakeEngine):
-    def submit(self, request: GenerationRequest) -> AsyncIterator[TokenEvent]:
-        async def events() -> AsyncIterator[TokenEvent]:
-            yield TokenEvent(request.request_id, text="Half a", token_id=1)
-            yield TokenEvent(
-                request.request_id, finish_reason=FinishReason.ERROR, usage=Usage(3, 0, 1)
-            )
-
-        return events()
-
-
 async def test_cria_error_after_start_is_one_error_event() -> None:
-    async with app_client(FailingMidStream()) as (client, _):
+    async with app_client(FailingMidStream("Half a")) as (client, _):
         response = await client.post("/v1/chat/completions", content=b'{"prompt": "x"}')
     events = parse_sse(response.text)
     assert [event.data for event in events[:-1]] == ["Half a"]

@@ -7,67 +7,11 @@ so the test can check that ``engine.abort`` was called with the request's id.
 from __future__ import annotations
 
 import asyncio
-import json
-from typing import Any
 
 import pytest
-from fastapi import FastAPI
 
-from tests.support.api import app_client, eventually
-from tests.support.fake_engine import FakeEngine
-
-LONG = " ".join(f"w{i}" for i in range(200))
-
-
-class RecordingEngine(FakeEngine):
-    """Records every abort call (the fake ignores aborts of streams already closed)."""
-
-    def __init__(self) -> None:
-        super().__init__(reply=lambda prompt: LONG, token_delay_s=0.01)
-        self.abort_calls: list[str] = []
-
-    def abort(self, request_id: str) -> None:
-        self.abort_calls.append(request_id)
-        super().abort(request_id)
-
-
-def http_scope(path: str) -> dict[str, Any]:
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.3"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(b"host", b"localhost"), (b"content-type", b"application/json")],
-        "client": ("127.0.0.1", 50000),
-        "server": ("localhost", 80),
-    }
-
-
-async def call_then_disconnect(
-    app: FastAPI, body: dict[str, Any], gone: asyncio.Event
-) -> list[dict[str, Any]]:
-    """Run one request; ``receive`` reports a disconnect once ``gone`` is set."""
-    sent: list[dict[str, Any]] = []
-    delivered = False
-
-    async def receive() -> dict[str, Any]:
-        nonlocal delivered
-        if not delivered:
-            delivered = True
-            return {"type": "http.request", "body": json.dumps(body).encode(), "more_body": False}
-        await gone.wait()
-        return {"type": "http.disconnect"}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    await asyncio.wait_for(app(http_scope("/v1/chat/completions"), receive, send), timeout=10)
-    return sent
+from tests.support.api import app_client, call_then_disconnect, eventually
+from tests.support.fake_engine import RecordingEngine
 
 
 @pytest.mark.parametrize(
@@ -82,7 +26,7 @@ async def test_disconnect_aborts_the_engine_request(stream: bool, status: int) -
     async with app_client(engine) as (_, app):
         gone = asyncio.Event()
         body = {"messages": [{"role": "user", "content": "go"}], "stream": stream}
-        call = asyncio.create_task(call_then_disconnect(app, body, gone))
+        call = asyncio.create_task(call_then_disconnect(app, "/v1/chat/completions", body, gone))
         await eventually(lambda: engine._generated_total >= 5)
         gone.set()
         sent = await call
@@ -92,3 +36,33 @@ async def test_disconnect_aborts_the_engine_request(stream: bool, status: int) -
     assert engine._generated_total < 100
     start = next(m for m in sent if m["type"] == "http.response.start")
     assert start["status"] == status
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "go"}], "stream": True}),
+        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "go"}]}),
+        ("/v1/chat/completions", {"prompt": "go"}),
+        ("/v1/completions", {"prompt": "go", "stream": True}),
+        ("/api/chat", {"model": "m", "messages": [{"role": "user", "content": "go"}]}),
+        ("/generate_stream", {"inputs": "go"}),
+    ],
+    ids=["chat-stream", "chat", "cria", "completions-stream", "ollama", "tgi-stream"],
+)
+async def test_a_client_leaving_before_the_first_event_frees_its_slot_at_once(
+    path: str, body: dict[str, object]
+) -> None:
+    # The engine is slow to start (the first token would come after 2 s): the client has
+    # left before any event exists, so only the stream handle can abort the request.
+    engine = RecordingEngine(token_delay_s=2.0)
+    async with app_client(engine) as (_, app):
+        gone = asyncio.Event()
+        gone.set()  # disconnect as soon as the body is read
+        call = asyncio.create_task(call_then_disconnect(app, path, body, gone))
+        await eventually(lambda: len(engine.submitted) == 1, timeout_s=5.0)
+        await asyncio.wait_for(call, timeout=1.0)
+        await eventually(lambda: engine.stats().slots_busy == 0, timeout_s=1.0)
+        (request,) = engine.submitted
+        assert engine.abort_calls == [request.request_id]
+        assert engine._generated_total == 0  # no token was generated: aborted, not finished

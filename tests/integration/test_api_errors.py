@@ -10,12 +10,14 @@ from typing import Any
 import httpx
 import pytest
 
-from app.engine.types import FinishReason, GenerationRequest, TokenEvent, Usage
+from app.engine.types import GenerationRequest, TokenEvent
 from tests.support.api import app_client, eventually
-from tests.support.fake_engine import FakeEngine
+from tests.support.fake_engine import FailingMidStream, FakeEngine
 from tests.support.sse_client import parse_sse
 
 USER = [{"role": "user", "content": "Hello"}]
+
+KV_FULL = "llama_decode failed (KV cache full)"
 
 
 def assert_error(response: httpx.Response, status: int, code: str | None = None) -> dict[str, Any]:
@@ -208,23 +210,11 @@ async def test_unexpected_error_is_500_without_internals() -> None:
     assert after.status_code == 200
 
 
-class FailingMidStream(FakeEngine):
-    def submit(self, request: GenerationRequest) -> AsyncIterator[TokenEvent]:
-        async def events() -> AsyncIterator[TokenEvent]:
-            yield TokenEvent(request.request_id, text="Partial", token_id=1)
-            yield TokenEvent(
-                request.request_id,
-                finish_reason=FinishReason.ERROR,
-                usage=Usage(3, 0, 1),
-                error="llama_decode failed (KV cache full)",
-            )
-
-        self.submitted.append(request)
-        return events()
-
-
 async def test_error_after_stream_start_is_one_final_error_event() -> None:
-    async with app_client(FailingMidStream()) as (client, _):
+    async with app_client(FailingMidStream(error=KV_FULL)) as (
+        client,
+        _,
+    ):
         response = await client.post(
             "/v1/chat/completions", json={"messages": USER, "stream": True}
         )

@@ -7,17 +7,17 @@ import asyncio
 import base64
 import json
 import struct
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
-from app.engine.types import FinishReason, GenerationRequest, TokenEvent, Usage
-from tests.support.api import app_client, eventually
-from tests.support.fake_engine import FakeEngine
+from tests.support.api import app_client, call_then_disconnect, eventually
+from tests.support.fake_engine import FailingMidStream, FakeEngine, RecordingEngine
 
 REPLY = "Paris is the capital of France."
 CHAT = {"model": "fake-model", "messages": [{"role": "user", "content": "Capital of France?"}]}
+
+KV_FULL = "llama_decode failed (KV cache full)"
 
 
 def fake(**kwargs: Any) -> FakeEngine:
@@ -395,25 +395,11 @@ async def test_new_routes_cap_the_body(path: str) -> None:
     assert response.status_code == 413
 
 
-class FailingMidStream(FakeEngine):
-    """One piece of text, then an engine error."""
-
-    def submit(self, request: GenerationRequest) -> AsyncIterator[TokenEvent]:
-        async def events() -> AsyncIterator[TokenEvent]:
-            yield TokenEvent(request.request_id, text="Partial", token_id=1)
-            yield TokenEvent(
-                request.request_id,
-                finish_reason=FinishReason.ERROR,
-                usage=Usage(3, 0, 1),
-                error="llama_decode failed (KV cache full)",
-            )
-
-        self.submitted.append(request)
-        return events()
-
-
 async def test_errors_after_the_stream_started_end_it_in_each_familys_shape() -> None:
-    async with app_client(FailingMidStream()) as (client, _):
+    async with app_client(FailingMidStream(error=KV_FULL)) as (
+        client,
+        _,
+    ):
         ollama = await client.post("/api/chat", json=CHAT)
         tgi = await client.post("/generate_stream", json={"inputs": "hi"})
         whole = await client.post("/generate", json={"inputs": "hi"})
@@ -429,18 +415,6 @@ async def test_errors_after_the_stream_started_end_it_in_each_familys_shape() ->
     assert whole.json()["error_type"] == "generation"
 
 
-class SlowEngine(FakeEngine):
-    """A long reply, paced; records every abort call (the fake drops those of closed streams)."""
-
-    def __init__(self) -> None:
-        super().__init__(reply=lambda prompt: " ".join(["w"] * 200), token_delay_s=0.01)
-        self.abort_calls: list[str] = []
-
-    def abort(self, request_id: str) -> None:
-        self.abort_calls.append(request_id)
-        super().abort(request_id)
-
-
 @pytest.mark.parametrize(
     ("path", "body"),
     [
@@ -451,40 +425,13 @@ class SlowEngine(FakeEngine):
     ],
 )
 async def test_a_client_that_leaves_aborts_its_request(path: str, body: dict[str, Any]) -> None:
-    engine = SlowEngine()
+    engine = RecordingEngine()
     async with app_client(engine) as (_, app):
         gone = asyncio.Event()
-        delivered = False
-
-        async def receive() -> dict[str, Any]:
-            nonlocal delivered
-            if not delivered:
-                delivered = True
-                return {"type": "http.request", "body": json.dumps(body).encode()}
-            await gone.wait()
-            return {"type": "http.disconnect"}
-
-        async def send(message: dict[str, Any]) -> None:
-            return None
-
-        scope = {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": "POST",
-            "scheme": "http",
-            "path": path,
-            "raw_path": path.encode(),
-            "root_path": "",
-            "query_string": b"",
-            "headers": [(b"host", b"localhost"), (b"content-type", b"application/json")],
-            "client": ("127.0.0.1", 50000),
-            "server": ("localhost", 80),
-        }
-        call = asyncio.create_task(app(scope, receive, send))
+        call = asyncio.create_task(call_then_disconnect(app, path, body, gone))
         await eventually(lambda: engine._generated_total >= 5)
         gone.set()
-        await asyncio.wait_for(call, timeout=10)
+        await call
         await eventually(lambda: engine.stats().slots_busy == 0, timeout_s=1.0)
     (request,) = engine.submitted
     assert engine.abort_calls == [request.request_id]

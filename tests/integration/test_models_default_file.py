@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from app.engine.errors import ModelLoadError
+from app.errors import ModelLoadError
 from app.models.builtin import BUILTIN_MODELS
 from app.models.gguf import read_gguf
 from app.models.registry import resolve_model

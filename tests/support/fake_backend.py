@@ -19,8 +19,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from app.engine.backend import BatchToken, DecodeError
-from app.engine.errors import InvalidRequest
 from app.engine.types import Grammar, ModelInfo, SamplingParams
+from app.errors import InvalidRequest
 from tests.support.fake_engine import fake_model_info
 
 BOS = 256

@@ -13,13 +13,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 
 from app.engine.embeddings import normalize
-from app.engine.errors import (
-    ContextLengthExceeded,
-    EngineDead,
-    EngineNotReady,
-    InvalidRequest,
-    Overloaded,
-)
+from app.engine.stream import EventStream
 from app.engine.types import (
     Embeddings,
     EngineHealth,
@@ -31,6 +25,13 @@ from app.engine.types import (
     Timings,
     TokenEvent,
     Usage,
+)
+from app.errors import (
+    ContextLengthExceeded,
+    EngineDead,
+    EngineNotReady,
+    InvalidRequest,
+    Overloaded,
 )
 
 CHATML_TEMPLATE = (
@@ -171,7 +172,7 @@ class FakeEngine:
             vectors.append(tuple(normalize(vector)))
         return Embeddings(tuple(vectors), sum(len(t.encode()) for t in texts))
 
-    def submit(self, request: GenerationRequest) -> AsyncIterator[TokenEvent]:
+    def submit(self, request: GenerationRequest) -> EventStream:
         self._require_ready()
         prompt = (
             request.prompt
@@ -187,7 +188,7 @@ class FakeEngine:
         self.submitted.append(request)
         live = _Live(request)
         self._live[request.request_id] = live
-        return self._stream(live, prompt, n_prompt)
+        return EventStream(request.request_id, self._stream(live, prompt, n_prompt), self.abort)
 
     async def _stream(self, live: _Live, prompt: str, n_prompt: int) -> AsyncIterator[TokenEvent]:
         rid = live.request.request_id
@@ -265,3 +266,38 @@ class FakeEngine:
         if self.state == "loading":
             raise EngineNotReady("The model is still loading.")
         return fake_model_info(self.n_slots, self.n_ctx_slot, self.offload)
+
+
+class FailingMidStream(FakeEngine):
+    """One piece of text (``text``), then an engine error ending the request."""
+
+    def __init__(self, text: str = "Partial", error: str | None = None) -> None:
+        super().__init__()
+        self.text = text
+        self.error = error
+
+    def submit(self, request: GenerationRequest) -> EventStream:
+        async def events() -> AsyncIterator[TokenEvent]:
+            yield TokenEvent(request.request_id, text=self.text, token_id=1)
+            yield TokenEvent(
+                request.request_id,
+                finish_reason=FinishReason.ERROR,
+                usage=Usage(3, 0, 1),
+                error=self.error,
+            )
+
+        self.submitted.append(request)
+        return EventStream(request.request_id, events(), self.abort)
+
+
+class RecordingEngine(FakeEngine):
+    """A long reply, paced; records every abort call (the fake drops those of closed streams)."""
+
+    def __init__(self, *, words: int = 200, token_delay_s: float = 0.01) -> None:
+        reply = " ".join(f"w{i}" for i in range(words))
+        super().__init__(reply=lambda prompt: reply, token_delay_s=token_delay_s)
+        self.abort_calls: list[str] = []
+
+    def abort(self, request_id: str) -> None:
+        self.abort_calls.append(request_id)
+        super().abort(request_id)

@@ -20,7 +20,8 @@ import httpx
 from fastapi import FastAPI
 from hypothesis import strategies as st
 
-from app.api.errors import OLLAMA_PREFIX, TGI_PATHS
+from app.api.app import create_app
+from app.api.family import RouteFamily
 from app.engine.service import LlamaEngine
 from app.engine.types import EngineConfig
 from tests.support.fake_backend import FakeBackend
@@ -422,7 +423,7 @@ def check_reply(
     text = content.decode("utf-8", errors="replace")
     assert status < 500, f"{status}: {text[:500]}"
     if 400 <= status < 500 and method != "HEAD":
-        _check_error_body(path, json.loads(text))
+        _check_error_body(route_family(method, path), json.loads(text))
         if status == 429:
             assert int(headers["retry-after"]) >= 1
     if status != 200:
@@ -431,7 +432,8 @@ def check_reply(
     if content_type.startswith("text/event-stream"):
         data = [line for line in text.splitlines() if line.startswith("data:")]
         assert data, text[:500]
-        if path in TGI_PATHS:  # TGI streams end with their last token event, no [DONE]
+        if route_family(method, path).name == "tgi":  # TGI streams end with their last token
+            # event, no [DONE]
             assert "error" not in json.loads(data[-1].removeprefix("data:")), data[-1]
         else:
             assert data[-1] == "data: [DONE]", data[-3:]
@@ -440,13 +442,28 @@ def check_reply(
         assert last.get("done") is True, last
 
 
-def _check_error_body(path: str, body: Any) -> None:
-    if path.startswith(OLLAMA_PREFIX):
+@functools.cache
+def _reference_app() -> FastAPI:
+    from app.settings import Settings
+
+    return create_app(Settings())  # routes only: its lifespan (the engine) never starts
+
+
+def route_family(method: str, path: str) -> RouteFamily:
+    """The route family whose error shape an answer to ``method path`` must have: the one
+    the app's own family table names for the route that matches (the default one if none)."""
+    scope = {"type": "http", "method": method, "path": path, "root_path": "", "headers": []}
+    app = _reference_app()
+    return app.state.families.family_of(scope)  # type: ignore[no-any-return]  # app.state
+
+
+def _check_error_body(family: RouteFamily, body: Any) -> None:
+    if family.name == "ollama":
         assert set(body) == {"error"}, body
         assert isinstance(body["error"], str)
         assert body["error"]
         return
-    if path in TGI_PATHS:
+    if family.name == "tgi":
         assert set(body) == {"error", "error_type"}, body
         assert isinstance(body["error"], str)
         assert body["error"]

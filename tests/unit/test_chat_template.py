@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.engine.errors import InvalidRequest
+from app.errors import InvalidRequest
 from app.serving.chat_template import (
     CHATML_TEMPLATE,
     needs_bos,

@@ -10,9 +10,9 @@ import threading
 import pytest
 
 from app.engine.embeddings import EmbeddingService, normalize, pack
-from app.engine.errors import ContextLengthExceeded, EngineError, InvalidRequest, Overloaded
 from app.engine.service import LlamaEngine
 from app.engine.types import EngineConfig
+from app.errors import ContextLengthExceeded, EngineError, InvalidRequest, Overloaded
 from tests.support.fake_backend import BOS, EOG, FakeBackend, FakeEmbedder
 
 

@@ -8,15 +8,6 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from app.engine.errors import (
-    ContextLengthExceeded,
-    EngineDead,
-    EngineNotReady,
-    InvalidRequest,
-    ModelLoadError,
-    ModelNotFound,
-    Overloaded,
-)
 from app.engine.service import LlamaEngine
 from app.engine.types import (
     EngineConfig,
@@ -24,6 +15,15 @@ from app.engine.types import (
     GenerationRequest,
     SamplingParams,
     TokenEvent,
+)
+from app.errors import (
+    ContextLengthExceeded,
+    EngineDead,
+    EngineNotReady,
+    InvalidRequest,
+    ModelLoadError,
+    ModelNotFound,
+    Overloaded,
 )
 from tests.support.fake_backend import FakeBackend, scripted_reply
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from app.engine.errors import ModelLoadError, ModelNotFound
+from app.errors import ModelLoadError, ModelNotFound
 from app.models.gguf import ArraySummary, check_gguf_file, read_gguf
 from tests.support.gguf_writer import TINY_TENSORS, gguf_bytes, tiny_llama_metadata
 

@@ -7,11 +7,12 @@ from collections.abc import AsyncIterator
 from app.engine.types import FinishReason, TokenEvent, Usage
 from app.schemas.ollama import OllamaOptions
 from app.schemas.tgi import TgiGenerateRequest, TgiParameters
-from app.serving.ollama import sampling_from_options
-from app.serving.sampling import Finished, Limits
-from app.serving.tgi import TgiLast, plan_tgi, tgi_sampling, tgi_tokens
-from app.serving.tokenize import token_piece
-from tests.support.fake_engine import FakeEngine, fake_model_info
+from app.serving.generation import Finished
+from app.serving.llama.tokenize import token_piece
+from app.serving.ollama.chat import sampling_from_options
+from app.serving.policy import Limits
+from app.serving.tgi.generate import TgiLast, plan_tgi, tgi_sampling, tgi_tokens
+from tests.support.fake_engine import fake_model_info
 
 LIMITS = Limits(max_tokens_limit=512, default_max_tokens=None)
 INFO = fake_model_info()
@@ -69,7 +70,7 @@ async def test_tgi_tokens_hold_the_last_and_merge_flushed_text() -> None:
         ),  # ...flushed at the end
     ]
     finished: list[Finished] = []
-    items = [item async for item in tgi_tokens(FakeEngine(), "r", _events(events), finished.append)]
+    items = [item async for item in tgi_tokens(_events(events), finished.append)]
     first, last = items
     assert first.model_dump() == {"id": 10, "text": "Hi", "logprob": None, "special": False}
     assert isinstance(last, TgiLast)

@@ -15,7 +15,7 @@ from app.engine.llama.cpu import CpuFacts, decide_amx_guard, parse_cpuinfo, read
 from app.engine.llama.grammar import repetition_problem
 from app.engine.llama.offload import ModelFootprint, offload_info, plan_offload
 from app.engine.types import EngineHealth
-from app.serving.models import health, model_card
+from app.serving.cria.health import health, model_card
 from tests.support.cpuinfo import FAKE_HOSTS, FakeHost
 from tests.support.fake_engine import fake_model_info
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from app.engine.errors import ModelLoadError, ModelNotFound
+from app.errors import ModelLoadError, ModelNotFound
 from app.models.builtin import BuiltinModel, fetch_builtin
 from app.models.gguf import read_gguf
 from tests.support.file_server import FileServer, Route, serve_files

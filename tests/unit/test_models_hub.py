@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from app.engine.errors import ModelNotFound
+from app.errors import ModelNotFound
 from app.models.hub import HubRef, parse_hub_ref
 from app.models.registry import resolve_model
 from tests.support.file_server import FileServer, Route, serve_files

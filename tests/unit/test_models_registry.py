@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from app.engine.errors import ModelLoadError, ModelNotFound
+from app.errors import ModelLoadError, ModelNotFound
 from app.models.builtin import BUILTIN_MODELS, PYPI_URL_ENV
 from app.models.registry import list_models, remove_model, resolve_model
 from tests.support.file_server import FileServer, serve_files

@@ -9,11 +9,11 @@ from time import perf_counter
 import pytest
 
 from app.engine.backend import BatchToken
-from app.engine.errors import InvalidRequest, Overloaded
 from app.engine.prompt_cache import HostPromptCache
 from app.engine.scheduler import Delivery, Scheduler
 from app.engine.sequence import Sequence
 from app.engine.types import FinishReason, GenerationRequest, SamplingParams, TokenEvent
+from app.errors import InvalidRequest, Overloaded
 from tests.support.fake_backend import EOG, FakeBackend, hash_reply, scripted_reply
 
 GREEDY = SamplingParams(temperature=0.0)

@@ -8,7 +8,7 @@ import json
 import pytest
 from pydantic import BaseModel, Field
 
-from app.engine.errors import InvalidRequest
+from app.errors import InvalidRequest
 from app.schemas.chat import ChatCompletionRequest
 from app.serving.json_schema import canonical_schema
 from app.serving.structured import response_grammar

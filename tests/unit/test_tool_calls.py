@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from app.engine.errors import InvalidRequest
+from app.errors import InvalidRequest
 from app.schemas.chat import ChatCompletionRequest
 from app.serving.tools import CallSplitter, ParsedCall, ToolCalls, takes_tools, tool_prompt
 
@@ -104,8 +104,8 @@ def test_history_with_calls_and_results() -> None:
 
 async def test_logprobs_stay_with_content_and_leave_calls_out() -> None:
     from app.engine.types import TokenLogprob, Usage
+    from app.serving.generation import Finished
     from app.serving.logprobs import LoggedPiece, logprobs_of
-    from app.serving.sampling import Finished
     from app.serving.tools import split_tool_calls
 
     def lp(text: str) -> TokenLogprob:

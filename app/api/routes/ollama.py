@@ -8,25 +8,18 @@ statuses of the shared error table.
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Response
 
-from app.api.deps import (
-    EngineDep,
-    LimitsDep,
-    RequestIdDep,
-    SettingsDep,
-    json_object,
-    parse_body,
-    usage_recorder,
-)
-from app.api.disconnect import json_unless_disconnected
-from app.api.ndjson import NdjsonResponse, line
+from app.api.deps import Call, CallDep, EngineDep
+from app.api.family import RouteFamily
+from app.api.ndjson import line
 from app.api.openapi import ERROR_RESPONSES, json_body
 from app.api.security import require_api_key
-from app.engine.protocol import Engine
+from app.schemas.common import ErrorDetail
 from app.schemas.ollama import (
     OllamaChatRequest,
     OllamaEmbedRequest,
+    OllamaError,
     OllamaGenerateRequest,
     OllamaLegacyEmbedRequest,
     OllamaModelRequest,
@@ -35,10 +28,8 @@ from app.schemas.ollama import (
     OllamaTags,
     OllamaVersion,
 )
-from app.serving import ollama_models
-from app.serving.embeddings import ollama_embed, ollama_legacy_embed
-from app.serving.generation import pieces
-from app.serving.ollama import (
+from app.serving.ollama import models as ollama_models
+from app.serving.ollama.chat import (
     OllamaPlan,
     load_only_line,
     ollama_answer,
@@ -47,20 +38,23 @@ from app.serving.ollama import (
     plan_ollama_chat,
     plan_ollama_generate,
 )
+from app.serving.ollama.embeddings import ollama_embed, ollama_legacy_embed
 
 router = APIRouter(dependencies=[Depends(require_api_key)], tags=["ollama"])
 
 
-async def _answer(
-    plan: OllamaPlan, stream: bool, request: Request, engine: Engine, request_id: str
-) -> Response:
+def ollama_error(detail: ErrorDetail, _: int) -> OllamaError:
+    """Ollama's error body (and the last line of a stream that failed): ``{"error": "..."}``."""
+    return OllamaError(error=detail.message)
+
+
+async def _answer(plan: OllamaPlan, stream: bool, call: Call) -> Response:
     if plan.request is None:
         return Response(line(load_only_line(plan)), media_type="application/json")
-    events = engine.submit(plan.request)
-    texts = pieces(engine, request_id, events, usage_recorder(request))
+    texts = call.start(plan.request)
     if stream:
-        return NdjsonResponse(ollama_lines(plan, texts))
-    return await json_unless_disconnected(request, ollama_answer(plan, texts))
+        return call.ndjson(ollama_lines(plan, texts))
+    return await call.json(ollama_answer(plan, texts))
 
 
 @router.post(
@@ -69,13 +63,11 @@ async def _answer(
     responses=ERROR_RESPONSES,
     openapi_extra=json_body(OllamaChatRequest),
 )
-async def ollama_chat(
-    request: Request, engine: EngineDep, limits: LimitsDep, request_id: RequestIdDep
-) -> Response:
+async def ollama_chat(call: CallDep) -> Response:
     """Chat (Ollama): NDJSON lines unless ``"stream": false``."""
-    body = parse_body(OllamaChatRequest, await json_object(request))
-    plan = plan_ollama_chat(body, engine.model_info(), limits, request_id)
-    return await _answer(plan, body.stream, request, engine, request_id)
+    body = await call.body(OllamaChatRequest)
+    plan = plan_ollama_chat(body, call.engine.model_info(), call.limits, call.request_id)
+    return await _answer(plan, body.stream, call)
 
 
 @router.post(
@@ -84,13 +76,11 @@ async def ollama_chat(
     responses=ERROR_RESPONSES,
     openapi_extra=json_body(OllamaGenerateRequest),
 )
-async def ollama_generate(
-    request: Request, engine: EngineDep, limits: LimitsDep, request_id: RequestIdDep
-) -> Response:
+async def ollama_generate(call: CallDep) -> Response:
     """Complete a prompt (Ollama): chat template applied unless ``raw``; NDJSON when streamed."""
-    body = parse_body(OllamaGenerateRequest, await json_object(request))
-    plan = plan_ollama_generate(body, engine.model_info(), limits, request_id)
-    return await _answer(plan, body.stream, request, engine, request_id)
+    body = await call.body(OllamaGenerateRequest)
+    plan = plan_ollama_generate(body, call.engine.model_info(), call.limits, call.request_id)
+    return await _answer(plan, body.stream, call)
 
 
 @router.post(
@@ -99,12 +89,10 @@ async def ollama_generate(
     responses=ERROR_RESPONSES,
     openapi_extra=json_body(OllamaEmbedRequest),
 )
-async def ollama_create_embeddings(
-    request: Request, engine: EngineDep, limits: LimitsDep
-) -> Response:
+async def ollama_create_embeddings(call: CallDep) -> Response:
     """Embed text (Ollama): one vector per input (needs ``--embeddings``)."""
-    body = parse_body(OllamaEmbedRequest, await json_object(request))
-    return await json_unless_disconnected(request, ollama_embed(engine, body, limits))
+    body = await call.body(OllamaEmbedRequest)
+    return await call.json(ollama_embed(call.engine, body, call.limits))
 
 
 @router.post(
@@ -113,12 +101,10 @@ async def ollama_create_embeddings(
     responses=ERROR_RESPONSES,
     openapi_extra=json_body(OllamaLegacyEmbedRequest),
 )
-async def ollama_create_embedding(
-    request: Request, engine: EngineDep, limits: LimitsDep
-) -> Response:
+async def ollama_create_embedding(call: CallDep) -> Response:
     """Embed one prompt (Ollama's older route; needs ``--embeddings``)."""
-    body = parse_body(OllamaLegacyEmbedRequest, await json_object(request))
-    return await json_unless_disconnected(request, ollama_legacy_embed(engine, body, limits))
+    body = await call.body(OllamaLegacyEmbedRequest)
+    return await call.json(ollama_legacy_embed(call.engine, body, call.limits))
 
 
 @router.get("/api/tags")
@@ -134,17 +120,29 @@ async def ollama_list_running(engine: EngineDep) -> OllamaRunning:
 
 
 @router.post("/api/show", responses=ERROR_RESPONSES, openapi_extra=json_body(OllamaModelRequest))
-async def ollama_show_model(
-    request: Request, engine: EngineDep, settings: SettingsDep, limits: LimitsDep
-) -> OllamaShow:
+async def ollama_show_model(call: CallDep) -> OllamaShow:
     """Describe the served model (Ollama): details, parameters, template, metadata."""
-    body = parse_body(OllamaModelRequest, await json_object(request))
-    info = engine.model_info()
-    ollama_model_name(body.model or body.name or "", info, limits)
-    return ollama_models.show(info, embeddings=settings.embeddings)
+    body = await call.body(OllamaModelRequest)
+    info = call.engine.model_info()
+    ollama_model_name(body.model or body.name or "", info, call.limits)
+    return ollama_models.show(info, embeddings=call.settings.embeddings)
 
 
 @router.get("/api/version")
 async def ollama_version() -> OllamaVersion:
     """The Ollama API version these routes follow."""
     return ollama_models.version()
+
+
+FAMILY = RouteFamily(
+    "ollama",
+    (router,),
+    body_models=(
+        OllamaChatRequest,
+        OllamaGenerateRequest,
+        OllamaModelRequest,
+        OllamaEmbedRequest,
+        OllamaLegacyEmbedRequest,
+    ),
+    error_shape=ollama_error,
+)

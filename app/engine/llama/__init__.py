@@ -20,7 +20,7 @@ __all__ = ["load_backend"]
 def load_backend(config: EngineConfig, *, amx_guard: bool | None = None) -> LlamaBackend:
     """Load ``config.model_path`` and create a context with ``config.n_slots`` sequences.
 
-    Raises ``app.engine.errors.ModelNotFound`` when the file does not exist and
+    Raises ``app.errors.ModelNotFound`` when the file does not exist and
     ``ModelLoadError`` when it cannot be loaded (not GGUF, truncated, corrupt, no memory).
     ``amx_guard``: None decides from the CPU (default); True/False force it.
     """

@@ -20,8 +20,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from app.engine.backend import DecodeError
-from app.engine.errors import ModelLoadError
 from app.engine.llama import _lib
+from app.errors import ModelLoadError
 
 logger = logging.getLogger(__name__)
 

@@ -26,9 +26,9 @@ from typing import Any
 import numpy as np
 from llama_cpp.llama_grammar import SchemaConverter  # noqa: TID251 - the llama_cpp boundary
 
-from app.engine.errors import InvalidRequest
 from app.engine.llama import _lib
 from app.engine.types import Grammar
+from app.errors import InvalidRequest
 
 logger = logging.getLogger(__name__)
 

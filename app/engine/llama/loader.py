@@ -1,6 +1,7 @@
 """``load_backend``: from an EngineConfig to a ready LlamaBackend.
 
-Order: check the file (exists, GGUF magic, header) -> init the backend once and load ggml's
+Order: the file's size (its GGUF header was checked by the caller that resolved it,
+``app.models.registry``) -> init the backend once and load ggml's
 backend modules (GGML_BACKEND_DL builds) -> decide the AMX guard -> plan the GPU offload ->
 load the model (backing off to fewer GPU layers, then the CPU, when loading fails) -> create
 one context with ``n_slots`` per-sequence KV streams.
@@ -11,10 +12,10 @@ llama.cpp returns NULL on failure, so nothing here can crash the process.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import replace
 from typing import Any
 
-from app.engine.errors import ModelLoadError
 from app.engine.llama import _lib
 from app.engine.llama.backend import LlamaBackend
 from app.engine.llama.cpu import AmxDecision, decide_amx_guard, default_threads, read_cpu_facts
@@ -29,7 +30,7 @@ from app.engine.llama.offload import (
     plan_offload,
 )
 from app.engine.types import EngineConfig
-from app.models.gguf import check_gguf_file
+from app.errors import ModelLoadError, ModelNotFound
 
 logger = logging.getLogger(__name__)
 
@@ -188,6 +189,17 @@ def _check_context(config: EngineConfig, ctx: int) -> tuple[int, int]:
     return per_seq, min(batch, config.n_batch)
 
 
+def _file_size(path: str) -> int:
+    # The GGUF header was checked by whoever resolved the path (app.models.registry); a file
+    # that is no model still fails here as a ModelLoadError when llama.cpp cannot read it.
+    try:
+        return os.stat(path).st_size
+    except FileNotFoundError as exc:
+        raise ModelNotFound(f"model file {path} not found.", param="model") from exc
+    except OSError as exc:
+        raise ModelLoadError(f"Could not read {path}: {exc.strerror}.", param="model") from exc
+
+
 def load_backend(config: EngineConfig, *, amx_guard: bool | None = None) -> LlamaBackend:
     """Load ``config.model_path`` and create its context; the caller owns the backend.
 
@@ -195,7 +207,7 @@ def load_backend(config: EngineConfig, *, amx_guard: bool | None = None) -> Llam
     Raises ``ModelNotFound`` for a missing file and ``ModelLoadError`` for anything else.
     """
     _check_config(config)
-    size = check_gguf_file(config.model_path)
+    size = _file_size(config.model_path)
     _lib.backend_init()
     backends = load_backends()  # GGML_BACKEND_DL builds: register the CPU (and GPU) modules
     _lib.take_native_problems()

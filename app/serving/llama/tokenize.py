@@ -10,8 +10,8 @@ from app.schemas.tokenize import (
     TokenizeResponse,
     TokenPiece,
 )
-from app.serving.chat import conversation, render_conversation
-from app.serving.sampling import Limits, served_model_name
+from app.serving.chat_template import conversation, render_conversation
+from app.serving.policy import Limits, served_model_name
 
 
 def token_piece(token: int, raw: bytes) -> TokenPiece:

@@ -1,4 +1,4 @@
-"""``GET /v1/models``: the served model, in OpenAI's list shape."""
+"""``GET /v1/models`` and ``GET /v1/models/{id}``: the served model, in OpenAI's shapes."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from fastapi import APIRouter, Depends
 from app.api.deps import EngineDep, LimitsDep
 from app.api.security import require_api_key
 from app.schemas.models import Model, ModelList
-from app.serving.models import list_models as model_list
-from app.serving.models import served_model
-from app.serving.sampling import check_model_name
+from app.serving.openai.models import list_models as model_list
+from app.serving.openai.models import served_model
+from app.serving.policy import check_model_name
 
 router = APIRouter(dependencies=[Depends(require_api_key)], tags=["models"])
 

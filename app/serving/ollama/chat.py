@@ -19,8 +19,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from app.engine.errors import InvalidRequest
 from app.engine.types import GenerationRequest, Grammar, ModelInfo, SamplingParams
+from app.errors import InvalidRequest
 from app.schemas.common import MAX_STOP_SEQUENCES
 from app.schemas.ollama import (
     OllamaAssistantMessage,
@@ -32,10 +32,9 @@ from app.schemas.ollama import (
     OllamaRequest,
     OllamaStats,
 )
-from app.serving.chat import render_conversation
-from app.serving.chat_template import needs_bos
-from app.serving.generation import collect
-from app.serving.sampling import Finished, Limits, max_tokens, served_model_name
+from app.serving.chat_template import needs_bos, render_conversation
+from app.serving.generation import Finished, collect
+from app.serving.policy import Limits, max_tokens, served_model_name
 from app.serving.structured import json_grammar
 
 logger = logging.getLogger(__name__)

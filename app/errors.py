@@ -1,10 +1,14 @@
-"""Typed engine errors. The HTTP layer maps each class to a status in one table (api/errors.py)."""
+"""The domain errors every layer raises (engine, serving, models, CLI).
+
+The HTTP layer maps each class to a status and a body in one table (``app/api/errors.py``);
+nothing looks at exception text. Engine-internal failures (``DecodeError``) stay in the engine.
+"""
 
 from __future__ import annotations
 
 
 class EngineError(Exception):
-    """Base class of every error the engine raises on purpose."""
+    """Base class of every error the server raises on purpose (the name is historical)."""
 
     def __init__(self, message: str, *, param: str | None = None) -> None:
         super().__init__(message)
@@ -56,3 +60,11 @@ class EngineNotReady(EngineError):
 
 class EngineDead(EngineError):
     """The engine thread stopped (crash or shutdown) and takes no more requests."""
+
+
+class GenerationFailed(EngineError):
+    """The engine reported an error in the middle of a generation."""
+
+
+class RequestCancelled(EngineError):
+    """The engine cancelled a request whose client was still listening (e.g. shutdown)."""

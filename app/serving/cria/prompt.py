@@ -11,8 +11,9 @@ from collections.abc import AsyncIterator
 
 from app.engine.types import GenerationRequest, ModelInfo, SamplingParams
 from app.schemas.cria import CriaPromptRequest
-from app.serving.chat import render_conversation
-from app.serving.sampling import Finished, Limits, max_tokens
+from app.serving.chat_template import render_conversation
+from app.serving.generation import Finished
+from app.serving.policy import Limits, max_tokens
 
 
 def plan_cria(

@@ -1,4 +1,4 @@
-"""Text completions: a plain prompt in, OpenAI ``text_completion`` objects out."""
+"""OpenAI text completions: a plain prompt in, OpenAI ``text_completion`` objects out."""
 
 from __future__ import annotations
 
@@ -6,17 +6,12 @@ from collections.abc import AsyncIterator
 
 from app.engine.types import GenerationRequest, ModelInfo
 from app.schemas.completions import Completion, CompletionChoice, CompletionRequest
-from app.serving.generation import ResponsePlan, collect
+from app.serving.generation import Finished, collect
 from app.serving.logprobs import LoggedPiece, completion_logprobs
+from app.serving.openai.plan import ResponsePlan, wire_usage
+from app.serving.policy import Limits, max_tokens, served_model_name
 from app.serving.render import HOLE, JsonTemplate, RawJson
-from app.serving.sampling import (
-    Finished,
-    Limits,
-    max_tokens,
-    sampling_params,
-    served_model_name,
-    wire_usage,
-)
+from app.serving.sampling import sampling_params
 
 
 def plan_completion(

@@ -1,4 +1,4 @@
-"""Chat completions: wire request -> engine request, engine events -> OpenAI responses."""
+"""OpenAI chat completions: wire request -> engine request, engine events -> OpenAI responses."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from app.engine.errors import InvalidRequest
 from app.engine.types import GenerationRequest, ModelInfo, TokenLogprob
+from app.errors import GenerationFailed
 from app.schemas.chat import (
     ChatCompletion,
     ChatCompletionChoice,
@@ -16,60 +16,20 @@ from app.schemas.chat import (
     ChatCompletionChunkChoice,
     ChatCompletionMessage,
     ChatCompletionRequest,
-    ChatMessage,
     ChoiceDelta,
 )
 from app.schemas.tools import FunctionCall, FunctionCallDelta, ToolCall, ToolCallDelta
-from app.serving.chat_template import needs_bos, render_chat, with_system_prompt
+from app.serving.chat_template import conversation, render_conversation
 from app.serving.context import fit_messages, reply_room
-from app.serving.errors import GenerationFailed
-from app.serving.generation import ResponsePlan, collect
+from app.serving.generation import Finished, collect
 from app.serving.logprobs import LoggedPiece, chat_logprobs, logprobs_of
+from app.serving.openai.plan import ResponsePlan, wire_usage
+from app.serving.policy import Limits, max_tokens, served_model_name
 from app.serving.render import HOLE, JsonTemplate, RawJson
-from app.serving.sampling import (
-    Finished,
-    Limits,
-    max_tokens,
-    sampling_params,
-    served_model_name,
-    wire_usage,
-)
+from app.serving.sampling import sampling_params
 from app.serving.tools import ParsedCall, call_message_parts, split_tool_calls, tool_prompt
 
 logger = logging.getLogger(__name__)
-
-
-def render_conversation(
-    messages: Sequence[Mapping[str, Any]],
-    info: ModelInfo,
-    system_prompt: str = "",
-    tools: list[dict[str, Any]] | None = None,
-) -> tuple[str, bool]:
-    """The prompt text for a conversation and whether the engine should add BOS.
-
-    ``system_prompt`` goes first when the conversation has none (CRIA's contract only: an
-    OpenAI request is rendered as sent; some templates refuse a system turn).
-    """
-    conversation = with_system_prompt(messages, system_prompt)
-    prompt = render_chat(
-        info.chat_template,
-        conversation,
-        bos_token=info.bos_token,
-        eos_token=info.eos_token,
-        tools=tools,
-    )
-    return prompt, needs_bos(prompt, info.bos_token)
-
-
-def conversation(chat_messages: list[ChatMessage]) -> list[Mapping[str, str]]:
-    """The messages as the chat template takes them (``developer`` becomes ``system``)."""
-    messages: list[Mapping[str, str]] = []
-    for message in chat_messages:
-        role = "system" if message.role == "developer" else message.role
-        messages.append({"role": role, "content": message.text()})
-    if messages[-1]["role"] == "assistant" and not messages[-1]["content"]:
-        raise InvalidRequest("The last message is an empty assistant message.", param="messages")
-    return messages
 
 
 def plan_chat(

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Response
 
-from app.api.deps import EngineDep, LimitsDep, json_object, parse_body
-from app.api.disconnect import json_unless_disconnected
+from app.api.deps import CallDep
 from app.api.openapi import ERROR_RESPONSES, json_body
 from app.api.security import require_api_key
 from app.schemas.embeddings import EmbeddingList, EmbeddingRequest
-from app.serving.embeddings import create_embeddings as embed
+from app.serving.openai.embeddings import create_embeddings as embed
 
 router = APIRouter(dependencies=[Depends(require_api_key)], tags=["embeddings"])
 
@@ -20,7 +19,7 @@ router = APIRouter(dependencies=[Depends(require_api_key)], tags=["embeddings"])
     responses=ERROR_RESPONSES,
     openapi_extra=json_body(EmbeddingRequest),
 )
-async def create_embeddings(request: Request, engine: EngineDep, limits: LimitsDep) -> Response:
+async def create_embeddings(call: CallDep) -> Response:
     """Embed text (OpenAI): pooled, normalised vectors from the served model."""
-    body = parse_body(EmbeddingRequest, await json_object(request))
-    return await json_unless_disconnected(request, embed(engine, body, limits))
+    body = await call.body(EmbeddingRequest)
+    return await call.json(embed(call.engine, body, call.limits))

@@ -21,7 +21,7 @@ from app.schemas.ollama import (
     OllamaTags,
     OllamaVersion,
 )
-from app.serving.ollama import ollama_time
+from app.serving.ollama.chat import ollama_time
 
 OLLAMA_API_VERSION = "0.9.0"  # the Ollama release whose API these routes follow
 NEVER_EXPIRES = "2318-01-01T00:00:00Z"  # the model stays loaded (Ollama's keep_alive < 0)

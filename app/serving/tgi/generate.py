@@ -17,11 +17,8 @@ import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 
-import anyio
-
-from app.engine.errors import InvalidRequest
-from app.engine.protocol import Engine
 from app.engine.types import GenerationRequest, Grammar, ModelInfo, SamplingParams, TokenEvent
+from app.errors import GenerationFailed, InvalidRequest
 from app.schemas.common import MAX_STOP_SEQUENCES
 from app.schemas.tgi import (
     TgiDetails,
@@ -34,9 +31,8 @@ from app.schemas.tgi import (
     TgiStreamEvent,
     TgiToken,
 )
-from app.serving.errors import GenerationFailed
-from app.serving.generation import FinishSink
-from app.serving.sampling import Finished, Limits, max_tokens, wire_finish_reason
+from app.serving.generation import Finished, FinishSink, wire_finish_reason
+from app.serving.policy import Limits, max_tokens
 from app.serving.structured import json_grammar
 
 TGI_VERSION = "3.0.0"  # the TGI release whose API these routes follow
@@ -143,39 +139,32 @@ class TgiLast:
 
 
 async def tgi_tokens(
-    engine: Engine, request_id: str, events: AsyncIterator[TokenEvent], on_finish: FinishSink
+    events: AsyncIterator[TokenEvent], on_finish: FinishSink
 ) -> AsyncIterator[TgiToken | TgiLast]:
     """One ``TgiToken`` per generated token, the last one inside a ``TgiLast``.
 
     One token is held back, so the last can carry the end (TGI's last event does) and any
     text the final event flushes (held-back bytes of a split character or a stop string).
-    As with ``pieces``, however the iteration ends the request is aborted in the engine.
+    Pure, like ``generation.pieces``: the stream handle's owner aborts a request cut short.
     """
     held: TgiToken | None = None
-    try:
-        async for event in events:
-            if event.finish_reason is None:
-                if held is not None:
-                    yield held
-                held = TgiToken(id=event.token_id or 0, text=event.text)
-                continue
-            if event.usage is None:
-                raise GenerationFailed("The engine finished a request without usage.")
-            reason = wire_finish_reason(event.finish_reason, event.error)
-            if event.text:
-                held = held or TgiToken(id=0, text="", special=True)
-                held = held.model_copy(update={"text": held.text + event.text})
-            finished = Finished(reason, event.usage, event.timings)
-            on_finish(finished)
-            yield TgiLast(held, finished)
-            return
-        raise GenerationFailed("The engine's stream ended without a final event.")
-    finally:
-        engine.abort(request_id)
-        aclose = getattr(events, "aclose", None)
-        if aclose is not None:
-            with anyio.CancelScope(shield=True):
-                await aclose()
+    async for event in events:
+        if event.finish_reason is None:
+            if held is not None:
+                yield held
+            held = TgiToken(id=event.token_id or 0, text=event.text)
+            continue
+        if event.usage is None:
+            raise GenerationFailed("The engine finished a request without usage.")
+        reason = wire_finish_reason(event.finish_reason, event.error)
+        if event.text:
+            held = held or TgiToken(id=0, text="", special=True)
+            held = held.model_copy(update={"text": held.text + event.text})
+        finished = Finished(reason, event.usage, event.timings)
+        on_finish(finished)
+        yield TgiLast(held, finished)
+        return
+    raise GenerationFailed("The engine's stream ended without a final event.")
 
 
 def _full(plan: TgiPlan, text: str) -> str:

@@ -1,0 +1,29 @@
+"""``POST /v1/completions``: OpenAI's text completion API."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Response
+
+from app.api.deps import CallDep
+from app.api.openapi import ERROR_RESPONSES, json_body
+from app.api.security import require_api_key
+from app.schemas.completions import CompletionRequest
+from app.serving.openai.completions import completion, completion_chunks, plan_completion
+
+router = APIRouter(dependencies=[Depends(require_api_key)], tags=["completions"])
+
+
+@router.post(
+    "/v1/completions",
+    response_model=None,
+    responses=ERROR_RESPONSES,
+    openapi_extra=json_body(CompletionRequest),
+)
+async def create_completion(call: CallDep) -> Response:
+    """Create a text completion for a plain prompt."""
+    body = await call.body(CompletionRequest)
+    plan = plan_completion(body, call.engine.model_info(), call.limits, call.request_id)
+    stream = call.start(plan.request)
+    if body.stream:
+        return call.sse(completion_chunks(plan, stream))
+    return await call.json(completion(plan, stream))

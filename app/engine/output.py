@@ -1,0 +1,91 @@
+"""The engine's output stage: from a sampled token to a text event and a finish reason.
+
+One ``SequenceOutput`` per sequence holds its text pipeline - the UTF-8 detokenizer and the
+stop-string matcher, both pure modules - and decides when the sequence ends: an end-of-
+generation token (unless ``ignore_eos``), a stop string, ``max_tokens``, or a full slot.
+``TokenTable`` caches the two lookups every token needs (its bytes, whether it ends a
+generation) once per engine, so the step loop does not call into the model per token.
+Engine thread only.
+"""
+
+from __future__ import annotations
+
+from app.engine.backend import ModelBackend
+from app.engine.detokenizer import Detokenizer
+from app.engine.stops import StopMatcher
+from app.engine.types import FinishReason, SamplingParams, TokenEvent, TokenLogprob
+
+
+class TokenTable:
+    """Per-token facts the output stage reads, looked up from the model once per token id."""
+
+    def __init__(self, backend: ModelBackend) -> None:
+        self._backend = backend
+        self._pieces: dict[int, bytes] = {}
+        self._eog: dict[int, bool] = {}
+
+    def is_eog(self, token: int) -> bool:
+        """Whether ``token`` ends a generation (EOS, EOT, ...)."""
+        eog = self._eog.get(token)
+        if eog is None:
+            eog = self._eog[token] = self._backend.is_eog(token)
+        return eog
+
+    def piece(self, token: int) -> bytes:
+        """The raw bytes ``token`` stands for (possibly part of a UTF-8 character)."""
+        piece = self._pieces.get(token)
+        if piece is None:
+            piece = self._pieces[token] = self._backend.token_to_bytes(token)
+        return piece
+
+
+class SequenceOutput:
+    """Turns one sequence's sampled tokens into events, and says when the sequence ends."""
+
+    __slots__ = ("_detok", "_n_ctx", "_params", "_request_id", "_stops", "_table")
+
+    def __init__(
+        self, request_id: str, params: SamplingParams, table: TokenTable, n_ctx: int
+    ) -> None:
+        self._request_id = request_id
+        self._params = params
+        self._table = table
+        self._n_ctx = n_ctx
+        self._detok = Detokenizer()
+        self._stops = StopMatcher(params.stop) if params.stop else None
+
+    def on_token(
+        self, token: int, *, n_generated: int, n_past: int, logprob: TokenLogprob | None
+    ) -> tuple[TokenEvent | None, FinishReason | None]:
+        """The event for the ``n_generated``-th sampled token (None for an end token, which
+        is not shown), and the finish reason if the sequence ends with it.
+
+        ``n_past`` is the number of KV cells the sequence fills: at ``n_ctx`` no cell is left
+        to feed this token back, so the reply ends with ``length``.
+        """
+        params = self._params
+        if self._table.is_eog(token) and not params.ignore_eos:
+            return None, FinishReason.STOP
+        text = self._detok.push(self._table.piece(token))
+        stopped = False
+        if self._stops is not None and text:
+            text, stopped = self._stops.push(text)
+        event = TokenEvent(self._request_id, text, token, logprob=logprob)
+        if stopped:
+            return event, FinishReason.STOP
+        cap = params.max_tokens
+        if n_past >= self._n_ctx or (cap is not None and n_generated >= cap):
+            return event, FinishReason.LENGTH
+        return event, None
+
+    def tail_text(self) -> str:
+        """Held-back text at a normal end: incomplete UTF-8, then a partial stop match."""
+        text = self._detok.flush()
+        stops = self._stops
+        if stops is None:
+            return text
+        if text:
+            text, stopped = stops.push(text)
+            if stopped:
+                return text
+        return text + stops.flush()
