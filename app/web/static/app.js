@@ -294,6 +294,8 @@ function wire() {
 
 async function start() {
   setSidebarOpen(!narrowScreen());
+  // Narrowing the window (a phone turned, a split screen) closes the drawer; widening shows the column.
+  window.matchMedia("(max-width: 800px)").addEventListener("change", (event) => setSidebarOpen(!event.matches));
   wire();
   autosize();
   sessionReady = loadSession();

@@ -71,6 +71,8 @@ export class IdbStore {
         tx.oncomplete = () => resolve(request ? request.result : undefined);
         tx.onerror = () => reject(new StorageError(action, tx.error));
         tx.onabort = () => reject(new StorageError(action, tx.error ?? new DOMException("aborted", "AbortError")));
+        // Commit now rather than when the task ends: a reload right after a save keeps it.
+        if (mode === "readwrite" && typeof tx.commit === "function") tx.commit();
       } catch (err) {
         reject(new StorageError(action, err));
       }
