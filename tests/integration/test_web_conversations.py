@@ -234,3 +234,27 @@ def test_a_storage_failure_is_shown(context: Any, server: ServerProcess) -> None
     banner = page.inner_text("#banner")
     assert "storage for this page is full" in banner
     assert page.get_attribute("#banner", "role") == "alert"
+
+
+def set_system_prompt(page: Any, text: str) -> None:
+    page.click("#open-settings")
+    page.fill("#settings-dialog textarea[name=systemPrompt]", text)
+    page.click("#settings-dialog button[type=submit]")
+
+
+def test_settings_are_kept_per_conversation(context: Any, server: ServerProcess) -> None:
+    page = open_page(context, server.base_url)
+    set_system_prompt(page, "You are A.")
+    send_and_wait(page, "in A")
+    page.click("#new-chat")  # a new conversation starts from the last settings saved
+    set_system_prompt(page, "You are B.")
+    send_and_wait(page, "in B")
+    page.click("#conversation-list .conv-open:has-text('in A')")
+    send_and_wait(page, "A again")
+    system = recorded(server)[-1]["messages"][0]
+    assert system == {"role": "system", "content": "You are A."}
+    page.reload()
+    wait_until(page, READY)
+    page.click("#conversation-list .conv-open:has-text('in B')")
+    send_and_wait(page, "B again")
+    assert recorded(server)[-1]["messages"][0]["content"] == "You are B."
