@@ -221,6 +221,19 @@ def test_stop_keeps_the_partial_answer_after_a_reload(context: Any) -> None:
         assert page.locator(".msg-assistant").get_attribute("data-state") == "stopped"
         assert page.locator(".msg-assistant .content").inner_text() == partial
         assert page.locator(".msg-assistant .meta").inner_text().startswith("Stopped")
+        # Deleting a conversation while its reply streams stops it, and it stays deleted.
+        page.click("#new-chat")
+        send(page, "Doomed")
+        wait_until(
+            page, "() => document.querySelector('.msg-assistant')?.dataset.state === 'streaming'"
+        )
+        page.click("#conversation-list li:has-text('Doomed') [data-action=delete]")
+        page.click("#confirm-dialog button[type=submit]")
+        wait_until(page, "() => !document.body.classList.contains('busy')")
+        wait_stored(page, lambda rs: len(rs) == 1)
+        page.reload()
+        wait_until(page, READY)
+        assert sidebar_titles(page) == ["Go on"]
 
 
 def test_a_storage_failure_is_shown(context: Any, server: ServerProcess) -> None:

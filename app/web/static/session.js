@@ -22,6 +22,7 @@ export const state = {
   current: null, // the open conversation (maybe a draft, not in `conversations` yet)
   active: null, // {controller, conversation} while a reply streams
   models: [], // [{id, state}] from /v1/models
+  deleted: new Set(), // ids deleted in this tab: a reply stopped by the delete must not save it back
   modelCardLoaded: false,
 };
 
@@ -66,6 +67,7 @@ export function isSaved(conversation) {
 
 /** Save a conversation (and list it, if it was a draft); storage errors go to the banner. */
 export async function save(conversation, { touch = true } = {}) {
+  if (state.deleted.has(conversation.id)) return false;
   if (touch) conversation.updatedAt = Date.now();
   state.conversations.set(conversation.id, conversation);
   if (conversation === state.current) remember(CURRENT_KEY, conversation.id);
@@ -102,11 +104,13 @@ export async function deleteConversation(id) {
   const conversation = state.conversations.get(id);
   if (!conversation) return;
   state.conversations.delete(id);
+  state.deleted.add(id);
   if (state.current?.id === id) newChat();
   else refreshSidebar();
   try {
     await state.store.delete(id);
   } catch (err) {
+    state.deleted.delete(id);
     state.conversations.set(id, conversation);
     refreshSidebar();
     showBanner("error", err.message);
@@ -115,7 +119,10 @@ export async function deleteConversation(id) {
 
 /** Add imported conversations (same id: replaced); resolves with how many were saved. */
 export async function addConversations(conversations) {
-  for (const conversation of conversations) state.conversations.set(conversation.id, conversation);
+  for (const conversation of conversations) {
+    state.deleted.delete(conversation.id);
+    state.conversations.set(conversation.id, conversation);
+  }
   refreshSidebar();
   if (state.current && conversations.some((c) => c.id === state.current.id)) {
     showConversation(state.conversations.get(state.current.id));
