@@ -88,6 +88,7 @@ def test_page_loads_with_every_request_to_localhost(context: Any, server: Server
     page.goto(server.base_url)
     page.wait_for_selector("#status-dot[data-state='ok']")
     wait_until(page, "() => document.querySelector('#model-tags').childElementCount > 0")
+    wait_until(page, "() => document.getElementById('model-select').value")
     assert page.text_content("#model-name") == "SmolLM2-135M-Instruct.Q4_1"
     # Where the model runs is a fact of the host (CPU model, GPU build): the page must show
     # what the server reports, whatever that is.
@@ -100,7 +101,16 @@ def test_page_loads_with_every_request_to_localhost(context: Any, server: Server
     assert long in facts
     assert offload["reason"] in facts
     paths = {url.removeprefix(server.base_url) for url in log.urls}
-    assert {"/", "/static/app.js", "/static/style.css", "/model-card", "/health"} <= paths
+    assert {
+        "/",
+        "/static/app.js",
+        "/static/style.css",
+        "/model-card",
+        "/health",
+        "/v1/models",
+    } <= paths
+    # The model picker lists the one served model (disabled: there is nothing to choose).
+    assert page.input_value("#model-select") == "SmolLM2-135M-Instruct.Q4_1"
     assert log.foreign() == []
     assert watch.errors == []
 
@@ -125,6 +135,7 @@ def test_reply_streams_then_shows_tokens_per_second(context: Any, server: Server
         }).observe(document.getElementById('messages'),
                    {subtree: true, childList: true, characterData: true, attributes: true}); }"""
     )
+    wait_until(page, "() => document.getElementById('model-select').value")  # /v1/models read
     send(page, "Write a short poem about the sea.")
     wait_for_replies(page, 1)
     final = last_reply(page).locator(".content").inner_text()
@@ -143,6 +154,7 @@ def test_reply_streams_then_shows_tokens_per_second(context: Any, server: Server
     assert bodies[0]["stream"] is True
     assert bodies[0]["stream_options"] == {"include_usage": True}
     assert bodies[0]["max_tokens"] == 32
+    assert bodies[0]["model"] == "SmolLM2-135M-Instruct.Q4_1"  # the picker's model, accepted
     assert watch.errors == []
     save_screenshots(page, "exchange")
 

@@ -48,12 +48,14 @@ def require_chromium() -> None:
 
 
 @contextmanager
-def chromium_context(**options: Any) -> Iterator[Any]:
-    """A persistent Chromium context on a throwaway profile; closed and deleted afterwards."""
+def chromium_context(profile_dir: Path | None = None, **options: Any) -> Iterator[Any]:
+    """A persistent Chromium context: on ``profile_dir`` (kept afterwards, so a second
+    launch on it is a browser restart with the same profile) or on a throwaway profile
+    (deleted afterwards)."""
     require_chromium()
     from playwright.sync_api import sync_playwright
 
-    profile = tempfile.mkdtemp(prefix="cria-chromium-")
+    profile = str(profile_dir) if profile_dir else tempfile.mkdtemp(prefix="cria-chromium-")
     try:
         with sync_playwright() as playwright:
             context = playwright.chromium.launch_persistent_context(
@@ -69,7 +71,8 @@ def chromium_context(**options: Any) -> Iterator[Any]:
             finally:
                 context.close()
     finally:
-        shutil.rmtree(profile, ignore_errors=True)
+        if profile_dir is None:
+            shutil.rmtree(profile, ignore_errors=True)
 
 
 @contextmanager

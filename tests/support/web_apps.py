@@ -4,15 +4,21 @@ The FakeEngine is configured from ``WEBTEST_*`` environment variables (not ``CRI
 belong to the settings tree): the reply text, the pause between tokens, slots, queue size,
 context size, a start delay (a server that stays "loading"), and ``WEBTEST_FAIL_AFTER``: end
 every stream with an engine error after that many tokens (the final SSE error event).
+
+``RecordChatRequests`` wraps the app and keeps every ``/v1/chat/completions`` body, served
+back at ``GET /_test/requests``: tests check on the server side what the page sent.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.app import create_app
 from app.engine.types import FinishReason, GenerationRequest, TokenEvent, Usage
@@ -20,6 +26,45 @@ from app.settings import Settings
 from tests.support.fake_engine import FakeEngine
 
 ENGINE_FAILURE = "The engine failed while generating (scripted by the test)."
+RECORDED_PATH = "/_test/requests"
+CHAT_PATH = "/v1/chat/completions"
+
+
+class RecordChatRequests:
+    """ASGI middleware: records the JSON body of every chat request, then passes it on."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.bodies: list[Any] = []
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == RECORDED_PATH:
+            await JSONResponse(self.bodies)(scope, receive, send)
+            return
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != CHAT_PATH:
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        more = True
+        while more:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            more = bool(message.get("more_body", False))
+        raw = b"".join(chunks)
+        try:
+            self.bodies.append(json.loads(raw))
+        except ValueError:
+            self.bodies.append(None)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()  # after the body: wait for the disconnect
+            replayed = True
+            return {"type": "http.request", "body": raw, "more_body": False}
+
+        await self.app(scope, replay, send)
 
 
 class FailingEngine(FakeEngine):
@@ -63,4 +108,6 @@ def fake_app() -> FastAPI:
     engine = (
         FakeEngine(**options) if fail_after is None else FailingEngine(int(fail_after), **options)
     )
-    return create_app(Settings(), engine)
+    app = create_app(Settings(), engine)
+    app.add_middleware(RecordChatRequests)
+    return app

@@ -79,7 +79,7 @@ export async function getJson(path, apiKey) {
   return response.json();
 }
 
-function handleEvent(data, callbacks, state) {
+function handleEvent(data, onDelta, state) {
   if (data === "[DONE]") {
     state.done = true;
     return;
@@ -90,20 +90,58 @@ function handleEvent(data, callbacks, state) {
   } catch {
     return; // not JSON: nothing this page understands
   }
-  if (chunk && chunk.error) {
+  if (!chunk || typeof chunk !== "object") return;
+  if (chunk.error) {
     const { message, code } = errorFields(chunk);
     throw new ApiError("stream", message || "The server stopped with an error.", { code });
   }
   const choice = Array.isArray(chunk.choices) ? chunk.choices[0] : null;
-  const delta = choice && choice.delta ? choice.delta.content : null;
-  if (typeof delta === "string" && delta) callbacks.onDelta(delta);
+  const delta = readDelta(choice && choice.delta);
+  if (delta) onDelta(delta);
   if (choice && choice.finish_reason) state.finishReason = choice.finish_reason;
-  if (chunk.usage) state.usage = chunk.usage;
+  if (chunk.usage && typeof chunk.usage === "object") state.usage = chunk.usage;
+}
+
+const str = (value) => (typeof value === "string" && value ? value : "");
+
+/**
+ * The parts of one OpenAI stream delta this page shows: answer text, reasoning text
+ * (``reasoning_content`` as llama-server and vLLM send it, or ``reasoning``) and tool-call
+ * fragments. Null when the delta carries none of them.
+ */
+export function readDelta(delta) {
+  if (!delta || typeof delta !== "object") return null;
+  const content = str(delta.content);
+  const reasoning = str(delta.reasoning_content) || str(delta.reasoning);
+  const toolCalls = Array.isArray(delta.tool_calls) ? delta.tool_calls.filter((c) => c && typeof c === "object") : [];
+  if (!content && !reasoning && !toolCalls.length) return null;
+  return { content, reasoning, toolCalls };
 }
 
 /**
- * POST a streaming chat completion and feed its text to callbacks.onDelta as it arrives;
- * callbacks.onChunk runs after each network read. Resolves with {finishReason, usage}.
+ * Fold streamed tool-call fragments into whole calls: a fragment names its call by
+ * ``index`` (or ``id``), the first carries the name, later ones append to the arguments.
+ */
+export function mergeToolCalls(calls, fragments) {
+  for (const fragment of fragments) {
+    const fn = fragment.function && typeof fragment.function === "object" ? fragment.function : {};
+    let call = Number.isInteger(fragment.index) ? calls.find((c) => c.index === fragment.index) : null;
+    if (!call && fragment.id) call = calls.find((c) => c.id === fragment.id);
+    if (!call) {
+      call = { index: Number.isInteger(fragment.index) ? fragment.index : calls.length, id: "", name: "", arguments: "" };
+      calls.push(call);
+    }
+    if (str(fragment.id)) call.id = fragment.id;
+    if (str(fn.name)) call.name += fn.name;
+    if (typeof fn.arguments === "string") call.arguments += fn.arguments;
+  }
+  return calls;
+}
+
+/**
+ * POST a streaming chat completion; each delta with something to show goes to
+ * onDelta({content, reasoning, toolCalls}), and onChunk runs after each network read.
+ * Resolves with {finishReason, usage}.
  */
 export async function streamChat(body, { apiKey, signal, onDelta, onChunk }) {
   const response = await send("/v1/chat/completions", {
@@ -115,7 +153,7 @@ export async function streamChat(body, { apiKey, signal, onDelta, onChunk }) {
   if (!response.ok) throw await errorFromResponse(response);
   const state = { done: false, finishReason: null, usage: null };
   try {
-    await readEventStream(response, (event) => handleEvent(event.data, { onDelta }, state), { onChunk });
+    await readEventStream(response, (event) => handleEvent(event.data, onDelta, state), { onChunk });
   } catch (err) {
     if (err instanceof ApiError) throw err;
     if (signal && signal.aborted) throw new ApiError("aborted", "Stopped.");

@@ -16,15 +16,20 @@ export function replyFigures(result, timing, now = performance.now()) {
   return parts.join(" · ");
 }
 
+/** " Try again in 5 s." from a Retry-After header, else the fallback. */
+function retryIn(error, fallback) {
+  if (error.retryAfter === null || error.retryAfter === undefined) return fallback ? ` ${fallback}` : "";
+  const seconds = error.retryAfter;
+  const wait = seconds >= 120 ? `${Math.round(seconds / 60)} min` : `${seconds} s`;
+  return ` Try again in ${wait}.`;
+}
+
 const ERROR_TEXT = {
-  busy: (e) => [
-    "The server is busy",
-    `Every slot is taken and the queue is full.${e.retryAfter !== null ? ` Try again in ${e.retryAfter} s.` : ""}`,
-  ],
+  busy: (e) => ["The server is busy", `Every slot is taken and the queue is full.${retryIn(e, "")}`],
   loading: (e) =>
     !e.code || e.code === "model_loading"
-      ? ["The model is still loading", "Try again in a few seconds."]
-      : ["The model is not available", e.message],
+      ? ["The model is still loading", retryIn(e, "Try again in a few seconds.").trim()]
+      : ["The model is not available", `${e.message}${retryIn(e, "")}`],
   too_long: (e) => ["The conversation is too long for the model's context", e.message],
   bad_request: (e) => ["The server refused the request", e.message],
   auth: () => ["An API key is needed", "This server requires an API key. Enter it to continue."],

@@ -128,3 +128,11 @@ function showDialog(dialog, read) {
     if (first) first.focus();
   });
 }
+
+/** Ask a yes/no question in the confirm dialog; resolves true when confirmed. */
+export function confirmAction(title, detail) {
+  const dialog = document.getElementById("confirm-dialog");
+  document.getElementById("confirm-title").textContent = title;
+  document.getElementById("confirm-detail").textContent = detail;
+  return showDialog(dialog, () => true).then((answer) => answer === true);
+}

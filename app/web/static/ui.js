@@ -1,106 +1,26 @@
-// DOM pieces of the page: messages, error cards, the model panel. Text from the model or the
-// server only ever goes in through textContent or the safe Markdown renderer.
+// DOM pieces of the page outside the messages: error cards, the banner, the model panel,
+// the status dot. Text from the server only ever goes in through textContent.
 
-import { renderMarkdown } from "./markdown.js";
+import { el, scrollToEnd, setEmptyState } from "./dom.js";
 
 const messages = () => document.getElementById("messages");
-const chat = () => document.getElementById("chat");
-
-function el(tag, className, text) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (text !== undefined) node.textContent = text;
-  return node;
-}
-
-/** Follow the newest text only if the reader is already at (or near) the bottom. */
-function nearBottom() {
-  const box = chat();
-  return box.scrollHeight - box.scrollTop - box.clientHeight < 120;
-}
-
-export function scrollToEnd(force = false) {
-  const box = chat();
-  if (force || nearBottom()) box.scrollTop = box.scrollHeight;
-}
-
-export function setEmptyState(visible) {
-  document.getElementById("empty").hidden = !visible;
-}
 
 export function clearMessages() {
   messages().replaceChildren();
   setEmptyState(true);
 }
 
-export function addUserMessage(text) {
-  const item = el("li", "msg msg-user");
-  item.append(el("div", "bubble", text));
-  messages().append(item);
-  setEmptyState(false);
-  scrollToEnd(true);
-  return item;
+/** The banner above the chat: storage problems (kind "error") or a short notice ("info"). */
+export function showBanner(kind, message) {
+  const banner = document.getElementById("banner");
+  banner.dataset.kind = kind;
+  banner.setAttribute("role", kind === "error" ? "alert" : "status");
+  document.getElementById("banner-text").textContent = message;
+  banner.hidden = false;
 }
 
-const AVATAR_SVG_PATH =
-  "M12 3c-1.4 0-2.5 1.1-2.5 2.5V8H8a4 4 0 0 0-4 4v4a4 4 0 0 0 4 4h8a4 4 0 0 0 4-4v-4a4 4 0 0 0-4-4h-1.5V5.5C14.5 4.1 13.4 3 12 3Zm-3 10a1.25 1.25 0 1 1 0 2.5A1.25 1.25 0 0 1 9 13Zm6 0a1.25 1.25 0 1 1 0 2.5A1.25 1.25 0 0 1 15 13Z";
-
-function avatar() {
-  const box = el("div", "avatar");
-  box.setAttribute("aria-hidden", "true");
-  const ns = "http://www.w3.org/2000/svg";
-  const svg = document.createElementNS(ns, "svg");
-  svg.setAttribute("viewBox", "0 0 24 24");
-  const path = document.createElementNS(ns, "path");
-  path.setAttribute("d", AVATAR_SVG_PATH);
-  svg.append(path);
-  box.append(svg);
-  return box;
-}
-
-/** One assistant reply: streams text in, then shows its figures or how it ended. */
-export class AssistantMessage {
-  constructor() {
-    this.item = el("li", "msg msg-assistant");
-    this.item.dataset.state = "waiting";
-    this.content = el("div", "content markdown");
-    this.content.append(typingDots());
-    this.meta = el("div", "meta");
-    const body = el("div", "body");
-    body.append(this.content, this.meta);
-    this.item.append(avatar(), body);
-    messages().append(this.item);
-    setEmptyState(false);
-    scrollToEnd(true);
-  }
-
-  render(text) {
-    const follow = nearBottom();
-    if (text) {
-      this.item.dataset.state = "streaming";
-      this.content.replaceChildren(renderMarkdown(text));
-    }
-    if (follow) scrollToEnd(true);
-  }
-
-  finish(state, metaText) {
-    this.item.dataset.state = state;
-    if (this.content.querySelector(".typing")) this.content.replaceChildren();
-    this.meta.textContent = metaText;
-    if (!this.content.hasChildNodes()) this.item.classList.add("msg-empty");
-    scrollToEnd();
-  }
-
-  remove() {
-    this.item.remove();
-  }
-}
-
-function typingDots() {
-  const dots = el("span", "typing");
-  dots.setAttribute("aria-label", "The model is thinking");
-  for (let i = 0; i < 3; i += 1) dots.append(el("span"));
-  return dots;
+export function hideBanner() {
+  document.getElementById("banner").hidden = true;
 }
 
 /** An error card in the chat, with optional buttons ({label, onClick}). */
