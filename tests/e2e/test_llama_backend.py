@@ -307,8 +307,9 @@ def test_not_a_gguf_file(tmp_path: Path) -> None:
     with pytest.raises(ModelLoadError, match="not a GGUF model file"):
         resolve_model(str(path), tmp_path, download=False)
     # ... and the loader, handed such a file anyway, still fails cleanly (no crash).
-    with pytest.raises(ModelLoadError, match="could not read"):
+    with pytest.raises(ModelLoadError, match="could not load") as info:
         load_backend(EngineConfig(model_path=str(path)))
+    assert "invalid magic" in info.value.message  # llama.cpp's own reason is passed on
 
 
 @pytest.mark.parametrize("keep_bytes", [3_000, 40_000_000])
