@@ -28,7 +28,7 @@ from app.schemas.ollama import (
     OllamaTags,
     OllamaVersion,
 )
-from app.serving.ollama import models as ollama_models
+from app.serving.ollama import library as ollama_models
 from app.serving.ollama.chat import (
     OllamaPlan,
     load_only_line,

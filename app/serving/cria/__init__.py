@@ -1,0 +1,2 @@
+"""The CRIA family's serving code: the ``{"prompt"}`` frontend contract, health and the
+model card."""

@@ -1,0 +1,2 @@
+"""The llama-server family's serving code: llama.cpp server's own routes (tokenize,
+detokenize)."""

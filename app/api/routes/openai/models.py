@@ -7,8 +7,8 @@ from fastapi import APIRouter, Depends
 from app.api.deps import EngineDep, LimitsDep
 from app.api.security import require_api_key
 from app.schemas.models import Model, ModelList
-from app.serving.openai.models import list_models as model_list
-from app.serving.openai.models import served_model
+from app.serving.openai.model_list import list_models as model_list
+from app.serving.openai.model_list import served_model
 from app.serving.policy import check_model_name
 
 router = APIRouter(dependencies=[Depends(require_api_key)], tags=["models"])
