@@ -1,8 +1,8 @@
 """Cancel a non-streamed generation when its client goes away.
 
 A non-streamed request holds a slot until the whole reply is ready; if the client hangs
-up meanwhile, cancelling the work runs the serving generator's ``finally``, which aborts
-the request in the engine.
+up meanwhile, the work is cancelled and the per-call object (``app.api.deps.Call``) closes
+the engine's stream handle, which aborts the request in the engine.
 """
 
 from __future__ import annotations
@@ -12,8 +12,7 @@ import contextlib
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-from fastapi import Request, Response
-from pydantic import BaseModel
+from fastapi import Request
 
 T = TypeVar("T")
 
@@ -45,14 +44,3 @@ async def unless_disconnected(request: Request, work: Coroutine[Any, Any, T]) ->
                 pending.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await pending
-
-
-async def json_unless_disconnected(
-    request: Request, work: Coroutine[Any, Any, BaseModel]
-) -> Response:
-    """The JSON answer ``work`` builds, or a bare 499 if the client left first."""
-    try:
-        result = await unless_disconnected(request, work)
-    except ClientGone:
-        return Response(status_code=CLIENT_CLOSED_REQUEST)
-    return Response(result.model_dump_json(), media_type="application/json")
