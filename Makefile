@@ -1,6 +1,7 @@
 # cria-server: two commands on a fresh machine.
 #   make serve   create .venv, install the project, run `cria serve` (ARGS="--port 9000 ...")
-#   make test    install the dev extra (+ Debian's chromium if missing), run pytest (PYTEST_ARGS=...)
+#   make test    install the dev extra (+ Debian's chromium, haproxy, kubernetes-client if
+#                missing), run pytest (PYTEST_ARGS=...)
 #   make cuda    rebuild llama-cpp-python in .venv with the CUDA backend (CUDA_ARCHS=..., see README)
 
 PYTHON ?= python3
@@ -15,7 +16,7 @@ CUDA_ARCHS ?=
 CPU_VARIANTS ?= host
 export DEBIAN_FRONTEND := noninteractive
 
-.PHONY: serve test install install-dev toolchain browser lint settings-table clean cuda cpu
+.PHONY: serve test install install-dev toolchain browser deploy-tools lint settings-table clean cuda cpu
 
 # llama-cpp-python compiles llama.cpp from source: it needs a C/C++ compiler (pip fetches
 # cmake itself). On a fresh Debian/Ubuntu machine as root, install one; otherwise say how.
@@ -63,7 +64,16 @@ browser:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update && apt-get install -y --no-install-recommends chromium; \
 	  else echo "Browser tests need /usr/bin/chromium: sudo apt-get install chromium"; exit 1; fi; }
 
-test: $(VENV)/.installed-dev browser
+# The deployment tests run Debian's haproxy (deploy/haproxy) and kubectl (kubernetes-client,
+# for `kubectl kustomize`): install what is missing. Any kubectl already on PATH will do.
+deploy-tools:
+	@missing=""; test -x /usr/sbin/haproxy || missing="$$missing haproxy"; \
+	command -v kubectl >/dev/null 2>&1 || missing="$$missing kubernetes-client"; \
+	test -z "$$missing" || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update && apt-get install -y --no-install-recommends $$missing; \
+	  else echo "The deployment tests need:$$missing (sudo apt-get install$$missing)"; exit 1; fi; }
+
+test: $(VENV)/.installed-dev browser deploy-tools
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-dev

@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+from app.api.affinity import SESSION_HEADER
 from app.api.errors import install_error_handlers
 from app.api.family import FamilyTable, RouteFamily
 from app.api.metrics import HttpMetrics
@@ -72,7 +73,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         allow_origins=settings.cors_origin,
         allow_methods=["GET", "POST", "OPTIONS"],
         allow_headers=CORS_ALLOWED_HEADERS,
-        expose_headers=[REQUEST_ID_HEADER, "Retry-After", DROPPED_MESSAGES_HEADER],
+        expose_headers=[REQUEST_ID_HEADER, "Retry-After", DROPPED_MESSAGES_HEADER, SESSION_HEADER],
         # Chrome asks before a public page calls a local address; allowed origins may.
         allow_private_network=True,
         max_age=600,

@@ -11,6 +11,7 @@ from typing import Annotated, Any, TypeVar
 from fastapi import Depends, Request, Response
 from pydantic import BaseModel, ValidationError
 
+from app.api.affinity import remember_body_key
 from app.api.disconnect import CLIENT_CLOSED_REQUEST, ClientGone, unless_disconnected
 from app.api.errors import family_error_data, validation_error
 from app.api.family import RouteFamily, family_of
@@ -103,6 +104,7 @@ async def json_object(request: Request) -> dict[str, Any]:
         raise InvalidRequest("The request body must be a JSON object.")
     if LONE_SURROGATE_ESCAPE.search(text):
         _reject_lone_surrogates(body)
+    remember_body_key(request, body)  # prompt_cache_key/user: echoed as X-Session-Id
     return body
 
 

@@ -74,6 +74,20 @@ HOST_CACHE_METRICS: tuple[tuple[str, str, str, bool], ...] = (
     ),
 )
 ENGINE_STATES = ("loading", "ready", "dead", "stopped")
+# The same load under the vLLM names the Gateway API Inference Extension's endpoint picker
+# scrapes by default (its --total-queued-requests-metric, --total-running-requests-metric and
+# --kv-cache-usage-percentage-metric flags), so a replica can sit in an InferencePool as it is.
+# (EngineStats attribute, metric name, help text); the KV fraction is computed below.
+GATEWAY_GAUGES: tuple[tuple[str, str, str], ...] = (
+    ("queue_length", "vllm:num_requests_waiting", "Requests waiting for a slot."),
+    ("slots_busy", "vllm:num_requests_running", "Requests generating in a slot."),
+)
+# vLLM >= 0.10 and the picker's default (first), and the name older pickers read.
+KV_USAGE_NAMES = ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc")
+# llama.cpp's KV cells hold one token each; the cache size is told in blocks of vLLM's default
+# 16 tokens, so the picker's prefix-cache scorer (which sizes its hashed prompt blocks from
+# block_size when it autotunes) hashes blocks of the usual size, not single tokens.
+GATEWAY_BLOCK_TOKENS = 16
 
 # Retry-After bounds (seconds) and the weight of the newest generation time in the mean.
 RETRY_AFTER_MIN_S = 1
@@ -181,12 +195,34 @@ class EngineCollector(Collector):
             yield GaugeMetricFamily(name, text, value=getattr(self.stats, attr))
         for attr, name, text in ENGINE_COUNTERS:
             yield CounterMetricFamily(name, text, value=getattr(self.stats, attr))
+        yield from gateway_metrics(self.stats)
         host = self.stats.host_cache
         if host is None:
             return
         for attr, name, text, counter in HOST_CACHE_METRICS:
             family = CounterMetricFamily if counter else GaugeMetricFamily
             yield family(name, text, value=getattr(host, attr))
+
+
+def gateway_metrics(stats: EngineStats) -> Iterator[Metric]:
+    """The load in vLLM's names (see ``GATEWAY_GAUGES``). KV usage is cells holding tokens
+    over all cells (from 0 to 1): idle slots' cached conversations count as used.
+
+    ``vllm:cache_config_info`` tells the picker the cache size (see ``GATEWAY_BLOCK_TOKENS``).
+    """
+    for attr, name, text in GATEWAY_GAUGES:
+        yield GaugeMetricFamily(name, text, value=getattr(stats, attr))
+    total = stats.kv_cells_total
+    usage = stats.kv_cells_used / total if total > 0 else 0.0
+    for name in KV_USAGE_NAMES:
+        yield GaugeMetricFamily(name, "KV cache cells in use (1 means 100 percent).", value=usage)
+    info = GaugeMetricFamily(
+        "vllm:cache_config_info",
+        "KV cache size: block_size tokens per block, num_gpu_blocks blocks.",
+        labels=["block_size", "num_gpu_blocks"],
+    )
+    info.add_metric([str(GATEWAY_BLOCK_TOKENS), str(total // GATEWAY_BLOCK_TOKENS)], 1)
+    yield info
 
 
 class OffloadCollector(Collector):

@@ -15,6 +15,7 @@ from typing import Any
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.api.affinity import echo_session_key
 from app.api.errors import ApiError, PayloadTooLarge, error_response
 from app.api.family import family_of
 from app.api.metrics import HttpMetrics
@@ -56,6 +57,7 @@ class RequestLogMiddleware:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 MutableHeaders(scope=message)[REQUEST_ID_HEADER] = request_id
+                echo_session_key(scope, message)
             await send(message)
 
         try:

@@ -66,7 +66,7 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # what the openai SDKs send (openai-python 1.x-3.x, openai-node 4.x-6.x with
 # dangerouslyAllowBrowser): platform and retry headers, helpers, organization and project.
 CORS_ALLOWED_HEADERS = (
-    "Authorization", "Content-Type", "X-Api-Key", "Accept", "User-Agent",
+    "Authorization", "Content-Type", "X-Api-Key", "Accept", "User-Agent", "X-Session-Id",
     "OpenAI-Organization", "OpenAI-Project", "OpenAI-Beta", "Idempotency-Key",
     "X-Stainless-Arch", "X-Stainless-Async", "X-Stainless-Custom-Poll-Interval",
     "X-Stainless-Helper", "X-Stainless-Helper-Method", "X-Stainless-Lang", "X-Stainless-OS",
