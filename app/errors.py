@@ -50,6 +50,10 @@ class ModelNotFound(EngineError):
     """The model asked for is not the one served, or a model file could not be found."""
 
 
+class NotFound(EngineError):
+    """A stored object asked for by id (such as a stored response) does not exist."""
+
+
 class ModelLoadError(EngineError):
     """A model file exists but could not be loaded (not GGUF, truncated, corrupt, no memory)."""
 

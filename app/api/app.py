@@ -15,11 +15,12 @@ from app.api.family import FamilyTable, RouteFamily
 from app.api.metrics import HttpMetrics
 from app.api.middleware import REQUEST_ID_HEADER, BodySizeLimitMiddleware, RequestLogMiddleware
 from app.api.openapi import install_openapi
-from app.api.routes import cria, llama, ollama, openai, tgi
+from app.api.routes import cria, llama, ollama, openai, responses, tgi
 from app.api.runtime import EngineRuntime
 from app.api.security import CORS_ALLOWED_HEADERS, BrowserGuardMiddleware, HostPolicy
 from app.engine.protocol import Engine
 from app.serving.context import DROPPED_MESSAGES_HEADER
+from app.serving.responses.store import ResponseStore
 from app.settings import Settings
 from app.web import routes as web_routes
 
@@ -28,6 +29,7 @@ logger = logging.getLogger(__name__)
 FAMILIES: tuple[RouteFamily, ...] = (
     cria.FAMILY,  # /health, /model-card, /metrics and CRIA's chat contract
     openai.FAMILY,
+    responses.FAMILY,  # OpenAI's Responses API (/v1/responses)
     llama.FAMILY,
     ollama.FAMILY,
     tgi.FAMILY,
@@ -57,6 +59,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.settings = settings
     app.state.runtime = runtime
     app.state.http_metrics = http_metrics = HttpMetrics()
+    app.state.response_store = ResponseStore()  # stored Responses, for previous_response_id
     install_error_handlers(app)
     install_openapi(app, [model for family in FAMILIES for model in family.body_models])
     for family in FAMILIES:

@@ -29,6 +29,7 @@ from app.errors import (
     InvalidRequest,
     ModelLoadError,
     ModelNotFound,
+    NotFound,
     Overloaded,
     RequestCancelled,
 )
@@ -91,6 +92,7 @@ ERROR_TABLE: Mapping[type[EngineError], ErrorSpec] = {
     ContextLengthExceeded: ErrorSpec(400, "invalid_request_error", "context_length_exceeded"),
     InvalidRequest: ErrorSpec(400, "invalid_request_error"),
     ModelNotFound: ErrorSpec(404, "invalid_request_error", "model_not_found"),
+    NotFound: ErrorSpec(404, "invalid_request_error", "not_found"),
     Overloaded: ErrorSpec(429, "rate_limit_error", "queue_full"),
     EngineNotReady: ErrorSpec(503, "server_error", "model_loading"),
     EngineDead: ErrorSpec(503, "server_error", "engine_dead"),

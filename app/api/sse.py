@@ -3,9 +3,11 @@
 A stream is an async iterator of chunks: pydantic models and pre-rendered JSON
 (``RawJson``) become ``data: <json>`` events, strings become ``data: <text>`` events (text
 with newlines spans several ``data:`` lines, which an EventSource parser joins back with
-``\\n``). A normal end adds ``data: [DONE]``. An error after the stream started becomes one
-final ``data: {"error": {...}}`` event, and the stream closes without ``[DONE]`` -- except
-when the server ends it while shutting down: then ``[DONE]`` follows the error event.
+``\\n``); a ``NamedEvent`` wraps one of those with an ``event: <name>`` line (APIs such as
+OpenAI's Responses and Anthropic's Messages name every event). A normal end adds
+``data: [DONE]``. An error after the stream started becomes one final
+``data: {"error": {...}}`` event, and the stream closes without ``[DONE]`` -- except when
+the server ends it while shutting down: then ``[DONE]`` follows the error event.
 Keep-alive comments flow while a stream has been quiet for ``keepalive_s``.
 
 Why not sse-starlette's ``EventSourceResponse``: it opens an anyio cancel scope (its send
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from time import monotonic
 
 import anyio
@@ -42,7 +45,18 @@ DONE_EVENT = b"data: [DONE]\n\n"
 PING_EVENT = b": ping\n\n"
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
-Chunk = BaseModel | RawJson | str
+Data = BaseModel | RawJson | str
+
+
+@dataclass(frozen=True, slots=True)
+class NamedEvent:
+    """An event with a name: ``event: <name>`` followed by its data."""
+
+    name: str  # no newlines (the families' event names are fixed words)
+    data: Data
+
+
+Chunk = Data | NamedEvent
 
 
 def frame_json(json_text: str) -> bytes:
@@ -61,6 +75,9 @@ def frame_text(text: str) -> bytes:
 
 def encode(chunk: Chunk) -> bytes | None:
     """The SSE bytes of one chunk; None for an empty text piece (it would dispatch nothing)."""
+    if isinstance(chunk, NamedEvent):
+        data = encode(chunk.data)
+        return b"event: " + chunk.name.encode("utf-8") + b"\n" + (data or b"data: \n\n")
     if isinstance(chunk, RawJson):
         return frame_json(chunk)
     if isinstance(chunk, str):
