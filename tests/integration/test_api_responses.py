@@ -43,7 +43,8 @@ async def test_a_response_has_openai_shape_usage_and_is_retrievable() -> None:
     assert body["status"] == "completed"
     assert body["instructions"] == "Be brief."
     (item,) = body["output"]
-    assert item["type"] == "message" and item["role"] == "assistant"
+    assert item["type"] == "message"
+    assert item["role"] == "assistant"
     assert item["content"][0] == {
         "type": "output_text",
         "text": REPLY,
@@ -203,7 +204,8 @@ async def test_function_call_output_follows_a_stored_call() -> None:
     assert second.json()["output"][0]["content"][0]["text"] == "It is sunny."
     prompt = engine.submitted[-1].prompt
     assert isinstance(prompt, str)
-    assert "get_weather" in prompt and "sunny" in prompt
+    assert "get_weather" in prompt
+    assert "sunny" in prompt
 
 
 async def test_unknown_and_unstored_ids_are_clear_errors() -> None:

@@ -103,7 +103,8 @@ def test_named_function_choice_and_text_format_map_to_chat_fields() -> None:
         max_output_tokens=7,
     )
     chat = chat_request(body, history_messages(body.input, "r"), "r")
-    assert chat.tool_choice is not None and not isinstance(chat.tool_choice, str)
+    assert chat.tool_choice is not None
+    assert not isinstance(chat.tool_choice, str)
     assert chat.tool_choice.function.name == "f"
     assert chat.response_format is not None
     assert chat.response_format.schema_dict() == schema
@@ -164,7 +165,8 @@ def test_events_are_numbered_in_order_and_the_response_is_built() -> None:
     final = builder.response
     assert final.status == "completed"
     assert [item.type for item in final.output] == ["message", "function_call"]
-    assert final.usage is not None and final.usage.input_tokens_details.cached_tokens == 2
+    assert final.usage is not None
+    assert final.usage.input_tokens_details.cached_tokens == 2
 
 
 def test_a_length_cut_is_incomplete() -> None:
