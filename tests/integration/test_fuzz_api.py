@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from app.api.app import create_app
 from tests.support.api import make_settings
@@ -23,8 +25,10 @@ from tests.support.fuzz import (
     FuzzRequest,
     any_request,
     check_answer,
+    encode,
     fuzz_engine,
     generation_request,
+    responses_body,
 )
 
 BASE_URL = "http://localhost"  # an allowed Host (the Host guard refuses "testserver")
@@ -83,6 +87,14 @@ def test_any_method_path_and_header_never_answers_5xx(
     client: TestClient, request: FuzzRequest
 ) -> None:
     send(client, request)
+
+
+@settings(FUZZ, max_examples=LONG_RUN or 150)
+@given(body=responses_body(), path=st.sampled_from(["/v1/responses", "/v1/responses/input_tokens"]))
+def test_responses_bodies_never_answer_5xx(client: TestClient, body: Any, path: str) -> None:
+    """OpenAI Responses bodies (items, tools, formats, ids) straight at the Responses routes."""
+    headers = {"host": "localhost", "content-type": "application/json"}
+    send(client, FuzzRequest("POST", path, encode(body, "utf-8"), headers))
 
 
 @pytest.mark.parametrize(

@@ -84,7 +84,7 @@ KNOWN_PATHS = (
 GENERATION_PATHS = (
     "/v1/chat/completions", "/v1/completions", "/v2/chat/completions", "/v1.3/chat/completions",
     "/api/chat", "/api/generate", "/api/show", "/generate", "/generate_stream", "/",
-    "/tokenize", "/detokenize", "/v1/embeddings",
+    "/tokenize", "/detokenize", "/v1/embeddings", "/v1/responses", "/v1/responses/input_tokens",
 )  # fmt: skip
 
 
@@ -282,6 +282,67 @@ def other_family_body() -> st.SearchStrategy[dict[str, Any]]:
     return st.one_of(ollama, tgi, tokenize)
 
 
+def responses_body() -> st.SearchStrategy[dict[str, Any]]:
+    """OpenAI Responses bodies: hostile input items, tools, text formats and ids."""
+    text_part = st.fixed_dictionaries(
+        {
+            "type": st.sampled_from(["input_text", "output_text", "input_image", ""]),
+            "text": field_value(),
+        }
+    )
+    item = st.one_of(
+        message(),
+        st.fixed_dictionaries(
+            {"type": st.sampled_from(["message", "function_call", "function_call_output"])},
+            optional={
+                "role": st.sampled_from(["user", "assistant", "developer", "tool"]),
+                "content": st.one_of(odd_text(), st.lists(text_part, max_size=3), field_value()),
+                "call_id": st.one_of(odd_text(1), field_value()),
+                "name": st.one_of(st.just("f"), odd_text(1), field_value()),
+                "arguments": st.one_of(st.just("{}"), odd_text(), field_value()),
+                "output": st.one_of(odd_text(), st.lists(text_part, max_size=2), field_value()),
+            },
+        ),
+        st.fixed_dictionaries({"type": st.one_of(st.just("reasoning"), odd_text(1))}),
+    )
+    tool = st.one_of(
+        st.fixed_dictionaries(
+            {"type": st.just("function"), "name": st.one_of(st.just("f"), odd_text(1))},
+            optional={"parameters": st.one_of(json_schema(), field_value())},
+        ),
+        st.fixed_dictionaries(
+            {"type": st.one_of(st.sampled_from(["web_search", "custom"]), odd_text(1))}
+        ),
+        field_value(),
+    )
+    fmt = st.fixed_dictionaries(
+        {"type": st.one_of(st.sampled_from(["text", "json_object", "json_schema"]), odd_text(1))},
+        optional={"name": field_value(), "schema": st.one_of(json_schema(), field_value())},
+    )
+    return st.fixed_dictionaries(
+        {"input": st.one_of(odd_text(), st.lists(item, max_size=4), field_value())},
+        optional={
+            "instructions": st.one_of(odd_text(), field_value()),
+            "tools": st.one_of(st.lists(tool, max_size=3), field_value()),
+            "tool_choice": st.one_of(
+                st.sampled_from(["auto", "none", "required"]),
+                st.fixed_dictionaries(
+                    {"type": st.sampled_from(["function", "web_search"]), "name": field_value()}
+                ),
+                field_value(),
+            ),
+            "text": st.one_of(st.fixed_dictionaries({"format": fmt}), field_value()),
+            "max_output_tokens": field_value(),
+            "temperature": field_value(),
+            "previous_response_id": st.one_of(odd_text(1), field_value()),
+            "stream": st.one_of(st.booleans(), field_value()),
+            "store": field_value(),
+            "reasoning": field_value(),
+            "include": field_value(),
+        },
+    )
+
+
 def encode(body: Any, style: str) -> bytes:
     """``body`` as bytes: ASCII-escaped JSON, raw UTF-8 (surrogates as invalid bytes), or bare."""
     if style == "ascii":
@@ -302,7 +363,12 @@ SPECIAL_BODIES = (
 def raw_body() -> st.SearchStrategy[bytes]:
     """The body of one request: a hostile chat, completion or CRIA body, or broken bytes."""
     structured = st.one_of(
-        chat_body(), completion_body(), cria_body(), other_family_body(), json_value()
+        chat_body(),
+        completion_body(),
+        cria_body(),
+        other_family_body(),
+        responses_body(),
+        json_value(),
     )
     encoded = st.tuples(structured, st.sampled_from(["ascii", "utf-8"])).map(
         lambda pair: encode(pair[0], pair[1])
@@ -432,9 +498,12 @@ def check_reply(
     if content_type.startswith("text/event-stream"):
         data = [line for line in text.splitlines() if line.startswith("data:")]
         assert data, text[:500]
-        if route_family(method, path).name == "tgi":  # TGI streams end with their last token
-            # event, no [DONE]
+        family = route_family(method, path).name
+        if family == "tgi":  # TGI streams end with their last token event, no [DONE]
             assert "error" not in json.loads(data[-1].removeprefix("data:")), data[-1]
+        elif family == "responses":  # named events, the last one final, no [DONE]
+            last = json.loads(data[-1].removeprefix("data:"))
+            assert last["type"] in ("response.completed", "response.incomplete"), data[-2:]
         else:
             assert data[-1] == "data: [DONE]", data[-3:]
     elif content_type.startswith("application/x-ndjson"):
