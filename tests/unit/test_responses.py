@@ -16,6 +16,7 @@ from app.serving.responses.convert import chat_request, history_messages
 from app.serving.responses.events import ResponseBuilder
 from app.serving.responses.store import ResponseStore
 from app.serving.tools import ParsedCall
+from tests.support.sse_client import parse_sse
 
 
 def request(**fields: Any) -> ResponsesRequest:
@@ -253,3 +254,13 @@ def test_a_codex_shaped_body_parses() -> None:
         text={"verbosity": "low"},
     )
     assert len(body.tools or []) == 5
+
+
+def test_a_named_event_is_framed_with_its_event_line() -> None:
+    from app.api.sse import NamedEvent, encode
+    from app.serving.render import RawJson
+
+    assert encode(NamedEvent("x.y", RawJson('{"a":1}'))) == b'event: x.y\ndata: {"a":1}\n\n'
+    assert encode(NamedEvent("ping", "")) == b"event: ping\ndata: \n\n"
+    events = parse_sse(encode(NamedEvent("two", "a\nb")).decode())
+    assert [(e.event, e.data) for e in events] == [("two", "a\nb")]
