@@ -87,6 +87,20 @@ def test_hosted_tools_are_left_out_and_instructions_come_first() -> None:
     assert [t.function.name for t in chat.tools or []] == ["f"]
 
 
+def test_instructions_and_leading_developer_messages_are_one_system_turn() -> None:
+    body = request(
+        instructions="You are Codex.",
+        input=[
+            {"role": "developer", "content": "sandbox: read-only"},
+            {"role": "user", "content": "hi"},
+            {"role": "developer", "content": "later note"},
+        ],
+    )
+    chat = chat_request(body, history_messages(body.input, "r"), "r")
+    assert [m.role for m in chat.messages] == ["system", "user", "system"]
+    assert chat.messages[0].content == "You are Codex.\n\nsandbox: read-only"
+
+
 def test_tool_choice_forcing_a_hosted_tool_is_a_400() -> None:
     body = request(input="hi", tools=[{"type": "web_search"}], tool_choice={"type": "web_search"})
     with pytest.raises(InvalidRequest, match="web_search") as info:

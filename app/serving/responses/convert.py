@@ -141,6 +141,18 @@ def response_format(body: ResponsesRequest) -> dict[str, Any] | None:
     return {"type": "json_schema", "json_schema": schema}
 
 
+def leading_system_merged(messages: list[ChatMessage]) -> list[ChatMessage]:
+    """The leading system messages (instructions, then developer ones, as Codex sends them)
+    joined into one: many chat templates take a single system turn, and only first."""
+    n = 0
+    while n < len(messages) and messages[n].role == "system":
+        n += 1
+    if n < 2:
+        return messages
+    text = "\n\n".join(m.text() for m in messages[:n] if m.text())
+    return [ChatMessage(role="system", content=text), *messages[n:]]
+
+
 def chat_request(
     body: ResponsesRequest, history: Sequence[ChatMessage], request_id: str
 ) -> ChatCompletionRequest:
@@ -150,6 +162,7 @@ def chat_request(
         messages.insert(0, ChatMessage(role="system", content=body.instructions))
     if not messages:
         raise InvalidRequest("input is empty: send some text or items.", param="input")
+    messages = leading_system_merged(messages)
     tools = function_tools(body, request_id)
     fields: dict[str, Any] = {
         "model": body.model,
