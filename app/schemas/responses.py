@@ -290,6 +290,14 @@ class ResponseObject(BaseModel):
     metadata: dict[str, str] = Field(default_factory=dict)
 
 
+class DeletedResponse(BaseModel):
+    """``DELETE /v1/responses/{id}`` answer."""
+
+    id: str
+    object: Literal["response"] = "response"
+    deleted: bool = True
+
+
 class InputTokenCount(BaseModel):
     """``POST /v1/responses/input_tokens`` answer."""
 

@@ -46,6 +46,9 @@ def test_create_returns_a_completed_message(client: openai.OpenAI) -> None:
     assert response.usage.input_tokens_details.cached_tokens >= 0
     fetched = client.responses.retrieve(response.id)
     assert fetched.output_text == response.output_text
+    client.responses.delete(response.id)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(response.id)
 
 
 def test_streaming_with_the_sdk_helper_and_with_create(client: openai.OpenAI) -> None:

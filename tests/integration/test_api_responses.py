@@ -60,6 +60,17 @@ async def test_a_response_has_openai_shape_usage_and_is_retrievable() -> None:
     assert fetched.json() == body
 
 
+async def test_a_deleted_response_is_gone() -> None:
+    async with app_client(fake()) as (client, _):
+        body = (await client.post("/v1/responses", json={"input": "x"})).json()
+        deleted = await client.delete(f"/v1/responses/{body['id']}")
+        again = await client.delete(f"/v1/responses/{body['id']}")
+        fetched = await client.get(f"/v1/responses/{body['id']}")
+    assert deleted.json() == {"id": body["id"], "object": "response", "deleted": True}
+    assert again.status_code == 404
+    assert fetched.status_code == 404
+
+
 async def test_the_stream_is_the_full_event_sequence_numbered_in_order() -> None:
     async with app_client(fake()) as (client, _):
         response = await client.post("/v1/responses", json={"input": "hi", "stream": True})

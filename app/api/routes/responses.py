@@ -1,5 +1,5 @@
-"""OpenAI's Responses API: ``POST /v1/responses``, ``GET /v1/responses/{id}`` and
-``POST /v1/responses/input_tokens``, with OpenAI's error body.
+"""OpenAI's Responses API: ``POST /v1/responses``, ``GET`` / ``DELETE /v1/responses/{id}``
+and ``POST /v1/responses/input_tokens``, with OpenAI's error body.
 
 Streams are named SSE events (``event: response.output_text.delta`` plus its JSON data),
 numbered by ``sequence_number``, with no ``[DONE]``. An error after the stream started ends
@@ -23,7 +23,12 @@ from app.api.openapi import ERROR_RESPONSES, json_body
 from app.api.security import require_api_key
 from app.api.sse import NamedEvent
 from app.errors import EngineError
-from app.schemas.responses import InputTokenCount, ResponseObject, ResponsesRequest
+from app.schemas.responses import (
+    DeletedResponse,
+    InputTokenCount,
+    ResponseObject,
+    ResponsesRequest,
+)
 from app.serving.render import RawJson
 from app.serving.responses.events import (
     Event,
@@ -131,6 +136,14 @@ async def retrieve_response(response_id: str, call: CallDep) -> Response:
     """A stored response by id (404 when it was not stored or has been evicted)."""
     response = response_store(call).get(response_id).response
     return Response(response.model_dump_json(), media_type="application/json")
+
+
+@router.delete("/v1/responses/{response_id}", response_model=None, responses=ERROR_RESPONSES)
+async def delete_response(response_id: str, call: CallDep) -> Response:
+    """Delete a stored response (404 when there is none with that id)."""
+    response_store(call).delete(response_id)
+    body = DeletedResponse(id=response_id)
+    return Response(body.model_dump_json(), media_type="application/json")
 
 
 FAMILY = RouteFamily("responses", (router,), body_models=(ResponsesRequest,))

@@ -86,6 +86,11 @@ class ResponseStore:
         self._entries.move_to_end(response_id)
         return entry
 
+    def delete(self, response_id: str) -> None:
+        """Forget a stored response; ``NotFound`` if absent."""
+        self.get(response_id)
+        self._drop(response_id)
+
     def previous(self, response_id: str | None) -> tuple[ChatMessage, ...]:
         """The conversation that ``previous_response_id`` continues (a 400 if unknown)."""
         if response_id is None:
