@@ -262,3 +262,55 @@ async def test_the_openapi_document_has_the_responses_routes_and_body() -> None:
     assert "/v1/responses" in document["paths"]
     assert "/v1/responses/input_tokens" in document["paths"]
     assert "ResponsesRequest" in document["components"]["schemas"]
+
+
+CODEX_BODY: dict[str, Any] = {
+    "model": "gpt-5-codex",
+    "instructions": "You are Codex.",
+    "input": [
+        {"type": "message", "role": "developer", "content": [{"type": "input_text", "text": "ro"}]},
+        {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "ls"}]},
+        {"type": "reasoning", "summary": [], "encrypted_content": "gAAAA"},
+        {"type": "custom_tool_call", "call_id": "c0", "name": "apply_patch", "input": "x"},
+        {"type": "custom_tool_call_output", "call_id": "c0", "output": "done"},
+    ],
+    "tools": [
+        {"type": "function", "name": "shell", "parameters": {"type": "object"}, "strict": False},
+        {"type": "local_shell"},
+        {"type": "web_search"},
+        {"type": "custom", "name": "apply_patch", "format": {"type": "grammar"}},
+    ],
+    "tool_choice": "auto",
+    "parallel_tool_calls": False,
+    "reasoning": {"effort": "high", "summary": "auto"},
+    "store": False,
+    "stream": True,
+    "include": ["reasoning.encrypted_content"],
+    "prompt_cache_key": "s1",
+}
+
+
+async def test_a_codex_shaped_body_streams_to_completion() -> None:
+    engine = fake()
+    async with app_client(engine) as (client, _):
+        response = await client.post("/v1/responses", json=CODEX_BODY)
+    assert response.status_code == 200, response.text
+    final = stream_events(response.text)[-1]
+    assert final["type"] == "response.completed"
+    assert [t["name"] for t in final["response"]["tools"]] == ["shell"]
+    assert final["response"]["reasoning"]["effort"] == "high"
+    prompt = engine.submitted[-1].prompt
+    assert isinstance(prompt, str)
+    assert "You are Codex." in prompt
+    assert "gAAAA" not in prompt
+
+
+async def test_the_routes_sit_behind_the_api_key() -> None:
+    async with app_client(fake(), api_key=["k1"]) as (client, _):
+        refused = await client.post("/v1/responses", json={"input": "x"})
+        counted = await client.post(
+            "/v1/responses/input_tokens", json={"input": "x"}, headers={"x-api-key": "k1"}
+        )
+    assert refused.status_code == 401
+    assert refused.json()["error"]["code"] == "invalid_api_key"
+    assert counted.status_code == 200
