@@ -89,3 +89,8 @@ class SequenceOutput:
             if stopped:
                 return text
         return text + stops.flush()
+
+    @property
+    def stop_sequence(self) -> str | None:
+        """The stop string that ended the text, if one did."""
+        return self._stops.matched if self._stops is not None else None

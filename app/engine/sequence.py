@@ -107,4 +107,5 @@ class Sequence:
             usage=self.usage(),
             timings=self.timings(now),
             error=error,
+            stop_sequence=self.output.stop_sequence if self.output is not None else None,
         )

@@ -20,11 +20,12 @@ class StopMatcher:
     """Filters text deltas, stopping at the first stop string.
 
     ``push`` returns ``(text_to_emit, stopped)``. Once stopped, further pushes return
-    ``("", True)``. ``flush`` returns the held-back tail at the end of a stream that did not
-    stop (text that turned out not to be a stop string).
+    ``("", True)`` and ``matched`` is the stop string that ended the text. ``flush`` returns
+    the held-back tail at the end of a stream that did not stop (text that turned out not to
+    be a stop string).
     """
 
-    __slots__ = ("_chars", "_held", "_stops", "stopped")
+    __slots__ = ("_chars", "_held", "_stops", "matched", "stopped")
 
     def __init__(self, stops: Iterable[str]) -> None:
         self._stops = tuple(dict.fromkeys(s for s in stops if s))
@@ -33,6 +34,7 @@ class StopMatcher:
         self._chars = frozenset("".join(self._stops))
         self._held = ""
         self.stopped = False
+        self.matched: str | None = None
 
     @property
     def held(self) -> str:
@@ -46,9 +48,10 @@ class StopMatcher:
         buf = self._held + text if self._held else text
         if not buf:
             return "", False
-        cut = self._first_match(buf)
-        if cut >= 0:
+        cut, stop = self._first_match(buf)
+        if stop is not None:
             self.stopped = True
+            self.matched = stop
             self._held = ""
             return buf[:cut], True
         keep = self._partial_len(buf)
@@ -63,18 +66,20 @@ class StopMatcher:
         held, self._held = self._held, ""
         return "" if self.stopped else held
 
-    def _first_match(self, buf: str) -> int:
-        """Start index of the stop string that completes first in ``buf``, or -1."""
+    def _first_match(self, buf: str) -> tuple[int, str | None]:
+        """Start index of the stop string that completes first in ``buf``, and that string
+        (``(-1, None)`` when none does)."""
         best_end = -1
         best_start = -1
+        best: str | None = None
         for stop in self._stops:
             start = buf.find(stop)
             if start < 0:
                 continue
             end = start + len(stop)
             if best_end < 0 or end < best_end or (end == best_end and start < best_start):
-                best_end, best_start = end, start
-        return best_start
+                best_end, best_start, best = end, start, stop
+        return best_start, best
 
     def _partial_len(self, buf: str) -> int:
         """Length of the longest suffix of ``buf`` that is a proper prefix of a stop string."""

@@ -129,7 +129,8 @@ class TokenEvent:
     Every event but the last carries a text delta (possibly empty while UTF-8 bytes or a
     partial stop-string match are held back) and the sampled token id. The last event has
     ``finish_reason`` set, with ``usage`` and ``timings``; it may carry a final text delta
-    (held-back text flushed at the end). ``error`` is a message when the reason is ERROR.
+    (held-back text flushed at the end). ``error`` is a message when the reason is ERROR;
+    ``stop_sequence`` is the request's stop string that ended the reply, when one did.
     """
 
     request_id: str
@@ -140,6 +141,7 @@ class TokenEvent:
     timings: Timings | None = None
     error: str | None = None
     logprob: TokenLogprob | None = None  # when the request asked for logprobs
+    stop_sequence: str | None = None  # final event: the stop string that matched, if any
 
     @property
     def is_final(self) -> bool:

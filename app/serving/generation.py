@@ -24,6 +24,7 @@ class Finished:
     usage: Usage
     timings: Timings | None
     logprobs: tuple[TokenLogprob, ...] = ()  # of tokens whose text came with no later piece
+    stop_sequence: str | None = None  # the request's stop string that ended the reply
 
 
 FinishSink = Callable[[Finished], None]
@@ -72,6 +73,7 @@ async def pieces(
                 event.usage,
                 event.timings,
                 tuple(pending),
+                event.stop_sequence,
             )
             on_finish(finished)
             yield finished

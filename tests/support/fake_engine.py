@@ -203,6 +203,7 @@ class FakeEngine:
             limit = live.request.sampling.max_tokens
             n = 0
             reason = FinishReason.STOP
+            stop_sequence: str | None = None
             text_so_far = ""
             for i, word in enumerate(words):
                 if live.cancelled:
@@ -212,7 +213,9 @@ class FakeEngine:
                     reason = FinishReason.LENGTH
                     break
                 piece = word if i == 0 else " " + word
-                if any(s and s in text_so_far + piece for s in live.request.sampling.stop):
+                matched = [s for s in live.request.sampling.stop if s and s in text_so_far + piece]
+                if matched:
+                    stop_sequence = matched[0]
                     break
                 if self.token_delay_s:
                     await asyncio.sleep(self.token_delay_s)
@@ -228,6 +231,7 @@ class FakeEngine:
                 finish_reason=reason,
                 usage=Usage(prompt_tokens=n_prompt, cached_prompt_tokens=0, completion_tokens=n),
                 timings=Timings(queue_s=0.0, prefill_s=0.0, decode_s=0.0, decode_tokens_per_s=0.0),
+                stop_sequence=stop_sequence,
             )
         finally:
             self._running.discard(rid)

@@ -205,6 +205,7 @@ def test_stop_string_split_over_tokens_is_not_emitted() -> None:
     final = h.final("r")
     assert final is not None
     assert final.finish_reason is FinishReason.STOP
+    assert final.stop_sequence == "END"  # the final event says which stop ended the reply
     assert h.text("r") == "Sure. "
     assert final.usage is not None
     assert final.usage.completion_tokens == len("Sure. END")
@@ -218,6 +219,7 @@ def test_partial_stop_is_flushed_when_generation_ends() -> None:
     final = h.final("r")
     assert final is not None
     assert final.text == "EN"
+    assert final.stop_sequence is None
 
 
 def test_samplers_get_the_prompt_tail_for_penalties_and_are_closed() -> None:

@@ -103,3 +103,19 @@ def test_multibyte_stop_strings(stop: str) -> None:
 
 def test_empty_and_duplicate_stops_are_ignored() -> None:
     assert run(["", "z", "z"], ["abc"]) == (["abc", ""], False)
+
+
+def test_the_matched_stop_string_is_reported() -> None:
+    matcher = StopMatcher(["END", "</a>"])
+    assert matcher.matched is None
+    assert matcher.push("x </") == ("x ", False)
+    assert matcher.matched is None
+    assert matcher.push("a> END") == ("", True)
+    assert matcher.matched == "</a>"
+
+
+def test_no_match_reports_no_stop_string() -> None:
+    matcher = StopMatcher(["END"])
+    matcher.push("the EN")
+    assert matcher.flush() == "EN"
+    assert matcher.matched is None
