@@ -15,7 +15,7 @@ from app.api.family import FamilyTable, RouteFamily
 from app.api.metrics import HttpMetrics
 from app.api.middleware import REQUEST_ID_HEADER, BodySizeLimitMiddleware, RequestLogMiddleware
 from app.api.openapi import install_openapi
-from app.api.routes import cria, llama, ollama, openai, responses, tgi
+from app.api.routes import anthropic, cria, llama, ollama, openai, responses, tgi
 from app.api.runtime import EngineRuntime
 from app.api.security import CORS_ALLOWED_HEADERS, BrowserGuardMiddleware, HostPolicy
 from app.engine.protocol import Engine
@@ -30,6 +30,7 @@ FAMILIES: tuple[RouteFamily, ...] = (
     cria.FAMILY,  # /health, /model-card, /metrics and CRIA's chat contract
     openai.FAMILY,
     responses.FAMILY,  # OpenAI's Responses API (/v1/responses)
+    anthropic.FAMILY,  # Anthropic's Messages API (/v1/messages)
     llama.FAMILY,
     ollama.FAMILY,
     tgi.FAMILY,

@@ -193,12 +193,14 @@ class Call:
         done: str | None = DONE,
     ) -> StreamResponse:
         """An SSE response over ``chunks``, failing with the family's error event."""
+        family = self.family
         return StreamResponse(
             chunks,
             keepalive_s=self.settings.keepalive_s,
             headers=headers,
             done=done,
-            error_data=family_error_data(self.family),
+            error_data=family_error_data(family),
+            error_name=family.stream_error_event,
             closing=self._streams,
         )
 

@@ -41,6 +41,7 @@ class RouteFamily:
     routers: tuple[APIRouter, ...]
     body_models: tuple[type[BaseModel], ...] = ()  # bodies read by hand, added to OpenAPI
     error_shape: ErrorShape = openai_error_shape
+    stream_error_event: str | None = None  # SSE ``event:`` name of a failed stream's last event
 
     def error_body(self, detail: ErrorDetail, status: int) -> dict[str, Any]:
         """The JSON body of an error answer."""

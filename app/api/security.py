@@ -64,10 +64,12 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 # Request headers a browser page may send cross-origin (CORS preflight): ours, and exactly
 # what the openai SDKs send (openai-python 1.x-3.x, openai-node 4.x-6.x with
-# dangerouslyAllowBrowser): platform and retry headers, helpers, organization and project.
+# dangerouslyAllowBrowser): platform and retry headers, helpers, organization and project;
+# and the anthropic SDKs' own (version, betas, dangerouslyAllowBrowser's marker).
 CORS_ALLOWED_HEADERS = (
     "Authorization", "Content-Type", "X-Api-Key", "Accept", "User-Agent", "X-Session-Id",
     "OpenAI-Organization", "OpenAI-Project", "OpenAI-Beta", "Idempotency-Key",
+    "Anthropic-Version", "Anthropic-Beta", "Anthropic-Dangerous-Direct-Browser-Access",
     "X-Stainless-Arch", "X-Stainless-Async", "X-Stainless-Custom-Poll-Interval",
     "X-Stainless-Helper", "X-Stainless-Helper-Method", "X-Stainless-Lang", "X-Stainless-OS",
     "X-Stainless-Package-Version", "X-Stainless-Poll-Helper", "X-Stainless-Raw-Response",

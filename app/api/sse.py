@@ -3,11 +3,13 @@
 A stream is an async iterator of chunks: pydantic models and pre-rendered JSON
 (``RawJson``) become ``data: <json>`` events, strings become ``data: <text>`` events (text
 with newlines spans several ``data:`` lines, which an EventSource parser joins back with
-``\\n``); a ``NamedEvent`` wraps one of those with an ``event: <name>`` line (APIs such as
-OpenAI's Responses and Anthropic's Messages name every event). A normal end adds
-``data: [DONE]``. An error after the stream started becomes one final
-``data: {"error": {...}}`` event, and the stream closes without ``[DONE]`` -- except when
-the server ends it while shutting down: then ``[DONE]`` follows the error event.
+``\\n``); a ``NamedEvent`` (``app.serving.render``) wraps one of those with an
+``event: <name>`` line (APIs such as OpenAI's Responses and Anthropic's Messages name every
+event). A normal end adds ``data: [DONE]`` (unless the family's streams have no end marker).
+An error after the stream started becomes one final event in the family's error shape
+(``data: {"error": {...}}`` for OpenAI's; named when the family names its error event, as
+Anthropic's ``event: error``), and the stream closes without ``[DONE]`` -- except when the
+server ends it while shutting down: then ``[DONE]`` follows the error event.
 Keep-alive comments flow while a stream has been quiet for ``keepalive_s``.
 
 Why not sse-starlette's ``EventSourceResponse``: it opens an anyio cancel scope (its send
@@ -24,7 +26,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass
 from time import monotonic
 
 import anyio
@@ -36,6 +37,7 @@ from starlette.types import Receive, Scope, Send
 from app.api.errors import family_error_data
 from app.api.family import DEFAULT_FAMILY
 from app.errors import EngineError, RequestCancelled
+from app.serving.render import NamedEvent as NamedEvent  # framed here; re-exported
 from app.serving.render import RawJson
 
 logger = logging.getLogger(__name__)
@@ -46,16 +48,6 @@ PING_EVENT = b": ping\n\n"
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 Data = BaseModel | RawJson | str
-
-
-@dataclass(frozen=True, slots=True)
-class NamedEvent:
-    """An event with a name: ``event: <name>`` followed by its data."""
-
-    name: str  # no newlines (the families' event names are fixed words)
-    data: Data
-
-
 Chunk = Data | NamedEvent
 
 
@@ -92,9 +84,12 @@ openai_error_data: ErrorData = family_error_data(DEFAULT_FAMILY)
 """OpenAI's error body as JSON."""
 
 
-def error_event(exc: BaseException, error_data: ErrorData = openai_error_data) -> bytes:
-    """The final event of a stream that failed after it started."""
-    return frame_json(error_data(exc))
+def error_event(
+    exc: BaseException, error_data: ErrorData = openai_error_data, name: str | None = None
+) -> bytes:
+    """The final event of a stream that failed after it started (named ``name``, if set)."""
+    data = frame_json(error_data(exc))
+    return data if name is None else b"event: " + name.encode("utf-8") + b"\n" + data
 
 
 async def frame(
@@ -102,8 +97,10 @@ async def frame(
     *,
     done: str | None = DONE,
     error_data: ErrorData = openai_error_data,
+    error_name: str | None = None,
 ) -> AsyncIterator[bytes]:
-    """SSE bytes for ``chunks``, then ``done`` (unless None) or one error event."""
+    """SSE bytes for ``chunks``, then ``done`` (unless None) or one error event (with the
+    event name ``error_name``, if set)."""
     try:
         async for chunk in chunks:
             data = encode(chunk)
@@ -113,17 +110,17 @@ async def frame(
         # An orderly end by the server: the error says why the reply is cut, then the
         # stream ends as a complete one, so clients waiting for the end marker close cleanly.
         logger.info("stream ended by the shutdown: %s", exc.message)
-        yield error_event(exc, error_data)
+        yield error_event(exc, error_data, error_name)
         if done is not None:
             yield done_event(done)
         return
     except EngineError as exc:  # the 200 already went out: report in-band, then close
         logger.info("stream ended with %s: %s", type(exc).__name__, exc.message)
-        yield error_event(exc, error_data)
+        yield error_event(exc, error_data, error_name)
         return
     except Exception as exc:
         logger.error("stream failed", exc_info=exc)
-        yield error_event(exc, error_data)
+        yield error_event(exc, error_data, error_name)
         return
     if done is not None:
         yield done_event(done)
@@ -153,6 +150,7 @@ class StreamResponse(Response):
         headers: Mapping[str, str] | None = None,
         done: str | None = DONE,
         error_data: ErrorData = openai_error_data,
+        error_name: str | None = None,
         closing: Sequence[object] = (),
     ) -> None:
         # Like starlette's StreamingResponse: no body, so no Content-Length header.
@@ -161,7 +159,7 @@ class StreamResponse(Response):
         self.init_headers({**SSE_HEADERS, **(headers or {})})
         self._chunks = chunks
         self._closing = tuple(closing)
-        self._events = frame(chunks, done=done, error_data=error_data)
+        self._events = frame(chunks, done=done, error_data=error_data, error_name=error_name)
         self._keepalive_s = keepalive_s
         self._last_send = monotonic()
 

@@ -11,6 +11,7 @@ shape cannot drift), with a placeholder where the text goes; each token then cos
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 from pydantic import BaseModel
 
@@ -23,6 +24,17 @@ class RawJson(str):
     """A JSON document already serialized (sent as is, never re-encoded)."""
 
     __slots__ = ()
+
+
+@dataclass(frozen=True, slots=True)
+class NamedEvent:
+    """A stream chunk with an SSE event name: ``event: <name>`` followed by its data (a
+    model, pre-rendered JSON or text), as OpenAI's Responses and Anthropic's Messages name
+    every event. Framed in ``app.api.sse``; defined here, beside ``RawJson``, so that the
+    serving families can yield it."""
+
+    name: str  # no newlines (the families' event names are fixed words)
+    data: BaseModel | RawJson | str
 
 
 def json_string(text: str) -> str:

@@ -87,7 +87,7 @@ LAYERS: dict[str, int] = {
     "app.cli": 7,
     "app.__main__": 8,
 }
-SERVING_FAMILIES = ("openai", "ollama", "tgi", "cria", "llama", "responses")
+SERVING_FAMILIES = ("openai", "anthropic", "ollama", "tgi", "cria", "llama", "responses")
 
 
 def module_name(path: Path) -> str:

@@ -1,0 +1,155 @@
+"""A Messages request -> the engine request, through the shared kernels; token counting.
+
+The request is rewritten as a chat conversation (``convert.chat_request``), then goes the
+way every chat goes: the template's checks, the tool kernel (prompt, grammar, how calls are
+parsed back), context fitting, the chat template, the sampling settings and the token cap
+of ``policy``. ``thinking`` is accepted and not applied: this server runs no separate
+reasoning phase yet, so no ``thinking`` blocks come back and ``budget_tokens`` has no effect.
+Rendering and counting are CPU work: the routes run these functions in a worker thread.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from app.engine.types import GenerationRequest, ModelInfo
+from app.schemas.anthropic import CountTokensRequest, CountTokensResponse, MessagesRequest
+from app.schemas.chat import ChatCompletionRequest
+from app.serving.anthropic.convert import chat_request
+from app.serving.chat_template import conversation, render_conversation
+from app.serving.context import DROPPED_MESSAGES_HEADER, fit_messages, reply_room
+from app.serving.policy import Limits, max_tokens, served_model_name
+from app.serving.sampling import sampling_params
+from app.serving.tools import ToolCalls, ToolPrompt, tool_prompt
+
+logger = logging.getLogger(__name__)
+
+CountTokens = Callable[..., int]
+"""The engine's ``count_tokens(text, *, add_special=...)``."""
+
+
+@dataclass(frozen=True)
+class MessagesPlan:
+    """A validated request, ready for the engine, and what its reply needs."""
+
+    request: GenerationRequest
+    message_id: str
+    model: str
+    prompt_tokens: int  # the rendered prompt's tokens (message_start's usage)
+    tool_calls: ToolCalls | None = None  # with tools: parse calls out of the reply
+    dropped_messages: int = 0  # oldest messages left out to fit the context
+
+    def headers(self) -> dict[str, str]:
+        """Response headers that describe the plan (what was dropped to fit, if anything)."""
+        if not self.dropped_messages:
+            return {}
+        return {DROPPED_MESSAGES_HEADER: str(self.dropped_messages)}
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """The prompt of a conversation, and what its tools and fitting decided."""
+
+    prompt: str
+    add_bos: bool
+    tooling: ToolPrompt
+    dropped: int
+
+
+class _Counter:
+    """``count_tokens`` remembering its last answers: fitting counts the whole prompt first,
+    and when nothing is dropped that is the prompt that gets counted again."""
+
+    def __init__(self, count_tokens: CountTokens) -> None:
+        self._count = count_tokens
+        self._known: dict[tuple[str, bool], int] = {}
+
+    def __call__(self, text: str, add_special: bool = True) -> int:
+        key = (text, add_special)
+        if key not in self._known:
+            self._known[key] = self._count(text, add_special=add_special)
+        return self._known[key]
+
+
+def render_prompt(
+    chat: ChatCompletionRequest,
+    info: ModelInfo,
+    *,
+    count: Callable[[str, bool], int] | None = None,
+    room: int = 0,
+) -> Rendered:
+    """The prompt for ``chat``; with ``count``, the oldest turns that do not fit are dropped."""
+    conversation(chat.messages)  # the checks on the messages
+    tooling = tool_prompt(chat, info.chat_template)
+    messages: list[Mapping[str, Any]] = list(tooling.messages)
+    dropped = 0
+    if count is not None:
+        fitted = fit_messages(
+            messages,
+            prompt_tokens=lambda kept: count(
+                *render_conversation(kept, info, tools=tooling.template_tools)
+            ),
+            n_ctx=info.n_ctx_slot,
+            room=room,
+        )
+        messages, dropped = fitted.messages, fitted.dropped
+    prompt, add_bos = render_conversation(messages, info, tools=tooling.template_tools)
+    return Rendered(prompt, add_bos, tooling, dropped)
+
+
+def plan_messages(
+    body: MessagesRequest,
+    info: ModelInfo,
+    limits: Limits,
+    request_id: str,
+    count_tokens: CountTokens,
+) -> MessagesPlan:
+    """Check the request against the served model and limits and build the engine request."""
+    model = served_model_name(body.model, info, limits)
+    cap = max_tokens(body.max_tokens, limits, info, default=None)
+    if body.thinking is not None and body.thinking.type != "disabled":
+        logger.debug("request %s: thinking is accepted but not applied", request_id)
+    chat = chat_request(body)
+    counter = _Counter(count_tokens)
+    fit = limits.context_overflow == "truncate"
+    rendered = render_prompt(
+        chat, info, count=counter if fit else None, room=reply_room(cap, info.n_ctx_slot)
+    )
+    if rendered.dropped:
+        logger.info(
+            "request %s: dropped the %d oldest messages of %d to fit the context",
+            request_id,
+            rendered.dropped,
+            len(chat.messages),
+        )
+    sampling = sampling_params(chat, cap)
+    if rendered.tooling.grammar is not None:
+        sampling = replace(sampling, grammar=rendered.tooling.grammar)
+    request = GenerationRequest(
+        request_id=request_id,
+        prompt=rendered.prompt,
+        sampling=sampling,
+        add_special=rendered.add_bos,
+    )
+    return MessagesPlan(
+        request,
+        message_id=f"msg_{request_id}",
+        model=model,
+        prompt_tokens=counter(rendered.prompt, rendered.add_bos),
+        tool_calls=rendered.tooling.calls,
+        dropped_messages=rendered.dropped,
+    )
+
+
+def count_message_tokens(
+    body: CountTokensRequest, info: ModelInfo, limits: Limits, count_tokens: CountTokens
+) -> CountTokensResponse:
+    """The tokens the whole request's prompt takes (system, tools, messages), nothing fitted."""
+    served_model_name(body.model, info, limits)
+    rendered = render_prompt(chat_request(body), info)
+    return CountTokensResponse(
+        input_tokens=count_tokens(rendered.prompt, add_special=rendered.add_bos)
+    )
