@@ -74,6 +74,7 @@ class ToolParam(WireRequest):
     name: str = Field(pattern=FUNCTION_NAME)
     description: str | None = None
     input_schema: dict[str, Any]
+    strict: bool | None = None  # calls must follow input_schema exactly (else a 400 up front)
 
 
 class ToolChoiceAuto(WireRequest):

@@ -5,6 +5,11 @@ keywords it does not know. A skipped constraint would let through output that fa
 schema, so every schema is checked here first: it must be a valid JSON Schema (checked with
 the ``jsonschema`` package) and use only the keywords below, in combinations the converter
 honours. Anything else is an ``InvalidRequest`` that names each feature and where it is.
+
+``enforceable_schema`` is the lenient path for schemas that guide rather than bind (the
+tools of a request that did not ask for ``strict``): it drops what the grammar cannot
+enforce (unknown keywords such as ``minimum``, string formats such as ``uri``), so a client
+like Claude Code, whose tools use those, still gets well-formed calls.
 """
 
 from __future__ import annotations
@@ -89,6 +94,50 @@ def canonical_schema(schema: object, *, param: str) -> str:
     if problem is not None:
         raise InvalidRequest(problem, param=param)
     return text
+
+
+def enforceable_schema(schema: object) -> tuple[object, list[str]]:
+    """``schema`` without the keywords the grammar cannot enforce, and what was dropped.
+
+    Only unknown keywords and unsupported ``format`` values go; other problems stay for
+    ``canonical_schema`` to report. Schemas nested too deeply are returned as they are.
+    """
+    dropped: list[str] = []
+    if _depth(schema) > MAX_SCHEMA_DEPTH:
+        return schema, dropped
+    return _enforceable(schema, "", dropped), dropped
+
+
+def _enforceable(schema: object, where: str, dropped: list[str]) -> object:
+    if not isinstance(schema, Mapping):
+        return schema
+    kept = _enforceable_keywords(schema, f" (at {where})" if where else "", dropped)
+    prefix = f"{where}." if where else ""
+    for key, value in kept.items():
+        if key in ("properties", "$defs", "definitions") and isinstance(value, Mapping):
+            kept[key] = {
+                name: _enforceable(child, f"{prefix}{key}.{name}", dropped)
+                for name, child in value.items()
+            }
+        elif key in ("anyOf", "oneOf", "prefixItems", "items") and isinstance(value, list):
+            kept[key] = [
+                _enforceable(child, f"{prefix}{key}[{i}]", dropped) for i, child in enumerate(value)
+            ]
+        elif key in ("items", "additionalProperties"):
+            kept[key] = _enforceable(value, f"{prefix}{key}", dropped)
+    return kept
+
+
+def _enforceable_keywords(schema: Mapping[str, Any], at: str, dropped: list[str]) -> dict[str, Any]:
+    kept: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key not in CONSTRAINTS and key not in ANNOTATIONS:
+            dropped.append(f"`{key}`{at}")
+        elif key == "format" and value not in FORMATS:
+            dropped.append(f"`format: {value}`{at}")
+        else:
+            kept[key] = value
+    return kept
 
 
 # JSON nesting levels. The meta-schema check, the checks below and the grammar converter

@@ -8,13 +8,16 @@ back as ``<tool_call>`` blocks and tool results as ``<tool_response>`` user turn
 
 ``tool_choice``: ``none`` shows no tools and never parses a call; ``required`` (or a named
 function) constrains the reply with a grammar to well-formed calls whose arguments validate
-against the function's parameter schema; ``auto`` uses a lazy grammar that takes over once the
-model writes ``<tool_call>``. Calls are parsed back into OpenAI's ``tool_calls``.
+against the function's parameter schema (for a tool that is not ``strict``, the part of the
+schema the grammar can enforce: ``json_schema.enforceable_schema``); ``auto`` uses a lazy
+grammar that takes over once the model writes ``<tool_call>``. Calls are parsed back into
+OpenAI's ``tool_calls``.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -23,10 +26,12 @@ from typing import Any
 from app.engine.types import Grammar, JsonRule, TokenLogprob
 from app.errors import InvalidRequest
 from app.schemas.chat import ChatCompletionRequest, ChatMessage
-from app.schemas.tools import NamedToolChoice, ToolDefinition
+from app.schemas.tools import FunctionDefinition, NamedToolChoice, ToolDefinition
 from app.serving.generation import Finished
-from app.serving.json_schema import canonical_schema
+from app.serving.json_schema import canonical_schema, enforceable_schema
 from app.serving.logprobs import LoggedPiece, logprobs_of
+
+logger = logging.getLogger(__name__)
 
 OPEN, CLOSE = "<tool_call>", "</tool_call>"
 ANY_OBJECT: dict[str, Any] = {"type": "object"}
@@ -111,8 +116,7 @@ def _grammar(body: ChatCompletionRequest, tools: list[ToolDefinition]) -> Gramma
         tools = [t for t in tools if t.function.name == choice.function.name]
     rules, alternatives = [], []
     for i, tool in enumerate(tools):
-        schema = tool.function.parameters or ANY_OBJECT
-        rules.append(JsonRule(f"tool-args-{i}", canonical_schema(schema, param="tools")))
+        rules.append(JsonRule(f"tool-args-{i}", _arguments_schema(tool.function)))
         name = json.dumps(tool.function.name)
         alternatives.append(
             f'"{{" space "\\"name\\"" space ":" space {json.dumps(name)} space "," space '
@@ -128,6 +132,18 @@ def _grammar(body: ChatCompletionRequest, tools: list[ToolDefinition]) -> Gramma
         *(f"tc-{i} ::= {alt}" for i, alt in enumerate(alternatives)),
     ]
     return Grammar("\n".join(lines), tuple(rules), trigger=OPEN if lazy else "", param="tools")
+
+
+def _arguments_schema(function: FunctionDefinition) -> str:
+    """The schema a call's arguments are generated under: exactly the tool's when it is
+    ``strict`` (a 400 for what the grammar cannot enforce), else the part of it the grammar
+    can enforce (the model still reads the whole schema in the prompt)."""
+    schema: object = function.parameters or ANY_OBJECT
+    if not function.strict:
+        schema, dropped = enforceable_schema(schema)
+        if dropped:
+            logger.debug("tool %s: not enforced: %s", function.name, "; ".join(dropped))
+    return canonical_schema(schema, param="tools")
 
 
 def _message(message: ChatMessage, native: bool) -> dict[str, Any]:

@@ -8,6 +8,7 @@ import pytest
 
 from app.errors import InvalidRequest
 from app.schemas.chat import ChatCompletionRequest
+from app.serving.json_schema import enforceable_schema
 from app.serving.tools import CallSplitter, ParsedCall, ToolCalls, takes_tools, tool_prompt
 
 CALLS = ToolCalls(frozenset({"get_weather"}))
@@ -123,3 +124,47 @@ async def test_logprobs_stay_with_content_and_leave_calls_out() -> None:
     assert isinstance(out[-1], Finished)
     assert out[-1].reason == "tool_calls"
     assert out[-1].logprobs == ()
+
+
+LOOSE_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "url": {"type": "string", "format": "uri"},
+        "retries": {"type": "integer", "minimum": 0},
+        "tags": {"type": "array", "items": {"type": "string", "format": "hostname"}},
+    },
+    "required": ["url"],
+    "additionalProperties": False,
+    "$schema": "http://json-schema.org/draft-07/schema#",
+}
+
+
+def _loose_tool(**extra: object) -> dict[str, object]:
+    return {"type": "function", "function": {"name": "fetch", "parameters": LOOSE_SCHEMA, **extra}}
+
+
+def test_what_the_grammar_cannot_enforce_is_dropped_from_a_tools_grammar_only() -> None:
+    schema, dropped = enforceable_schema(LOOSE_SCHEMA)
+    assert sorted(dropped) == [
+        "`format: hostname` (at properties.tags.items)",
+        "`format: uri` (at properties.url)",
+        "`minimum` (at properties.retries)",
+    ]
+    assert schema == {
+        **LOOSE_SCHEMA,
+        "properties": {
+            "url": {"type": "string"},
+            "retries": {"type": "integer"},
+            "tags": {"type": "array", "items": {"type": "string"}},
+        },
+    }
+    prompt = tool_prompt(_body(tools=[_loose_tool()], tool_choice="required"), None)
+    assert prompt.grammar is not None
+    (rule,) = prompt.grammar.json_rules
+    assert "uri" not in rule.schema
+    assert '"format": "uri"' in prompt.messages[0]["content"]  # the prompt shows it all
+
+
+def test_a_strict_tool_still_refuses_what_the_grammar_cannot_enforce() -> None:
+    with pytest.raises(InvalidRequest, match="format: uri"):
+        tool_prompt(_body(tools=[_loose_tool(strict=True)], tool_choice="required"), None)

@@ -53,6 +53,7 @@ def chat_request(body: MessagesRequest | CountTokensRequest) -> ChatCompletionRe
                     "name": tool.name,
                     "description": tool.description,
                     "parameters": tool.input_schema,
+                    "strict": tool.strict,
                 },
             }
             for tool in body.tools
