@@ -23,6 +23,7 @@ from tests.support.api import make_settings
 from tests.support.fuzz import (
     NORMAL_CHAT,
     FuzzRequest,
+    anthropic_body,
     any_request,
     check_answer,
     encode,
@@ -79,6 +80,19 @@ def assert_still_serving(client: TestClient) -> None:
 def test_generation_routes_never_answer_5xx(client: TestClient, request: FuzzRequest) -> None:
     send(client, request)
     assert client.get("/health").status_code == 200
+
+
+@settings(FUZZ, max_examples=LONG_RUN or 150)
+@given(
+    body=anthropic_body(),
+    path=st.sampled_from(["/v1/messages", "/v1/messages/count_tokens"]),
+    style=st.sampled_from(["ascii", "utf-8"]),
+)
+def test_anthropic_routes_never_answer_5xx(
+    client: TestClient, body: dict[str, object], path: str, style: str
+) -> None:
+    headers = {"content-type": "application/json", "anthropic-version": "2023-06-01"}
+    send(client, FuzzRequest("POST", path, encode(body, style), headers))
 
 
 @settings(FUZZ, max_examples=LONG_RUN or 150)

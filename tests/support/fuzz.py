@@ -27,6 +27,10 @@ from app.engine.types import EngineConfig
 from tests.support.fake_backend import FakeBackend
 
 FUZZ_FACTORY = "tests.support.fuzz:fuzz_app_from_env"
+ANTHROPIC_ERROR_TYPES = frozenset(
+    {"invalid_request_error", "authentication_error", "permission_error", "not_found_error",
+     "request_too_large", "rate_limit_error", "api_error", "overloaded_error"}
+)  # fmt: skip
 NORMAL_CHAT = {"messages": [{"role": "user", "content": "Hello"}], "max_tokens": 4}
 
 
@@ -80,9 +84,11 @@ KNOWN_PATHS = (
     "/health", "/metrics", "/model-card", "/v1/models", "/", "/static/app.js", "/api/tags",
     "/api/ps", "/api/version", "/info", "/v1/models/x",
 )  # fmt: skip
-# Every route that takes a JSON body (OpenAI, CRIA, Ollama, TGI, tokenizer, embeddings).
+# Every route that takes a JSON body (OpenAI, Anthropic, CRIA, Ollama, TGI, tokenizer,
+# embeddings).
 GENERATION_PATHS = (
     "/v1/chat/completions", "/v1/completions", "/v2/chat/completions", "/v1.3/chat/completions",
+    "/v1/messages", "/v1/messages/count_tokens",
     "/api/chat", "/api/generate", "/api/show", "/generate", "/generate_stream", "/",
     "/tokenize", "/detokenize", "/v1/embeddings", "/v1/responses", "/v1/responses/input_tokens",
 )  # fmt: skip
@@ -343,6 +349,75 @@ def responses_body() -> st.SearchStrategy[dict[str, Any]]:
     )
 
 
+def anthropic_block() -> st.SearchStrategy[Any]:
+    """A content block of an Anthropic message: text, tool_use, tool_result, or junk."""
+    text = st.fixed_dictionaries(
+        {
+            "type": st.one_of(st.just("text"), odd_text(1)),
+            "text": st.one_of(odd_text(), field_value()),
+        },
+        optional={"cache_control": field_value()},
+    )
+    tool_use = st.fixed_dictionaries(
+        {
+            "type": st.just("tool_use"),
+            "id": st.one_of(odd_text(2), field_value()),
+            "name": st.one_of(st.just("get_weather"), odd_text(2)),
+            "input": json_value(),
+        }
+    )
+    tool_result = st.fixed_dictionaries(
+        {"type": st.just("tool_result"), "tool_use_id": st.one_of(odd_text(2), field_value())},
+        optional={
+            "content": st.one_of(odd_text(), st.lists(text, max_size=2), field_value()),
+            "is_error": field_value(),
+        },
+    )
+    thinking = st.fixed_dictionaries({"type": st.just("thinking"), "thinking": field_value()})
+    return st.one_of(text, text, tool_use, tool_result, thinking, field_value())
+
+
+def anthropic_body() -> st.SearchStrategy[dict[str, Any]]:
+    """An Anthropic Messages (or count_tokens) body with hostile blocks, tools and fields."""
+    message = st.fixed_dictionaries(
+        {
+            "role": st.one_of(st.sampled_from(["user", "assistant"]), field_value()),
+            "content": st.one_of(
+                odd_text(), st.lists(anthropic_block(), max_size=3), field_value()
+            ),
+        }
+    )
+    tool = st.fixed_dictionaries(
+        {"name": st.one_of(st.just("get_weather"), odd_text(2)), "input_schema": json_schema()},
+        optional={"description": odd_text(), "type": field_value(), "strict": field_value()},
+    )
+    tool_choice = st.fixed_dictionaries(
+        {"type": st.one_of(st.sampled_from(["auto", "any", "tool", "none"]), field_value())},
+        optional={
+            "name": st.one_of(st.just("get_weather"), odd_text(2)),
+            "disable_parallel_tool_use": field_value(),
+        },
+    )
+    optional: dict[str, st.SearchStrategy[Any]] = {
+        "system": st.one_of(odd_text(), st.lists(anthropic_block(), max_size=2), field_value()),
+        "stop_sequences": st.one_of(st.lists(odd_text(), max_size=4), field_value()),
+        "tools": st.one_of(st.lists(tool, max_size=3), field_value()),
+        "tool_choice": st.one_of(tool_choice, field_value()),
+        "thinking": st.one_of(
+            st.fixed_dictionaries({"type": st.just("enabled"), "budget_tokens": odd_number()}),
+            field_value(),
+        ),
+        "stream": st.one_of(st.booleans(), field_value()),
+        **dict.fromkeys(("temperature", "top_p", "top_k", "metadata"), field_value()),
+    }
+    return st.fixed_dictionaries(
+        {"model": st.one_of(st.just("claude"), field_value()),
+         "max_tokens": st.one_of(st.integers(1, 8), field_value()),
+         "messages": st.one_of(st.lists(message, min_size=1, max_size=4), field_value())},
+        optional=optional,
+    )  # fmt: skip
+
+
 def encode(body: Any, style: str) -> bytes:
     """``body`` as bytes: ASCII-escaped JSON, raw UTF-8 (surrogates as invalid bytes), or bare."""
     if style == "ascii":
@@ -361,13 +436,15 @@ SPECIAL_BODIES = (
 
 
 def raw_body() -> st.SearchStrategy[bytes]:
-    """The body of one request: a hostile chat, completion or CRIA body, or broken bytes."""
+    """The body of one request: a hostile chat, completion, CRIA, other family's, Responses
+    or Anthropic body, or broken bytes."""
     structured = st.one_of(
         chat_body(),
         completion_body(),
         cria_body(),
         other_family_body(),
         responses_body(),
+        anthropic_body(),
         json_value(),
     )
     encoded = st.tuples(structured, st.sampled_from(["ascii", "utf-8"])).map(
@@ -429,6 +506,7 @@ def headers() -> st.SearchStrategy[dict[str, str]]:
         optional={
             "authorization": st.one_of(st.just("Bearer "), _header_text()),
             "x-api-key": _header_text(),
+            "anthropic-version": st.one_of(st.just("2023-06-01"), _header_text()),
             "accept": st.one_of(st.just("text/event-stream"), _header_text()),
             "accept-encoding": st.sampled_from(["gzip", "br", "identity;q=0", "*"]),
             "host": st.one_of(st.sampled_from(HOSTS), _header_text()),
@@ -504,6 +582,8 @@ def check_reply(
         elif family == "responses":  # named events, the last one final, no [DONE]
             last = json.loads(data[-1].removeprefix("data:"))
             assert last["type"] in ("response.completed", "response.incomplete"), data[-2:]
+        elif family == "anthropic":  # Anthropic's end with message_stop, no [DONE]
+            assert json.loads(data[-1].removeprefix("data:"))["type"] == "message_stop", data[-3:]
         else:
             assert data[-1] == "data: [DONE]", data[-3:]
     elif content_type.startswith("application/x-ndjson"):
@@ -536,6 +616,13 @@ def _check_error_body(family: RouteFamily, body: Any) -> None:
         assert set(body) == {"error", "error_type"}, body
         assert isinstance(body["error"], str)
         assert body["error"]
+        return
+    if family.name == "anthropic":
+        assert set(body) == {"type", "error"}, body
+        assert body["type"] == "error"
+        assert set(body["error"]) == {"type", "message"}, body
+        assert body["error"]["type"] in ANTHROPIC_ERROR_TYPES, body
+        assert body["error"]["message"]
         return
     assert set(body) == {"error"}, body
     error = body["error"]
