@@ -6,7 +6,7 @@ import asyncio
 import json
 from typing import Any
 
-from tests.support.api import app_client
+from tests.support.api import app_client, eventually
 from tests.support.claude_code import claude_code_body
 from tests.support.fake_engine import FailingMidStream, FakeEngine
 from tests.support.sse_client import parse_sse
@@ -120,6 +120,7 @@ async def test_sampling_fields_and_system_reach_the_engine() -> None:
             ),
         )
     assert response.status_code == 200
+    assert response.headers["x-session-id"] == "x"  # metadata.user_id: the affinity key
     (request,) = engine.submitted
     assert isinstance(request.prompt, str)
     assert request.prompt.startswith("<|im_start|>system\nBe brief.<|im_end|>")
@@ -258,14 +259,15 @@ async def test_errors_have_anthropics_shape() -> None:
 
 
 async def test_a_full_queue_is_a_rate_limit_error() -> None:
-    engine = fake(n_slots=1, max_queue=0, token_delay_s=0.05)
+    engine = fake(" ".join(["word"] * 50), n_slots=1, max_queue=0, token_delay_s=0.02)
     async with app_client(engine) as (client, _):
         running = asyncio.ensure_future(client.post("/v1/messages", json=body()))
-        await asyncio.sleep(0.02)
+        await eventually(lambda: engine.stats().slots_busy == 1)
         refused = await client.post("/v1/messages", json=body())
         await running
     assert refused.status_code == 429
     assert refused.json()["error"]["type"] == "rate_limit_error"
+    assert int(refused.headers["retry-after"]) >= 1
 
 
 async def test_an_error_mid_stream_is_an_error_event_and_the_stream_ends() -> None:
