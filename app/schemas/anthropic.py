@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from app.schemas.common import MAX_STOP_SEQUENCES, WireRequest
 from app.schemas.tools import FUNCTION_NAME
@@ -68,13 +68,26 @@ class MessageParam(WireRequest):
 
 
 class ToolParam(WireRequest):
-    """A client tool: name, description and the JSON Schema of its input."""
+    """A tool: a custom one (name, description, the JSON Schema of its input), or one of
+    Anthropic's own (``web_search_20250305``, ``bash_20250124``...), which this server
+    ignores (see ``serving.anthropic.convert``)."""
 
-    type: Literal["custom"] | None = None
+    type: str | None = None  # None or "custom": a client tool with an input_schema
     name: str = Field(pattern=FUNCTION_NAME)
     description: str | None = None
-    input_schema: dict[str, Any]
+    input_schema: dict[str, Any] | None = None
     strict: bool | None = None  # calls must follow input_schema exactly (else a 400 up front)
+
+    @property
+    def is_custom(self) -> bool:
+        """Whether this is a tool the client defines (and runs) itself."""
+        return self.type in (None, "custom")
+
+    @model_validator(mode="after")
+    def _custom_has_schema(self) -> ToolParam:
+        if self.is_custom and self.input_schema is None:
+            raise ValueError("a custom tool needs an input_schema")
+        return self
 
 
 class ToolChoiceAuto(WireRequest):

@@ -334,3 +334,13 @@ async def test_a_claude_code_shaped_request_is_answered() -> None:
     (request,) = engine.submitted
     assert request.sampling.grammar is not None  # the tools' schemas all compiled
     assert request.sampling.max_tokens == 4096  # 32000 clamped to the slot
+
+
+async def test_a_request_with_only_anthropic_server_tools_is_answered_without_them() -> None:
+    engine = fake()
+    web_search = {"type": "web_search_20250305", "name": "web_search", "max_uses": 8}
+    async with app_client(engine) as (client, _):
+        response = await client.post("/v1/messages", json=body(tools=[web_search]))
+    assert response.status_code == 200, response.text
+    assert response.json()["content"] == [{"type": "text", "text": REPLY}]
+    assert engine.submitted[0].sampling.grammar is None

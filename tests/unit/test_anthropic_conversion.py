@@ -219,3 +219,19 @@ def test_block_writer_numbers_blocks_and_pings_once() -> None:
 def test_tool_input_that_is_no_object_becomes_empty() -> None:
     assert tool_use_block(ParsedCall("f", '"just text"')).input == {}
     assert tool_use_block(ParsedCall("f", "not json")).input == {}
+
+
+def test_anthropic_defined_tools_are_left_out() -> None:
+    server_tools = [
+        {"type": "web_search_20250305", "name": "web_search", "max_uses": 8},
+        {"type": "bash_20250124", "name": "bash"},
+    ]
+    chat = chat_request(request(tools=[*server_tools, TOOL]))
+    assert chat.tools is not None
+    assert [t.function.name for t in chat.tools] == ["get_weather"]
+    assert chat_request(request(tools=server_tools)).tools is None
+
+
+def test_a_custom_tool_needs_an_input_schema() -> None:
+    with pytest.raises(ValueError, match="input_schema"):
+        request(tools=[{"name": "f"}])

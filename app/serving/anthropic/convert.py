@@ -4,13 +4,15 @@ The serving kernels (tools, sampling, chat template) speak the chat-completions 
 Messages request is first rewritten as one: ``system`` becomes the leading system message,
 ``tool_use`` blocks become an assistant message's ``tool_calls``, ``tool_result`` blocks
 become ``tool`` messages (before the user's text, in their order), ``thinking`` blocks of
-earlier turns are dropped, and ``tool_choice`` maps onto ``auto``/``required``/a named
-function/``none``. Pure functions: unit-tested without an engine.
+earlier turns are dropped, Anthropic's own tool types (server tools) are left out, and
+``tool_choice`` maps onto ``auto``/``required``/a named function/``none``. Pure functions:
+unit-tested without an engine.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 from app.engine.types import Usage as EngineUsage
@@ -25,12 +27,15 @@ from app.schemas.anthropic import (
     ToolChoiceAuto,
     ToolChoiceNone,
     ToolChoiceTool,
+    ToolParam,
     ToolResultBlockParam,
     ToolUseBlockParam,
     Usage,
 )
 from app.schemas.chat import ChatCompletionRequest
 from app.serving.generation import Finished
+
+logger = logging.getLogger(__name__)
 
 ERROR_PREFIX = "Error: "
 """Put before the text of a ``tool_result`` with ``is_error`` (the model sees it failed)."""
@@ -45,7 +50,8 @@ def chat_request(body: MessagesRequest | CountTokensRequest) -> ChatCompletionRe
     for message in body.messages:
         messages.extend(chat_messages(message))
     data: dict[str, Any] = {"messages": messages}
-    if body.tools:
+    tools = client_tools(body.tools or [])
+    if tools:
         data["tools"] = [
             {
                 "type": "function",
@@ -56,12 +62,21 @@ def chat_request(body: MessagesRequest | CountTokensRequest) -> ChatCompletionRe
                     "strict": tool.strict,
                 },
             }
-            for tool in body.tools
+            for tool in tools
         ]
     data.update(tool_choice_fields(body.tool_choice))
     if isinstance(body, MessagesRequest):
         data.update(_sampling_fields(body))
     return ChatCompletionRequest.model_validate(data)
+
+
+def client_tools(tools: list[ToolParam]) -> list[ToolParam]:
+    """The custom tools; Anthropic's own tools (web search, code execution, computer use...)
+    run on Anthropic's side or have schemas only Anthropic knows: they are left out, logged."""
+    ignored = [f"{tool.name} ({tool.type})" for tool in tools if not tool.is_custom]
+    if ignored:
+        logger.info("ignored Anthropic-defined tools: %s", ", ".join(ignored))
+    return [tool for tool in tools if tool.is_custom]
 
 
 def _sampling_fields(body: MessagesRequest) -> dict[str, Any]:
