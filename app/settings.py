@@ -158,8 +158,8 @@ class Settings(BaseSettings):
     )
     strict_model_names: bool = Field(
         False,
-        description="Answer 404 for a request's model that is not the served model's id, file "
-        "name or --model reference (default: any name is served by the loaded model).",
+        description="Answer 404 for a request's model that names no model of the library "
+        "(id, alias, file name or --model reference; default: the --model model serves it).",
     )
     keepalive_s: float = Field(
         10.0, gt=0, description="Seconds between SSE keep-alive comments while a stream waits."
@@ -175,6 +175,25 @@ class Settings(BaseSettings):
         "info", description="Log level."
     )
     # --- engine ------------------------------------------------------------------------
+    max_loaded_models: int = Field(
+        2,
+        ge=1,
+        le=64,
+        description="Models loaded at once (the --model model counts); the least recently "
+        "used idle one is unloaded to make room for another.",
+    )
+    models_memory: int = Field(
+        0,
+        ge=0,
+        description="MiB the loaded models may take together (weights + KV, estimated from "
+        "GGUF metadata); 0: the RAM available at start less 1 GiB.",
+    )
+    idle_unload: float = Field(
+        0.0,
+        ge=0,
+        description="Unload a model (other than --model's) after this many idle seconds "
+        "(0: never by time).",
+    )
     parallel: int = Field(4, ge=1, le=64, description="Slots: sequences generated in parallel.")
     ctx_size: int = Field(2048, ge=64, description="Context tokens per slot.")
     n_gpu_layers: str = Field(

@@ -160,11 +160,22 @@ class Call:
         self.request_id = request_id
         self.limits = get_limits(request)
         self._streams: list[EventStream] = []
+        self._engine: Engine | None = None
 
     @property
     def engine(self) -> Engine:
-        """The engine, if it takes requests (else the error that says why not: 503)."""
+        """The engine this call uses: the one ``model_engine`` chose, else the default
+        model's, if it takes requests (else the error that says why not: 503)."""
+        if self._engine is not None:
+            return self._engine
         return get_engine(self.request)
+
+    async def model_engine(self, name: str | None, keep_alive_s: float | None = None) -> Engine:
+        """The engine of the model ``name`` selects, loaded first when needed (the default
+        model for no name, and for unknown names unless names are strict); this call's
+        engine from now on."""
+        self._engine = await get_runtime(self.request).engine_for(name, keep_alive_s)
+        return self._engine
 
     @property
     def family(self) -> RouteFamily:

@@ -12,46 +12,151 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from pathlib import Path
 
 from app.api.errors import ServerDraining
 from app.engine.protocol import Engine
-from app.engine.types import EngineHealth
+from app.engine.router import ModelEntry, ModelRouter
+from app.engine.types import EngineConfig, EngineHealth
 from app.errors import EngineDead, EngineError, EngineNotReady, ModelLoadError
+from app.models.builtin import BUILTIN_MODELS
+from app.models.library import LibraryModel, kv_bytes, scan_library
 from app.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-EngineFactory = Callable[[Settings], Awaitable[Engine]]
+RouterFactory = Callable[[Settings], Awaitable[ModelRouter]]
 
 
-async def build_llama_engine(settings: Settings) -> Engine:
-    """Resolve the configured model (may download) and build the llama engine for it."""
+def default_model_id(settings: Settings, path: Path | None = None) -> str:
+    """The default model's id: ``--model-alias``, else the file's (or the reference's) stem."""
+    if settings.model_alias:
+        return settings.model_alias
+    return (path or Path(settings.model)).name.removesuffix(".gguf")
+
+
+def single_model_router(settings: Settings, engine: Engine) -> ModelRouter:
+    """A router over one given engine (tests, embedders of the app): no library."""
+    entry = ModelEntry(
+        default_model_id(settings),
+        EngineConfig(model_path=settings.model),
+        names=model_names(settings),
+        pinned=True,
+    )
+    return ModelRouter([entry], lambda _: engine, default_id=entry.id, max_loaded=1)
+
+
+def model_names(settings: Settings) -> frozenset[str]:
+    """Names that mean the --model model besides its id: the reference as typed
+    (``smollm2``, a path, ``hf://...``), its alias, and built-in names of the same file."""
+    names = {settings.model, Path(settings.model).name, Path(settings.model).stem}
+    names |= {name for name, spec in BUILTIN_MODELS.items() if spec.filename in names}
+    if settings.model_alias:
+        names.add(settings.model_alias)
+    return frozenset(name.strip() for name in names if name.strip())
+
+
+async def build_library_router(settings: Settings) -> ModelRouter:
+    """Resolve the --model model (may download) and scan the models folder; one router over
+    them, each model served by a llama engine built when it is first needed."""
     from app.engine.service import LlamaEngine
     from app.models.registry import resolve_model
 
     path = await asyncio.to_thread(resolve_model, settings.model, settings.models_dir)
-    return LlamaEngine(settings.engine_config(path))
+    library = await asyncio.to_thread(scan_library, settings.models_dir)
+    entries = library_entries(settings, path, library)
+    return ModelRouter(
+        entries,
+        LlamaEngine,
+        default_id=entries[0].id,
+        max_loaded=settings.max_loaded_models,
+        memory_budget_bytes=memory_budget(settings),
+        idle_unload_s=settings.idle_unload or None,
+        strict_names=settings.strict_model_names,
+    )
+
+
+def library_entries(
+    settings: Settings, default_path: Path, library: list[LibraryModel]
+) -> list[ModelEntry]:
+    """The router's entries: the --model model first, then the rest of the library."""
+    cells = settings.parallel * settings.ctx_size
+
+    def estimate(model: LibraryModel | None, path: Path) -> int:
+        size = path.stat().st_size
+        return size + (kv_bytes(model.info, cells, settings.kv_cache_type) if model else 0)
+
+    same = next((m for m in library if m.path.resolve() == default_path.resolve()), None)
+    default = ModelEntry(
+        default_model_id(settings, default_path),
+        settings.engine_config(default_path),
+        names=model_names(settings) | (same.names | {same.id} if same else frozenset()),
+        pinned=True,
+        memory_bytes=estimate(same, default_path),
+    )
+    entries = [default]
+    for model in library:
+        if model is same:
+            continue
+        config = replace(settings.engine_config(model.path), model_alias=model.id)
+        entries.append(
+            ModelEntry(model.id, config, model.names, False, estimate(model, model.path))
+        )
+    return entries
+
+
+def memory_budget(settings: Settings) -> int | None:
+    """Bytes the loaded models may take: ``--models-memory`` MiB, else the RAM available now
+    (``MemAvailable``) less a margin; None when it cannot be read."""
+    if settings.models_memory:
+        return settings.models_memory * 2**20
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return max(0, int(line.split()[1]) * 1024 - MEMORY_MARGIN_BYTES)
+    except OSError:
+        return None
+    return None
+
+
+MEMORY_MARGIN_BYTES = 1 << 30  # left for the server itself, the OS and compute buffers
+SWEEP_INTERVAL_S = 1.0
 
 
 class EngineRuntime:
-    """Holds the engine (once built), the background load task and any load failure."""
+    """Holds the model router (once built), the default model's load and any load failure.
+
+    ``engine`` is the default model's engine; other library models load on demand through
+    ``router``. A background task unloads models whose keep_alive or idle time ran out.
+    """
 
     def __init__(self, settings: Settings, engine: Engine | None = None) -> None:
         self.settings = settings
-        self.engine = engine
+        self.router = single_model_router(settings, engine) if engine is not None else None
         self.failure: str | None = None
         self.draining = False
         self._task: asyncio.Task[None] | None = None
+        self._sweeper: asyncio.Task[None] | None = None
 
-    def start_loading(self, factory: EngineFactory = build_llama_engine) -> None:
-        """Start building (if needed) and starting the engine in the background."""
+    @property
+    def engine(self) -> Engine | None:
+        """The default model's engine once it exists (loading, ready or dead)."""
+        router = self.router
+        if router is None:
+            return None
+        return router.current_engine(router.default_id)
+
+    def start_loading(self, factory: RouterFactory = build_library_router) -> None:
+        """Start building the router (if needed) and loading the default model."""
         self._task = asyncio.create_task(self._load(factory), name="engine-load")
+        self._sweeper = asyncio.create_task(self._sweep(), name="model-sweeper")
 
-    async def _load(self, factory: EngineFactory) -> None:
+    async def _load(self, factory: RouterFactory) -> None:
         try:
-            if self.engine is None:
-                self.engine = await factory(self.settings)
-            await self.engine.start()
+            if self.router is None:
+                self.router = await factory(self.settings)
+            await self.router.engine()
         except EngineError as exc:
             self.failure = exc.message
             logger.error("the model could not be loaded: %s", exc.message)
@@ -60,6 +165,30 @@ class EngineRuntime:
             logger.error("the engine failed to start", exc_info=exc)
         else:
             self._log_ready()
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL_S)
+            if self.router is not None and not self.draining:
+                try:
+                    await self.router.sweep()
+                except Exception:
+                    logger.exception("unloading idle models failed")
+
+    async def engine_for(self, name: str | None, keep_alive_s: float | None = None) -> Engine:
+        """The engine of the model ``name`` selects (the default one without a name),
+        loaded first when needed; 503 while draining or before the library is read."""
+        if self.draining:
+            raise ServerDraining("The server is shutting down and takes no new requests.")
+        router = self.router
+        if router is None or name is None or not router.knows(name):
+            if router is not None and router.strict_names and name is not None:
+                router.resolve(name)  # raises ModelNotFound naming what is available
+            engine = self.ready_engine()
+            if keep_alive_s is not None and router is not None:
+                await router.engine(None, keep_alive_s)
+            return engine
+        return await router.engine(name, keep_alive_s)
 
     def _log_ready(self) -> None:
         engine = self.engine
@@ -81,11 +210,12 @@ class EngineRuntime:
         )
 
     async def stop(self) -> None:
-        """Cancel a load still running and stop the engine."""
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        """Cancel a load still running and stop every engine."""
+        for task in (self._task, self._sweeper):
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self._stop_engine()
 
     async def drain(self, timeout_s: float, poll_s: float = 0.05) -> int:
@@ -112,33 +242,41 @@ class EngineRuntime:
         return left
 
     def _active(self) -> int:
-        return self.engine.stats().requests_active if self.engine is not None else 0
+        if self.router is None:
+            return 0
+        return sum(
+            status.engine.stats().requests_active
+            for status in self.router.status()
+            if status.engine is not None
+        )
 
     async def _stop_engine(self) -> None:
-        if self.engine is None or self.engine.health().state == "stopped":
+        if self.router is None:
             return
         try:
-            await self.engine.stop()
+            await self.router.stop()
         except Exception as exc:
-            logger.error("the engine did not stop cleanly", exc_info=exc)
+            logger.error("the engines did not stop cleanly", exc_info=exc)
         else:
-            logger.info("engine stopped, model freed")
+            logger.info("engines stopped, models freed")
 
     def health(self) -> EngineHealth:
         """Loading, ready, dead or stopped (never blocks, never touches the engine thread)."""
         if self.failure is not None:
             return EngineHealth("dead", self.failure)
-        if self.engine is None:
+        engine = self.engine
+        if engine is None:
             return EngineHealth("loading", f"resolving the model '{self.settings.model}'")
-        return self.engine.health()
+        return engine.health()
 
     def ready_engine(self) -> Engine:
         """The engine if it takes requests; else the error that says why not."""
         if self.draining:
             raise ServerDraining("The server is shutting down and takes no new requests.")
         state = self.health()
-        if state.ready and self.engine is not None:
-            return self.engine
+        engine = self.engine
+        if state.ready and engine is not None:
+            return engine
         if state.state == "loading":
             raise EngineNotReady("The model is still loading; retry in a few seconds.")
         if self.failure is not None:

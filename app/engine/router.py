@@ -6,7 +6,8 @@ first when it is not loaded (concurrent requests for a loading model wait for th
 What may stay loaded is bounded by a count (``max_loaded``) and a memory budget (the entries'
 estimates): to make room, the least recently used idle model that is not pinned is unloaded.
 Models also unload after ``idle_unload_s`` without use, or when a request's ``keep_alive``
-runs out (Ollama's; 0 unloads at once). Pinned models never unload.
+runs out (Ollama's; 0 unloads at once). Pinned models and the default model (the one
+``--model`` names, which /health reports on) never unload by time or to make room.
 
 The router only schedules loads and unloads: each engine is whatever the factory builds (an
 in-process ``LlamaEngine`` or an engine in a worker process). Event loop only.
@@ -147,14 +148,21 @@ class ModelRouter:
         model = self._models[self.resolve(name).id]
         return model.engine if model.state == "ready" else None
 
+    def current_engine(self, name: str | None = None) -> Engine | None:
+        """That model's engine while it exists (loading, ready or dead), else None."""
+        return self._models[self.resolve(name).id].engine
+
     async def load(self, name: str) -> Engine:
         """Load a model now (``POST /models/load``); no-op when loaded."""
         return await self.engine(name)
 
     async def unload(self, name: str) -> bool:
         """Unload a model now (``POST /models/unload``, ``keep_alive: 0``); False if it was
-        not loaded. A pinned model unloads only when asked by name like this."""
+        not loaded or is the default model (which always stays: /health reports it). Other
+        pinned models unload only when asked by name like this."""
         model = self._models[self.resolve(name).id]
+        if model.entry.id == self.default_id:
+            return False
         if model.state not in ("ready", "failed") or model.engine is None:
             return False
         await self._unload(model, "asked")
@@ -165,7 +173,7 @@ class ModelRouter:
         now = self._clock()
         done = []
         for model in list(self._models.values()):
-            if model.state != "ready" or model.entry.pinned or not self._idle(model):
+            if model.state != "ready" or self._kept(model) or not self._idle(model):
                 continue
             expired = model.expires_at is not None and now >= model.expires_at
             idle_for = now - model.last_used
@@ -202,7 +210,7 @@ class ModelRouter:
     # ------------------------------------------------------------------ internals
     def _status(self, model: _Loaded, now: float) -> ModelStatus:
         expires: float | None = None
-        if model.state == "ready" and not model.entry.pinned:
+        if model.state == "ready" and not self._kept(model):
             if model.expires_at == math.inf:
                 expires = None
             elif model.expires_at is not None:
@@ -225,7 +233,7 @@ class ModelRouter:
 
     async def _load(self, model: _Loaded) -> Engine:
         started = time.perf_counter()
-        engine = self._factory(model.entry.config)
+        engine = model.engine = self._factory(model.entry.config)
         try:
             await engine.start()
         except BaseException as exc:
@@ -278,9 +286,13 @@ class ModelRouter:
         candidates = [
             m
             for m in self._models.values()
-            if m is not incoming and m.state == "ready" and not m.entry.pinned and self._idle(m)
+            if m is not incoming and m.state == "ready" and not self._kept(m) and self._idle(m)
         ]
         return min(candidates, key=lambda m: m.last_used, default=None)
+
+    def _kept(self, model: _Loaded) -> bool:
+        """Pinned models and the default model are never unloaded by time or for room."""
+        return model.entry.pinned or model.entry.id == self.default_id
 
     @staticmethod
     def _idle(model: _Loaded) -> bool:

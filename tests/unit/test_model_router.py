@@ -48,7 +48,14 @@ class Factory:
 
 
 def router(factory: Factory, *entries: ModelEntry, **options: object) -> ModelRouter:
-    return ModelRouter(entries, factory, default_id=entries[0].id, **options)  # type: ignore[arg-type]
+    """A router over ``entries`` whose default model is an extra one, "d", never loaded here
+    (the default model always stays, so it would take no part in unloading)."""
+    models = (entry("d"), *entries)
+    return ModelRouter(models, factory, default_id="d", **options)  # type: ignore[arg-type]
+
+
+def states(r: ModelRouter) -> dict[str, str]:
+    return {s.entry.id: s.state for s in r.status() if s.entry.id != "d"}
 
 
 def test_name_key_ignores_case_suffix_and_latest() -> None:
@@ -57,13 +64,15 @@ def test_name_key_ignores_case_suffix_and_latest() -> None:
 
 def test_names_select_models_and_unknown_names_fall_back_or_404() -> None:
     models = (entry("smollm2", names=("SmolLM2-135M-Instruct.Q4_1.gguf",)), entry("other"))
-    loose = router(Factory(), *models)
+    loose = ModelRouter(models, Factory(), default_id="smollm2")
     assert loose.resolve("SMOLLM2:latest").id == "smollm2"
     assert loose.resolve("smollm2-135m-instruct.q4_1").id == "smollm2"
     assert loose.resolve("Other.gguf").id == "other"
     assert loose.resolve("gpt-4o").id == "smollm2"  # a placeholder name: the default model
     assert loose.resolve(None).id == "smollm2"
-    strict = router(Factory(), *models, strict_names=True)
+    assert loose.knows("other:latest")
+    assert not loose.knows("gpt-4o")
+    strict = ModelRouter(models, Factory(), default_id="smollm2", strict_names=True)
     with pytest.raises(ModelNotFound, match="available: other, smollm2"):
         strict.resolve("gpt-4o")
 
@@ -76,7 +85,7 @@ async def test_a_model_loads_on_first_use_once_for_concurrent_requests() -> None
     assert len({id(e) for e in engines}) == 1
     assert len(factory.built["/models/b.gguf"]) == 1
     assert r.loaded_engine("b") is engines[0]
-    assert {s.entry.id: s.state for s in r.status()} == {"a": "unloaded", "b": "ready"}
+    assert states(r) == {"a": "unloaded", "b": "ready"}
 
 
 async def test_the_least_recently_used_idle_model_makes_room() -> None:
@@ -90,8 +99,7 @@ async def test_the_least_recently_used_idle_model_makes_room() -> None:
     await r.engine("a")  # a is now the more recent one
     clock.now += 1
     await r.engine("c")
-    states = {s.entry.id: s.state for s in r.status()}
-    assert states == {"a": "ready", "b": "unloaded", "c": "ready"}
+    assert states(r) == {"a": "ready", "b": "unloaded", "c": "ready"}
     assert factory.built["/models/b.gguf"][0].state == "stopped"
 
 
@@ -111,11 +119,7 @@ async def test_busy_and_pinned_models_are_never_evicted() -> None:
     await stream.aclose()
     await asyncio.sleep(0.05)
     await r.engine("c")
-    assert {s.entry.id: s.state for s in r.status()} == {
-        "a": "ready",
-        "b": "unloaded",
-        "c": "ready",
-    }
+    assert states(r) == {"a": "ready", "b": "unloaded", "c": "ready"}
 
 
 async def test_the_memory_budget_decides_what_stays() -> None:
@@ -186,3 +190,15 @@ async def test_explicit_unload_and_stop() -> None:
     await r.engine("a")
     await r.stop()
     assert all(s.state == "unloaded" for s in r.status())
+
+
+async def test_the_default_model_stays() -> None:
+    clock = Clock()
+    r = ModelRouter([entry("d"), entry("x")], Factory(), default_id="d", max_loaded=1,
+                    idle_unload_s=1, clock=clock)  # fmt: skip
+    await r.engine()
+    clock.now += 100
+    assert await r.sweep() == []
+    assert await r.unload("d") is False
+    with pytest.raises(Overloaded):  # the default model is the only one that fits
+        await r.engine("x")

@@ -72,6 +72,7 @@ async def create_versioned_chat_completion(version: str, call: CallDep) -> Respo
     body = await json_object(call.request)
     if not is_cria_body(body):
         raise HTTPException(404, "Not Found: OpenAI chat requests go to /v1/chat/completions.")
+    await call.model_engine(version)  # a CRIA version may name a library model (v1.3)
     return create_cria_completion(body, call)
 
 

@@ -31,6 +31,7 @@ from app.schemas.ollama import (
 from app.serving.ollama import library as ollama_models
 from app.serving.ollama.chat import (
     OllamaPlan,
+    keep_alive_seconds,
     load_only_line,
     ollama_answer,
     ollama_lines,
@@ -66,6 +67,7 @@ async def _answer(plan: OllamaPlan, stream: bool, call: Call) -> Response:
 async def ollama_chat(call: CallDep) -> Response:
     """Chat (Ollama): NDJSON lines unless ``"stream": false``."""
     body = await call.body(OllamaChatRequest)
+    await call.model_engine(body.model, keep_alive_seconds(body.keep_alive))
     plan = plan_ollama_chat(body, call.engine.model_info(), call.limits, call.request_id)
     return await _answer(plan, body.stream, call)
 
@@ -79,6 +81,7 @@ async def ollama_chat(call: CallDep) -> Response:
 async def ollama_generate(call: CallDep) -> Response:
     """Complete a prompt (Ollama): chat template applied unless ``raw``; NDJSON when streamed."""
     body = await call.body(OllamaGenerateRequest)
+    await call.model_engine(body.model, keep_alive_seconds(body.keep_alive))
     plan = plan_ollama_generate(body, call.engine.model_info(), call.limits, call.request_id)
     return await _answer(plan, body.stream, call)
 
@@ -92,6 +95,7 @@ async def ollama_generate(call: CallDep) -> Response:
 async def ollama_create_embeddings(call: CallDep) -> Response:
     """Embed text (Ollama): one vector per input (needs ``--embeddings``)."""
     body = await call.body(OllamaEmbedRequest)
+    await call.model_engine(body.model, keep_alive_seconds(body.keep_alive))
     return await call.json(ollama_embed(call.engine, body, call.limits))
 
 
@@ -104,6 +108,7 @@ async def ollama_create_embeddings(call: CallDep) -> Response:
 async def ollama_create_embedding(call: CallDep) -> Response:
     """Embed one prompt (Ollama's older route; needs ``--embeddings``)."""
     body = await call.body(OllamaLegacyEmbedRequest)
+    await call.model_engine(body.model, keep_alive_seconds(body.keep_alive))
     return await call.json(ollama_legacy_embed(call.engine, body, call.limits))
 
 

@@ -11,6 +11,7 @@ and ``context`` are refused with a 400 naming the field rather than silently ign
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, replace
@@ -214,3 +215,24 @@ async def ollama_answer(plan: OllamaPlan, stream: AsyncIterator[str | Finished])
     """The whole answer as one object (``"stream": false``)."""
     result = await collect(stream)
     return ollama_line(plan, result.text, result.finished)
+
+
+_DURATION = re.compile(r"(-?\d+(?:\.\d+)?)(ms|s|m|h)?")
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def keep_alive_seconds(value: str | int | float | None) -> float | None:
+    """Ollama's ``keep_alive`` in seconds: a number of seconds, or a duration such as
+    ``"5m"``, ``"1h30m"``, ``"0"``; negative keeps the model loaded; None: not given."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    text = value.strip().lower()
+    parts = _DURATION.findall(text)
+    if not text or "".join(number + unit for number, unit in parts) != text:
+        raise InvalidRequest(
+            f"keep_alive: {value!r} is not a duration (seconds, or like '5m', '1h', '-1').",
+            param="keep_alive",
+        )
+    return sum(float(number) * _UNIT_S[unit or None] for number, unit in parts)

@@ -48,7 +48,7 @@ async def create_chat_completion(api_version: str, call: CallDep) -> Response:
     if is_cria_body(body):
         return create_cria_completion(body, call)
     chat = parse_body(ChatCompletionRequest, body)
-    engine = call.engine
+    engine = await call.model_engine(chat.model)
     plan = plan_chat(chat, engine.model_info(), call.limits, call.request_id, engine.count_tokens)
     stream = call.start(plan.request)
     if chat.stream:

@@ -22,6 +22,7 @@ router = APIRouter(dependencies=[Depends(require_api_key)], tags=["completions"]
 async def create_completion(call: CallDep) -> Response:
     """Create a text completion for a plain prompt."""
     body = await call.body(CompletionRequest)
+    await call.model_engine(body.model)
     plan = plan_completion(body, call.engine.model_info(), call.limits, call.request_id)
     stream = call.start(plan.request)
     if body.stream:

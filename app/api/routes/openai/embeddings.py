@@ -22,4 +22,5 @@ router = APIRouter(dependencies=[Depends(require_api_key)], tags=["embeddings"])
 async def create_embeddings(call: CallDep) -> Response:
     """Embed text (OpenAI): pooled, normalised vectors from the served model."""
     body = await call.body(EmbeddingRequest)
+    await call.model_engine(body.model)
     return await call.json(embed(call.engine, body, call.limits))
