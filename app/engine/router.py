@@ -125,6 +125,16 @@ class ModelRouter:
                 )
         return self._models[self.default_id].entry
 
+    def resolve_strict(self, name: str) -> ModelEntry:
+        """The entry ``name`` selects; ``ModelNotFound`` listing the models otherwise."""
+        found = self._names.get(name_key(name))
+        if found is None:
+            known = ", ".join(sorted(self._models))
+            raise ModelNotFound(
+                f"The model '{name}' is not in the library; available: {known}.", param="model"
+            )
+        return self._models[found].entry
+
     def knows(self, name: str) -> bool:
         """Whether ``name`` selects a library model (not the default fallback)."""
         return name_key(name) in self._names

@@ -47,6 +47,18 @@ class ModelCard(BaseModel):
     offload: OffloadState
 
 
+class ModelHealth(BaseModel):
+    """One model of the library in ``/health``."""
+
+    id: str
+    state: Literal["ready", "loading", "unloaded", "failed"]
+    pinned: bool = False
+    memory_estimate_bytes: int = 0
+    load_s: float | None = None
+    expires_in_s: float | None = None
+    last_error: str | None = None
+
+
 class Health(BaseModel):
     """``GET /health``: ready or not, and the engine's load."""
 
@@ -59,3 +71,4 @@ class Health(BaseModel):
     max_queue: int = 0
     requests_active: int = 0
     offload: OffloadState | None = None
+    models: list[ModelHealth] = []  # the model library (the default model first)

@@ -70,7 +70,7 @@ def anthropic_error(detail: ErrorDetail, status: int) -> AnthropicError:
 async def create_message(call: CallDep) -> Response:
     """Create a message (Anthropic): named SSE events when ``stream`` is true."""
     body = await call.body(MessagesRequest)
-    engine = call.engine
+    engine = await call.model_engine(body.model)
     info = engine.model_info()
     # Rendering the template and counting tokens is CPU work: off the event loop.
     plan = await anyio.to_thread.run_sync(
@@ -91,7 +91,7 @@ async def create_message(call: CallDep) -> Response:
 async def count_tokens(call: CallDep) -> CountTokensResponse:
     """Count the tokens a Messages request's prompt takes (Anthropic), without generating."""
     body = await call.body(CountTokensRequest)
-    engine = call.engine
+    engine = await call.model_engine(body.model)
     info = engine.model_info()
     return await anyio.to_thread.run_sync(
         count_message_tokens, body, info, call.limits, engine.count_tokens

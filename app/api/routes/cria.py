@@ -26,7 +26,7 @@ from app.api.security import require_api_key
 from app.errors import EngineNotReady
 from app.schemas.cria import CriaPromptRequest, Health, ModelCard
 from app.serving.cria.health import health as health_body
-from app.serving.cria.health import model_card
+from app.serving.cria.health import model_card, model_health
 from app.serving.cria.prompt import cria_pieces, plan_cria
 
 router = APIRouter(tags=["health"])
@@ -90,6 +90,8 @@ async def health(runtime: RuntimeDep) -> JSONResponse:
             except EngineNotReady:
                 info = None
     body = health_body(state, stats, info)
+    if runtime.router is not None:
+        body.models = model_health(runtime.router.status())
     if runtime.draining:  # load balancers stop routing here; running requests still finish
         body.status, body.reason = "draining", "the server is shutting down"
     ready = state.ready and not runtime.draining

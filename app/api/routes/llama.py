@@ -1,14 +1,18 @@
 """The llama-server family: llama.cpp server's own routes, ``POST /tokenize`` and
-``POST /detokenize`` (chats counted too), with OpenAI's error body as llama-server answers."""
+``POST /detokenize`` (chats counted too), ``POST /models/load`` and ``POST /models/unload``
+(its router mode's), with OpenAI's error body as llama-server answers."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
-from app.api.deps import CallDep
+from app.api.deps import Call, CallDep, get_runtime
 from app.api.family import RouteFamily
 from app.api.openapi import ERROR_RESPONSES, json_body
 from app.api.security import require_api_key
+from app.engine.router import ModelRouter
+from app.errors import EngineNotReady
+from app.schemas.models import ModelLoadResponse, ModelRequest
 from app.schemas.tokenize import (
     DetokenizeRequest,
     DetokenizeResponse,
@@ -18,6 +22,7 @@ from app.schemas.tokenize import (
 from app.serving.llama import tokenize as serving
 
 router = APIRouter(dependencies=[Depends(require_api_key)], tags=["tokens"])
+models_router = APIRouter(dependencies=[Depends(require_api_key)], tags=["models"])
 
 
 @router.post("/tokenize", responses=ERROR_RESPONSES, openapi_extra=json_body(TokenizeRequest))
@@ -34,4 +39,41 @@ async def create_detokenize(call: CallDep) -> DetokenizeResponse:
     return serving.detokenize(call.engine, body, call.limits)
 
 
-FAMILY = RouteFamily("llama", (router,), body_models=(TokenizeRequest, DetokenizeRequest))
+# ---- the model router (llama-server's router mode names these routes)
+
+
+@models_router.post(
+    "/models/load", responses=ERROR_RESPONSES, openapi_extra=json_body(ModelRequest)
+)
+async def load_model(call: CallDep) -> ModelLoadResponse:
+    """Load a model of the library now (it stays until unloaded, idle or evicted)."""
+    body = await call.body(ModelRequest)
+    router = _router(call)
+    entry = router.resolve_strict(body.model)
+    await router.load(entry.id)
+    return ModelLoadResponse(model=entry.id, success=True)
+
+
+@models_router.post(
+    "/models/unload", responses=ERROR_RESPONSES, openapi_extra=json_body(ModelRequest)
+)
+async def unload_model(call: CallDep) -> ModelLoadResponse:
+    """Unload a model now (not the default model, which serves /health)."""
+    body = await call.body(ModelRequest)
+    router = _router(call)
+    entry = router.resolve_strict(body.model)
+    return ModelLoadResponse(model=entry.id, success=await router.unload(entry.id))
+
+
+def _router(call: Call) -> ModelRouter:
+    router = get_runtime(call.request).router
+    if router is None:
+        raise EngineNotReady("The model library is still being read.")
+    return router
+
+
+FAMILY = RouteFamily(
+    "llama",
+    (router, models_router),
+    body_models=(TokenizeRequest, DetokenizeRequest, ModelRequest),
+)

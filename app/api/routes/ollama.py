@@ -8,9 +8,11 @@ statuses of the shared error table.
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter, Depends, Response
 
-from app.api.deps import Call, CallDep, EngineDep
+from app.api.deps import Call, CallDep, EngineDep, RuntimeDep
 from app.api.family import RouteFamily
 from app.api.ndjson import line
 from app.api.openapi import ERROR_RESPONSES, json_body
@@ -113,22 +115,27 @@ async def ollama_create_embedding(call: CallDep) -> Response:
 
 
 @router.get("/api/tags")
-async def ollama_list_models(engine: EngineDep) -> OllamaTags:
-    """List the served model (Ollama)."""
-    return ollama_models.tags(engine.model_info())
+async def ollama_list_models(runtime: RuntimeDep, engine: EngineDep) -> OllamaTags:
+    """List the models of the library (Ollama)."""
+    if runtime.router is None:
+        return ollama_models.tags(engine.model_info())
+    statuses = runtime.router.status()
+    return await asyncio.to_thread(ollama_models.library_tags, statuses)
 
 
 @router.get("/api/ps")
-async def ollama_list_running(engine: EngineDep) -> OllamaRunning:
-    """List the loaded model (Ollama): always the served one."""
-    return ollama_models.running(engine.model_info())
+async def ollama_list_running(runtime: RuntimeDep, engine: EngineDep) -> OllamaRunning:
+    """List the loaded models (Ollama), with when each unloads."""
+    if runtime.router is None:
+        return ollama_models.running(engine.model_info())
+    return ollama_models.library_running(runtime.router.status())
 
 
 @router.post("/api/show", responses=ERROR_RESPONSES, openapi_extra=json_body(OllamaModelRequest))
 async def ollama_show_model(call: CallDep) -> OllamaShow:
-    """Describe the served model (Ollama): details, parameters, template, metadata."""
+    """Describe a model (Ollama): details, parameters, template, metadata."""
     body = await call.body(OllamaModelRequest)
-    info = call.engine.model_info()
+    info = (await call.model_engine(body.model or body.name or None)).model_info()
     ollama_model_name(body.model or body.name or "", info, call.limits)
     return ollama_models.show(info, embeddings=call.settings.embeddings)
 

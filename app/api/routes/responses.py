@@ -92,7 +92,7 @@ async def create_response(call: CallDep) -> Response:
     """Create a model response (OpenAI Responses), streamed as named events when asked."""
     body = await call.body(ResponsesRequest)
     previous = response_store(call).previous(body.previous_response_id)
-    engine = call.engine
+    engine = await call.model_engine(body.model)
     plan = await asyncio.to_thread(
         plan_response,
         body,
@@ -121,7 +121,7 @@ async def count_input_tokens(call: CallDep) -> InputTokenCount:
     """Count the input tokens a response request would use, without generating."""
     body = await call.body(ResponsesRequest)
     previous = response_store(call).previous(body.previous_response_id)
-    engine = call.engine
+    engine = await call.model_engine(body.model)
     info, limits, request_id = engine.model_info(), call.limits, call.request_id
 
     def count() -> int:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from importlib import metadata
 
+from app.engine.router import ModelStatus
 from app.engine.types import EngineHealth, EngineStats, ModelInfo, OffloadInfo
-from app.schemas.cria import Health, ModelCard, OffloadState
+from app.schemas.cria import Health, ModelCard, ModelHealth, OffloadState
 
 
 def offload_state(offload: OffloadInfo) -> OffloadState:
@@ -64,3 +66,19 @@ def health(state: EngineHealth, stats: EngineStats | None, info: ModelInfo | Non
         body.max_queue = stats.max_queue
         body.requests_active = stats.requests_active
     return body
+
+
+def model_health(statuses: Sequence[ModelStatus]) -> list[ModelHealth]:
+    """Each library model's state for ``/health``."""
+    return [
+        ModelHealth(
+            id=status.entry.id,
+            state=status.state,
+            pinned=status.entry.pinned,
+            memory_estimate_bytes=status.entry.memory_bytes,
+            load_s=status.load_s,
+            expires_in_s=status.expires_in_s,
+            last_error=status.last_error,
+        )
+        for status in statuses
+    ]

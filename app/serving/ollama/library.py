@@ -1,6 +1,7 @@
 """Ollama's model routes (``/api/tags``, ``/api/show``, ``/api/ps``, ``/api/version``).
 
-This server has one model, always loaded: every list has that one entry. ``digest`` is an
+Lists show the model library (``/api/tags``: every model, ``/api/ps``: the loaded ones,
+until when); a server without a library (an app given one engine) lists that one. ``digest`` is an
 id derived from the file's path, size and modification time (hashing a multi-GiB file per
 request would be slow), not the file's sha256.
 """
@@ -9,9 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
+from collections.abc import Sequence
 from typing import Any
 
+from app.engine.router import ModelStatus
 from app.engine.types import ModelInfo, SamplingParams
+from app.models.gguf import read_gguf
 from app.schemas.ollama import (
     OllamaModel,
     OllamaModelDetails,
@@ -75,17 +80,68 @@ def tags(info: ModelInfo) -> OllamaTags:
     return OllamaTags(models=[ollama_model(info)])
 
 
-def running(info: ModelInfo) -> OllamaRunning:
-    """``GET /api/ps``: the model, loaded for good, and how much of it is on a GPU."""
+def running(info: ModelInfo, expires_in_s: float | None = None) -> OllamaRunning:
+    """``GET /api/ps`` for one model: loaded, until when, and how much of it is on a GPU."""
+    return OllamaRunning(models=[running_model(info, expires_in_s)])
+
+
+def running_model(info: ModelInfo, expires_in_s: float | None) -> OllamaRunningModel:
+    """A loaded model as ``/api/ps`` lists it (``expires_in_s`` None: it stays loaded)."""
     offload = info.offload
     share = offload.layers_offloaded / offload.layers_total if offload.layers_total else 0.0
-    entry = OllamaRunningModel(
+    expires = NEVER_EXPIRES if expires_in_s is None else ollama_time(time.time() + expires_in_s)
+    return OllamaRunningModel(
         **ollama_model(info).model_dump(),
-        expires_at=NEVER_EXPIRES,
+        expires_at=expires,
         size_vram=int(info.size_bytes * share) if offload.backend != "cpu" else 0,
         context_length=info.n_ctx_slot,
     )
-    return OllamaRunning(models=[entry])
+
+
+def library_running(statuses: Sequence[ModelStatus]) -> OllamaRunning:
+    """``GET /api/ps``: every loaded model of the library."""
+    return OllamaRunning(
+        models=[
+            running_model(status.engine.model_info(), status.expires_in_s)
+            for status in statuses
+            if status.state == "ready" and status.engine is not None
+        ]
+    )
+
+
+def library_tags(statuses: Sequence[ModelStatus]) -> OllamaTags:
+    """``GET /api/tags``: every model of the library, from its GGUF header (loaded or not).
+
+    Reads headers (cached by path, size and mtime): call it off the event loop."""
+    models = []
+    for status in statuses:
+        if status.state == "ready" and status.engine is not None:
+            info = status.engine.model_info()
+            models.append(ollama_model(info).model_copy(update=_named(status.entry.id)))
+            continue
+        gguf = read_gguf(status.entry.config.model_path)
+        details = OllamaModelDetails(
+            family=gguf.architecture,
+            families=[gguf.architecture],
+            parameter_size=parameter_size(gguf.n_params),
+            quantization_level=gguf.quantization,
+        )
+        stat = os.stat(gguf.path)
+        key = f"{gguf.path}\0{stat.st_size}\0{stat.st_mtime}".encode()
+        models.append(
+            OllamaModel(
+                **_named(status.entry.id),
+                modified_at=ollama_time(stat.st_mtime),
+                size=stat.st_size,
+                digest=hashlib.sha256(key).hexdigest(),
+                details=details,
+            )
+        )
+    return OllamaTags(models=models)
+
+
+def _named(model_id: str) -> dict[str, str]:
+    return {"name": f"{model_id}:latest", "model": f"{model_id}:latest"}
 
 
 def _parameters() -> str:
