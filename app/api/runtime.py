@@ -258,7 +258,7 @@ class EngineRuntime:
         except Exception as exc:
             logger.error("the engines did not stop cleanly", exc_info=exc)
         else:
-            logger.info("engines stopped, models freed")
+            logger.info("engines stopped, each model freed")
 
     def health(self) -> EngineHealth:
         """Loading, ready, dead or stopped (never blocks, never touches the engine thread)."""
