@@ -72,3 +72,7 @@ class GenerationFailed(EngineError):
 
 class RequestCancelled(EngineError):
     """The engine cancelled a request whose client was still listening (e.g. shutdown)."""
+
+
+class EngineCrashed(EngineError):
+    """The engine process died under a running request (it restarts; the client may retry)."""

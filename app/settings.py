@@ -212,6 +212,12 @@ class Settings(BaseSettings):
     max_queue: int = Field(
         64, ge=0, description="Requests allowed to wait for a slot; more get 429."
     )
+    engine_process: Literal["on", "off"] = Field(
+        "on",
+        description="Run the engine in its own worker process ('on'): a crash in native code "
+        "ends only that model's requests and the process restarts; 'off' runs it in the "
+        "server process (one process, as before).",
+    )
     prompt_cache: bool = Field(
         True, description="Reuse a slot's KV cache for a prompt prefix shared with a past request."
     )

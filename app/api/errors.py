@@ -22,6 +22,7 @@ from app.api.family import DEFAULT_FAMILY, RouteFamily, family_of
 from app.api.metrics import HttpMetrics, retry_after_estimate
 from app.errors import (
     ContextLengthExceeded,
+    EngineCrashed,
     EngineDead,
     EngineError,
     EngineNotReady,
@@ -96,6 +97,7 @@ ERROR_TABLE: Mapping[type[EngineError], ErrorSpec] = {
     Overloaded: ErrorSpec(429, "rate_limit_error", "queue_full"),
     EngineNotReady: ErrorSpec(503, "server_error", "model_loading"),
     EngineDead: ErrorSpec(503, "server_error", "engine_dead"),
+    EngineCrashed: ErrorSpec(503, "server_error", "engine_crashed"),
     ModelLoadError: ErrorSpec(503, "server_error", "model_load_failed"),
     # The engine cancels a request someone still reads only when it stops (shutdown).
     RequestCancelled: ErrorSpec(503, "server_error", "server_shutting_down"),
@@ -133,7 +135,7 @@ def retry_after(exc: BaseException) -> int | None:
     """Seconds a client should wait before retrying, when that is known."""
     if isinstance(exc, Overloaded):
         return max(1, exc.retry_after_s)
-    if isinstance(exc, EngineNotReady):
+    if isinstance(exc, EngineNotReady | EngineCrashed):
         return LOADING_RETRY_AFTER_S
     if isinstance(exc, ServerDraining | RequestCancelled):
         return DRAINING_RETRY_AFTER_S

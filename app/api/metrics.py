@@ -73,7 +73,7 @@ HOST_CACHE_METRICS: tuple[tuple[str, str, str, bool], ...] = (
         True,
     ),
 )
-ENGINE_STATES = ("loading", "ready", "dead", "stopped")
+ENGINE_STATES = ("loading", "ready", "restarting", "failed", "dead", "stopped")
 # The same load under the vLLM names the Gateway API Inference Extension's endpoint picker
 # scrapes by default (its --total-queued-requests-metric, --total-running-requests-metric and
 # --kv-cache-usage-percentage-metric flags), so a replica can sit in an InferencePool as it is.
@@ -189,6 +189,19 @@ class EngineCollector(Collector):
         for name in ENGINE_STATES:
             state.add_metric([name], int(self.health.state == name))
         yield state
+        yield CounterMetricFamily(
+            "cria_engine_restarts",
+            "Times the engine process was restarted after it died.",
+            value=self.health.restarts,
+        )
+        if self.health.reason and not self.health.ready:
+            why = GaugeMetricFamily(
+                "cria_engine_state_reason",
+                "1, labelled with why the engine is not ready (loading, restarting, failed).",
+                labels=["state", "reason"],
+            )
+            why.add_metric([self.health.state, self.health.reason], 1)
+            yield why
         if self.stats is None:
             return
         for attr, name, text in ENGINE_GAUGES:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
@@ -20,6 +21,7 @@ from app.engine.protocol import Engine
 from app.engine.router import ModelEntry, ModelRouter
 from app.engine.types import EngineConfig, EngineHealth
 from app.errors import EngineDead, EngineError, EngineNotReady, ModelLoadError
+from app.logging_setup import configure_logging
 from app.models.builtin import BUILTIN_MODELS
 from app.models.library import LibraryModel, kv_bytes, scan_library
 from app.settings import Settings
@@ -60,7 +62,6 @@ def model_names(settings: Settings) -> frozenset[str]:
 async def build_library_router(settings: Settings) -> ModelRouter:
     """Resolve the --model model (may download) and scan the models folder; one router over
     them, each model served by a llama engine built when it is first needed."""
-    from app.engine.service import LlamaEngine
     from app.models.registry import resolve_model
 
     path = await asyncio.to_thread(resolve_model, settings.model, settings.models_dir)
@@ -68,13 +69,25 @@ async def build_library_router(settings: Settings) -> ModelRouter:
     entries = library_entries(settings, path, library)
     return ModelRouter(
         entries,
-        LlamaEngine,
+        engine_factory(settings),
         default_id=entries[0].id,
         max_loaded=settings.max_loaded_models,
         memory_budget_bytes=memory_budget(settings),
         idle_unload_s=settings.idle_unload or None,
         strict_names=settings.strict_model_names,
     )
+
+
+def engine_factory(settings: Settings) -> Callable[[EngineConfig], Engine]:
+    """How each model's engine is built: in a worker process of its own
+    (``--engine-process on``, the default) or in this process."""
+    from app.engine.remote import WorkerEngine
+    from app.engine.service import LlamaEngine
+
+    if settings.engine_process == "off":
+        return LlamaEngine
+    setup = functools.partial(configure_logging, settings.log_level, settings.log_format)
+    return functools.partial(WorkerEngine, setup_logging=setup)
 
 
 def library_entries(
@@ -261,7 +274,7 @@ class EngineRuntime:
             logger.info("engines stopped, each model freed")
 
     def health(self) -> EngineHealth:
-        """Loading, ready, dead or stopped (never blocks, never touches the engine thread)."""
+        """Loading, ready, restarting, failed, dead or stopped (never blocks)."""
         if self.failure is not None:
             return EngineHealth("dead", self.failure)
         engine = self.engine
@@ -279,6 +292,8 @@ class EngineRuntime:
             return engine
         if state.state == "loading":
             raise EngineNotReady("The model is still loading; retry in a few seconds.")
+        if state.state == "restarting":
+            raise EngineNotReady(f"The engine is restarting ({state.reason}); retry shortly.")
         if self.failure is not None:
             raise ModelLoadError(f"The model could not be loaded: {self.failure}")
         raise EngineDead(f"The engine is not running: {state.reason or state.state}.")

@@ -36,7 +36,7 @@ from starlette.types import Receive, Scope, Send
 
 from app.api.errors import family_error_data
 from app.api.family import DEFAULT_FAMILY
-from app.errors import EngineError, RequestCancelled
+from app.errors import EngineCrashed, EngineError, RequestCancelled
 from app.serving.render import NamedEvent as NamedEvent  # framed here; re-exported
 from app.serving.render import RawJson
 
@@ -106,10 +106,10 @@ async def frame(
             data = encode(chunk)
             if data is not None:
                 yield data
-    except RequestCancelled as exc:  # the server is shutting down (see app.serve)
-        # An orderly end by the server: the error says why the reply is cut, then the
-        # stream ends as a complete one, so clients waiting for the end marker close cleanly.
-        logger.info("stream ended by the shutdown: %s", exc.message)
+    except (RequestCancelled, EngineCrashed) as exc:  # shutdown, or the engine process died
+        # An end by the server: the error says why the reply is cut, then the stream ends
+        # as a complete one, so clients waiting for the end marker close cleanly.
+        logger.info("stream ended by the server: %s", exc.message)
         yield error_event(exc, error_data, error_name)
         if done is not None:
             yield done_event(done)

@@ -68,9 +68,18 @@ def _load_llama_backend(config: EngineConfig) -> ModelBackend:
 class LlamaEngine:
     """Serves many concurrent generations from one model with continuous batching."""
 
-    def __init__(self, config: EngineConfig, backend_factory: BackendFactory | None = None) -> None:
+    def __init__(
+        self,
+        config: EngineConfig,
+        backend_factory: BackendFactory | None = None,
+        *,
+        deliver: Callable[[Delivery], None] | None = None,
+    ) -> None:
         self._config = config
         self._factory = backend_factory or _load_llama_backend
+        # Where each step's events go: by default into the submitting loop's queues (see
+        # ``submit``); an engine worker process passes its own (one IPC message per step).
+        self._deliver = deliver or _deliver_to_loops
         self._health = EngineHealth("loading", "not started")
         self._backend: ModelBackend | None = None
         self._info: ModelInfo | None = None
@@ -140,6 +149,16 @@ class LlamaEngine:
 
     def submit(self, request: GenerationRequest) -> EventStream:
         """Validate and queue ``request``; return its event stream (see Engine.submit)."""
+        sink = _Sink(asyncio.get_running_loop(), asyncio.Queue())
+        self.enqueue(request, sink)
+        return EventStream(request.request_id, _stream(sink.queue), self.abort)
+
+    def enqueue(self, request: GenerationRequest, sink: object) -> None:
+        """Validate and queue ``request``; its events go to ``deliver`` with ``sink``.
+
+        Raises what ``submit`` raises. ``submit`` passes its loop queue; an engine worker
+        process passes the request id (its events go back over IPC).
+        """
         scheduler, backend = self._running()
         prompt = self._prompt_tokens(request, backend)
         limit = backend.n_ctx_slot
@@ -148,9 +167,7 @@ class LlamaEngine:
         validate_sampling(request.sampling, n_vocab=cast(ModelInfo, self._info).n_vocab)
         if request.sampling.grammar is not None:
             backend.check_grammar(request.sampling.grammar)
-        sink = _Sink(asyncio.get_running_loop(), asyncio.Queue())
         scheduler.enqueue(Sequence(request, prompt, sink, perf_counter()))
-        return EventStream(request.request_id, _stream(sink.queue), self.abort)
 
     def abort(self, request_id: str) -> None:
         """End a request at the next step; unknown ids are ignored. Thread-safe."""
@@ -277,18 +294,18 @@ class LlamaEngine:
                 logger.exception("failing the live requests failed")
         logger.debug("engine thread exits")
 
-    @staticmethod
-    def _deliver(delivery: Delivery) -> None:
-        """Engine thread: hand a step's events over, one loop wake-up per event loop."""
-        first = cast(_Sink, delivery[0][0]).loop
-        if all(cast(_Sink, sink).loop is first for sink, _ in delivery):
-            _call_soon(first, delivery)
-            return
-        by_loop: dict[asyncio.AbstractEventLoop, Delivery] = {}
-        for item in delivery:
-            by_loop.setdefault(cast(_Sink, item[0]).loop, []).append(item)
-        for loop, items in by_loop.items():
-            _call_soon(loop, items)
+
+def _deliver_to_loops(delivery: Delivery) -> None:
+    """Engine thread: hand a step's events over, one loop wake-up per event loop."""
+    first = cast(_Sink, delivery[0][0]).loop
+    if all(cast(_Sink, sink).loop is first for sink, _ in delivery):
+        _call_soon(first, delivery)
+        return
+    by_loop: dict[asyncio.AbstractEventLoop, Delivery] = {}
+    for item in delivery:
+        by_loop.setdefault(cast(_Sink, item[0]).loop, []).append(item)
+    for loop, items in by_loop.items():
+        _call_soon(loop, items)
 
 
 def _host_cache(config: EngineConfig) -> HostPromptCache | None:

@@ -225,7 +225,10 @@ class EngineStats:
     host_cache: HostCacheStats | None = None  # None when the host-RAM cache is off
 
 
-EngineState = Literal["loading", "ready", "dead", "stopped"]
+EngineState = Literal["loading", "ready", "restarting", "failed", "dead", "stopped"]
+"""``restarting``: the engine process died and a new one is starting; ``failed``: it died too
+often to restart again (the reason says why); ``dead``: the model could not be loaded, or
+the in-process engine thread stopped."""
 
 
 @dataclass(frozen=True)
@@ -234,6 +237,7 @@ class EngineHealth:
 
     state: EngineState
     reason: str | None = None
+    restarts: int = 0  # times the engine process was restarted after a crash
 
     @property
     def ready(self) -> bool:

@@ -62,8 +62,9 @@ class ModelHealth(BaseModel):
 class Health(BaseModel):
     """``GET /health``: ready or not, and the engine's load."""
 
-    status: Literal["ok", "loading", "draining", "dead", "stopped"]
+    status: Literal["ok", "loading", "draining", "restarting", "failed", "dead", "stopped"]
     reason: str | None = None
+    restarts: int = 0  # times the engine process was restarted after it died
     model: str | None = None
     slots_busy: int = 0
     slots_total: int = 0

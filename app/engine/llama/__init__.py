@@ -13,8 +13,9 @@ from app.engine.types import EngineConfig
 
 if TYPE_CHECKING:
     from app.engine.llama.backend import LlamaBackend
+    from app.engine.llama.vocab import LlamaVocabulary
 
-__all__ = ["load_backend"]
+__all__ = ["load_backend", "load_vocabulary"]
 
 
 def load_backend(config: EngineConfig, *, amx_guard: bool | None = None) -> LlamaBackend:
@@ -27,3 +28,10 @@ def load_backend(config: EngineConfig, *, amx_guard: bool | None = None) -> Llam
     from app.engine.llama.loader import load_backend as _load
 
     return _load(config, amx_guard=amx_guard)
+
+
+def load_vocabulary(path: str) -> LlamaVocabulary:
+    """Load only the tokenizer of the GGUF at ``path`` (no weights, no context)."""
+    from app.engine.llama.vocab import load_vocabulary as _load
+
+    return _load(path)

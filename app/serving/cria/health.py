@@ -55,7 +55,7 @@ def model_card(info: ModelInfo) -> ModelCard:
 def health(state: EngineHealth, stats: EngineStats | None, info: ModelInfo | None) -> Health:
     """The health body: status and reason, the engine's load, the offload decision."""
     status = "ok" if state.ready else state.state
-    body = Health(status=status, reason=state.reason)
+    body = Health(status=status, reason=state.reason, restarts=state.restarts)
     if info is not None:
         body.model = info.name
         body.offload = offload_state(info.offload)
