@@ -29,7 +29,7 @@ from dataclasses import replace
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from time import monotonic
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from app.engine import ipc
 from app.engine.restart import CrashPolicy
@@ -41,6 +41,7 @@ from app.engine.types import (
     EngineHealth,
     EngineStats,
     GenerationRequest,
+    Grammar,
     ModelInfo,
     TokenEvent,
 )
@@ -58,8 +59,18 @@ from app.errors import (
     RequestCancelled,
 )
 
-if TYPE_CHECKING:
-    from app.engine.llama.vocab import LlamaVocabulary
+
+class Vocabulary(Protocol):
+    """What the API process needs of the model's tokenizer (``app.engine.llama.vocab``)."""
+
+    n_vocab: int
+
+    def tokenize(self, text: str, *, add_special: bool) -> list[int]: ...
+    def special_piece(self, token: int) -> bytes: ...
+    def detokenize(self, tokens: Seq[int]) -> str: ...
+    def check_grammar(self, grammar: Grammar) -> None: ...
+    def close(self) -> None: ...
+
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +93,7 @@ class WorkerEngine:
         *,
         setup_logging: Callable[[], None] | None = None,
         backend_factory: BackendFactory | None = None,
-        vocabulary: Callable[[str], LlamaVocabulary] | None = None,
+        vocabulary: Callable[[str], Vocabulary] | None = None,
         policy: CrashPolicy | None = None,
     ) -> None:
         self._config = config
@@ -90,7 +101,7 @@ class WorkerEngine:
         self._load_vocabulary = vocabulary or _load_vocabulary
         self._policy = policy or CrashPolicy()
         self._health = EngineHealth("loading", "not started")
-        self._vocab: LlamaVocabulary | None = None
+        self._vocab: Vocabulary | None = None
         self._info: ModelInfo | None = None
         self._stats = _idle_stats(config)
         self._streams: dict[str, _Queue] = {}
@@ -398,7 +409,7 @@ class WorkerEngine:
         conn.close()
 
     # ------------------------------------------------------------------ helpers
-    def _running(self) -> tuple[ModelInfo, LlamaVocabulary]:
+    def _running(self) -> tuple[ModelInfo, Vocabulary]:
         state = self._health.state
         if state == "loading":
             raise EngineNotReady("The model is still loading.")
@@ -408,7 +419,7 @@ class WorkerEngine:
             raise EngineDead(f"The engine is not running ({self._health.reason}).")
         return self._info, self._vocab
 
-    def _vocabulary(self) -> LlamaVocabulary:
+    def _vocabulary(self) -> Vocabulary:
         if self._vocab is None:
             if self._health.state == "loading":
                 raise EngineNotReady("The model is still loading.")
@@ -416,9 +427,7 @@ class WorkerEngine:
         return self._vocab
 
     @staticmethod
-    def _prompt_tokens(
-        request: GenerationRequest, vocab: LlamaVocabulary, info: ModelInfo
-    ) -> list[int]:
+    def _prompt_tokens(request: GenerationRequest, vocab: Vocabulary, info: ModelInfo) -> list[int]:
         prompt = request.prompt
         if isinstance(prompt, str):
             tokens = vocab.tokenize(prompt, add_special=request.add_special) if prompt else []
@@ -433,7 +442,7 @@ class WorkerEngine:
         return self._proc.pid if self._proc is not None else None
 
 
-def _load_vocabulary(path: str) -> LlamaVocabulary:
+def _load_vocabulary(path: str) -> Vocabulary:
     # Imported here so that importing the engine never loads llama_cpp.
     from app.engine.llama import load_vocabulary
 
