@@ -54,6 +54,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--ctx-size", type=int, default=1024, help="context per slot")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads")
     parser.add_argument("--repeat", type=int, default=3, help="runs per measurement (median)")
+    parser.add_argument(
+        "--engine-process",
+        choices=("on", "off"),
+        default="on",
+        help="the server's engine in a worker process (on, the default) or in-process (off)",
+    )
     return parser.parse_args()
 
 
@@ -64,6 +70,7 @@ def bench_settings(args: argparse.Namespace, model: Path) -> Settings:
         ctx_size=args.ctx_size,
         threads=args.threads,
         prompt_cache=False,  # every run prefills: both paths do the same work each time
+        engine_process=args.engine_process,
     )
 
 
@@ -189,6 +196,7 @@ def start_server(settings: Settings) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     env = {
         **os.environ,
+        "CRIA_ENGINE_PROCESS": settings.engine_process,
         "CRIA_MODEL": settings.model,
         "CRIA_PARALLEL": str(settings.parallel),
         "CRIA_CTX_SIZE": str(settings.ctx_size),
