@@ -208,6 +208,7 @@ def ollama_line(
     reason: str | None = None,
     thinking: str | None = None,
     calls: list[ParsedCall] | None = None,
+    first_call: int = 0,
 ) -> BaseModel:
     """One line of the answer: a piece of text (or thinking, or calls), or the last line."""
     common: dict[str, Any] = {
@@ -222,7 +223,9 @@ def ollama_line(
         common.update(done=True, done_reason=reason)
     if plan.chat:
         message = OllamaAssistantMessage(
-            content=text, thinking=thinking, tool_calls=ollama_calls(calls) if calls else None
+            content=text,
+            thinking=thinking,
+            tool_calls=ollama_calls(calls, first_call) if calls else None,
         )
         return OllamaChatResponse(message=message, **common)
     return OllamaGenerateResponse(response=text, **common)
@@ -246,6 +249,7 @@ async def ollama_lines(
     plan: OllamaPlan, stream: AsyncIterator[str | Finished]
 ) -> AsyncIterator[BaseModel]:
     """Ollama's stream: one line per text piece (thinking, a call), then a ``done`` line."""
+    n_calls = 0
     async for item in _items(plan, stream):
         if isinstance(item, Finished):
             yield ollama_line(plan, "", item)
@@ -253,7 +257,8 @@ async def ollama_lines(
         if isinstance(item, Reasoning):
             yield ollama_line(plan, "", thinking=item.text)
         elif isinstance(item, ParsedCall):
-            yield ollama_line(plan, "", calls=[item])
+            yield ollama_line(plan, "", calls=[item], first_call=n_calls)
+            n_calls += 1
         else:
             yield ollama_line(plan, item)
 
