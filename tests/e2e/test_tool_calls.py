@@ -195,6 +195,7 @@ def test_bad_tool_schema_is_400_naming_it(server: ServerProcess) -> None:
                 "type": "object",
                 "properties": {"n": {"type": "integer", "minimum": 1}},
             },
+            "strict": True,  # a tool that is not strict drops what the grammar cannot enforce
         },
     }
     body = {"messages": ASK, "tools": [bad], "tool_choice": "required", "max_tokens": 5}
