@@ -250,6 +250,40 @@ class Settings(BaseSettings):
         "('auto': the model's own pooling, else the last token).",
     )
 
+    chat_template_file: Path | None = Field(
+        None,
+        description="A Jinja chat template file used instead of the model's own "
+        "(tokenizer.chat_template).",
+    )
+    tool_call_format: Literal[
+        "auto",
+        "hermes",
+        "llama3",
+        "mistral",
+        "mistral-args",
+        "qwen3-coder",
+        "deepseek",
+        "deepseek-v3.1",
+        "harmony",
+        "generic",
+    ] = Field(
+        "auto",
+        description="How the model writes tool calls ('auto': detected from the chat "
+        "template; 'generic': tools described in the system message, <tool_call> blocks).",
+    )
+    reasoning_format: Literal["auto", "none"] = Field(
+        "auto",
+        description="Reasoning (<think>...</think>, [THINK]...[/THINK]) goes to "
+        "reasoning_content ('auto') or stays in the content ('none').",
+    )
+
+    reasoning_budget: int | None = Field(
+        None,
+        ge=0,
+        description="Tokens a reply may think before the server closes its thinking block "
+        "(0: ask the template not to think; default: no limit).",
+    )
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -272,6 +306,13 @@ class Settings(BaseSettings):
     def _origins(cls, value: list[str]) -> list[str]:
         # Browsers send an origin as scheme://host[:port], lower case, no path or slash.
         return [origin.strip().rstrip("/").lower() for origin in value]
+
+    @field_validator("chat_template_file")
+    @classmethod
+    def _template_file(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"chat template file {value} does not exist")
+        return value
 
     @field_validator("n_gpu_layers")
     @classmethod
@@ -307,7 +348,14 @@ class Settings(BaseSettings):
             seed=self.seed,
             embeddings=self.embeddings,
             embeddings_pooling=self.embeddings_pooling,
+            chat_template=self.chat_template(),
         )
+
+    def chat_template(self) -> str | None:
+        """The text of ``chat_template_file`` (None: the model's own template)."""
+        if self.chat_template_file is None:
+            return None
+        return self.chat_template_file.read_text(encoding="utf-8")
 
 
 @contextmanager

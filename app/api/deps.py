@@ -61,6 +61,9 @@ def get_limits(request: Request) -> Limits:
         model_aliases=model_aliases(settings),
         strict_model_names=settings.strict_model_names,
         context_overflow=settings.context_overflow,
+        tool_call_format=settings.tool_call_format,
+        reasoning_format=settings.reasoning_format,
+        reasoning_budget=settings.reasoning_budget,
     )
 
 

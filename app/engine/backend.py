@@ -52,6 +52,10 @@ class Sampler(Protocol):
         """Feed a token (e.g. a prompt token) into penalty history without sampling."""
         ...
 
+    def force(self, token: int) -> None:
+        """Take ``token`` as if sampled (penalty history and grammar), e.g. a budget's close."""
+        ...
+
     def close(self) -> None:
         """Free the native sampler."""
         ...

@@ -343,12 +343,27 @@ class Scheduler:
             assert seq.sampler is not None
             seq.state = SeqState.DECODING
             try:
-                token = seq.sampler.sample(index)
+                if seq.forced:
+                    token = seq.forced.pop(0)
+                    seq.sampler.force(token)
+                else:
+                    token = seq.sampler.sample(index)
             except Exception as exc:
                 logger.exception("sampling failed for %s", seq.request_id)
                 self._finish(seq, FinishReason.ERROR, now, error=f"sampling failed: {exc}")
                 continue
             self._on_token(seq, token, now)
+            self._check_budget(seq)
+
+    def _check_budget(self, seq: Sequence) -> None:
+        """Close a thinking block that ran past its reasoning budget (the tokens of the close
+        marker replace the next samples)."""
+        output = seq.output
+        if seq.sampler is None or output is None or seq.forced:
+            return
+        if output.over_reasoning_budget(len(seq.generated)):
+            closing = seq.request.sampling.reasoning_markers[1]
+            seq.forced = self._backend.tokenize(closing, add_special=False)
 
     def _on_token(self, seq: Sequence, token: int, now: float) -> None:
         """Account one sampled token; its event and end come from the output stage."""

@@ -52,6 +52,7 @@ class Sequence:
     t_last: float = 0.0
     output: SequenceOutput | None = None  # its text pipeline, from admission on
     out: list[TokenEvent] = field(default_factory=list)
+    forced: list[int] = field(default_factory=list)  # tokens to emit next instead of sampling
 
     @property
     def request_id(self) -> str:

@@ -64,6 +64,16 @@ class SamplingParams:
     max_tokens: int | None = None  # None: until end-of-generation or the slot context is full
     stop: tuple[str, ...] = ()
     ignore_eos: bool = False
+    # Show control tokens' text in the output (``[TOOL_CALLS]``, ``<|python_tag|>``, Harmony's
+    # channels): a model family's call and reasoning markers that the serving layer parses.
+    # End-of-generation tokens stay hidden.
+    special_text: bool = False
+    # A reasoning budget: after this many generated tokens still inside the thinking block
+    # (``reasoning_markers``: its open and close text; ``reasoning_open``: the prompt
+    # already opened it), the engine writes the close marker itself and the answer follows.
+    reasoning_budget: int | None = None
+    reasoning_markers: tuple[str, str] = ("", "")
+    reasoning_open: bool = False
     grammar: Grammar | None = None  # constrain the output (JSON mode, JSON Schema, GBNF, tools)
     logprobs: int | None = None  # report each token's logprob and this many top alternatives
 
@@ -267,3 +277,4 @@ class EngineConfig:
     seed: int | None = None  # default seed for requests without one (None: random)
     embeddings: bool = False  # open a second, pooled context on the model for embed()
     embeddings_pooling: Literal["auto", "mean", "last", "cls"] = "auto"
+    chat_template: str | None = None  # replaces the model's own template (--chat-template-file)

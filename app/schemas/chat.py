@@ -58,6 +58,18 @@ class ChatCompletionRequest(SamplingRequest):
     parallel_tool_calls: bool | None = None
     logprobs: bool | None = None
     top_logprobs: int | None = Field(None, ge=0, le=20)
+    chat_template_kwargs: dict[str, Any] | None = Field(
+        None, description="Extra variables for the chat template, e.g. enable_thinking."
+    )
+    reasoning_effort: Literal["minimal", "low", "medium", "high"] | None = Field(
+        None, description="Passed to templates that read it (gpt-oss)."
+    )
+    reasoning_budget: int | None = Field(
+        None, ge=0, description="Thinking tokens before the block is closed (0: no thinking)."
+    )
+    reasoning_format: Literal["auto", "none"] | None = Field(
+        None, description="'none' leaves the reasoning in the content (default: the server's)."
+    )
 
     @model_validator(mode="after")
     def _top_needs_logprobs(self) -> ChatCompletionRequest:
@@ -76,12 +88,15 @@ class ChatCompletionMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str | None
     tool_calls: list[ToolCall] | None = None
+    reasoning_content: str | None = None  # llama-server's and DeepSeek's name
+    reasoning: str | None = None  # vLLM's newer name for the same text
 
     @model_serializer(mode="wrap")
     def _calls_when_any(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         data: dict[str, Any] = handler(self)
-        if self.tool_calls is None:
-            data.pop("tool_calls", None)
+        for key in ("tool_calls", "reasoning_content", "reasoning"):
+            if getattr(self, key) is None:
+                data.pop(key, None)
         return data
 
 
@@ -111,6 +126,7 @@ class ChoiceDelta(BaseModel):
 
     role: Literal["assistant"] | None = None
     content: str | None = None
+    reasoning_content: str | None = None
     tool_calls: list[ToolCallDelta] | None = None
 
     @model_serializer(mode="wrap")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
 from app.schemas.common import WireRequest
 
@@ -44,13 +44,30 @@ class OllamaRequest(WireRequest):
     keep_alive: str | int | float | None = None
 
 
+class OllamaFunctionCall(WireRequest):
+    """A call's function as Ollama writes it: the arguments are an object, not JSON text."""
+
+    name: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+    index: int | None = None
+
+
+class OllamaToolCall(WireRequest):
+    """One entry of an assistant message's ``tool_calls``."""
+
+    function: OllamaFunctionCall
+    id: str | None = None
+
+
 class OllamaMessage(WireRequest):
-    """One chat message; images and tool calls are not supported (empty lists are fine)."""
+    """One chat message; images are not supported (empty lists are fine)."""
 
     role: Literal["system", "user", "assistant", "tool"]
     content: str = ""
     images: list[str] | None = None
-    tool_calls: list[dict[str, Any]] | None = None
+    tool_calls: list[OllamaToolCall] | None = None
+    tool_name: str | None = None  # tool messages: the function whose result this is
+    thinking: str | None = None
 
 
 class OllamaChatRequest(OllamaRequest):
@@ -133,6 +150,13 @@ class OllamaAssistantMessage(BaseModel):
 
     role: Literal["assistant"] = "assistant"
     content: str
+    thinking: str | None = None
+    tool_calls: list[OllamaToolCall] | None = None
+
+    @model_serializer(mode="wrap")
+    def _drop_absent(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        return {key: value for key, value in data.items() if value is not None}
 
 
 class OllamaChatResponse(OllamaStats):

@@ -57,3 +57,9 @@ class DetokenizeResponse(BaseModel):
     """The text of the tokens."""
 
     content: str
+
+
+class ApplyTemplateResponse(BaseModel):
+    """``POST /apply-template``: the prompt a chat body renders to (llama-server's route)."""
+
+    prompt: str

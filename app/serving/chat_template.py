@@ -31,6 +31,35 @@ CHATML_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
+# Gemma's turns (no system role: a system message is put before the first user turn).
+GEMMA_TEMPLATE = (
+    "{{ bos_token }}{% set ns = namespace(system='') %}"
+    "{% for message in messages %}"
+    "{% if message['role'] == 'system' %}{% set ns.system = message['content'] + '\\n\\n' %}"
+    "{% else %}{% set role = 'model' if message['role'] == 'assistant' else 'user' %}"
+    "{{ '<start_of_turn>' + role + '\\n' + ns.system + message['content'] + '<end_of_turn>\\n' }}"
+    "{% set ns.system = '' %}{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<start_of_turn>model\\n' }}{% endif %}"
+)
+# Llama 3's header turns.
+LLAMA3_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}"
+    "{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' "
+    "+ message['content'] | trim + '<|eot_id|>' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}"
+    "{% endif %}"
+)
+# Mistral instruct: [INST] turns, a system message joined to the first user turn.
+MISTRAL_TEMPLATE = (
+    "{{ bos_token }}{% set ns = namespace(system='') %}"
+    "{% for message in messages %}"
+    "{% if message['role'] == 'system' %}{% set ns.system = message['content'] + '\\n\\n' %}"
+    "{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token }}"
+    "{% else %}{{ '[INST] ' + ns.system + message['content'] + ' [/INST]' }}"
+    "{% set ns.system = '' %}{% endif %}{% endfor %}"
+)
+# Names the templates take besides chat_template_kwargs (a request cannot override them).
+RESERVED = frozenset({"messages", "tools", "bos_token", "eos_token", "add_generation_prompt"})
 
 
 class TemplateRaised(Exception):
@@ -61,6 +90,33 @@ def _compile(source: str) -> jinja2.Template:
     return env.from_string(source)
 
 
+def fallback_template(info: ModelInfo) -> tuple[str, str, str]:
+    """(name, source, why) of the template for a model file that carries none."""
+    meta = info.metadata
+    arch, pre = info.architecture.lower(), meta.get("tokenizer.ggml.pre", "")
+    if arch.startswith("gemma"):
+        return "gemma", GEMMA_TEMPLATE, f"the architecture is {arch}"
+    if pre == "llama-bpe" or info.eos_token in ("<|eot_id|>", "<|end_of_text|>"):
+        return "llama3", LLAMA3_TEMPLATE, "the vocabulary is Llama 3's"
+    if arch.startswith("mistral") or pre == "tekken":
+        return "mistral", MISTRAL_TEMPLATE, f"the architecture/tokenizer is {arch}/{pre}"
+    return "chatml", CHATML_TEMPLATE, "no family-specific template applies"
+
+
+@lru_cache(maxsize=8)
+def _log_fallback(path: str, name: str, why: str) -> None:
+    logger.info("%s has no chat template: using the %s template (%s)", path, name, why)
+
+
+def template_source(info: ModelInfo) -> str:
+    """The model's chat template, or the family fallback for a file without one (logged)."""
+    if info.chat_template:
+        return info.chat_template
+    name, source, why = fallback_template(info)
+    _log_fallback(info.path, name, why)
+    return source
+
+
 def _template(source: str | None) -> jinja2.Template:
     if source:
         try:
@@ -78,14 +134,20 @@ def render_chat(
     eos_token: str = "",
     add_generation_prompt: bool = True,
     tools: Sequence[Mapping[str, Any]] | None = None,
+    variables: Mapping[str, Any] | None = None,
 ) -> str:
     """The prompt text for ``messages`` (dicts with ``role`` and ``content``).
 
     ``tools`` (OpenAI tool definitions) go to templates that render them (Jinja ``tools``).
-    Raises ``InvalidRequest`` when the template rejects the conversation.
+    ``variables`` (``chat_template_kwargs``, ``reasoning_effort``) are more template
+    variables. Raises ``InvalidRequest`` when the template rejects the conversation.
     """
     template = _template(template_source)
-    extra = {"tools": [dict(tool) for tool in tools]} if tools else {}
+    # enable_thinking defaults on, as llama-server passes it (templates that test it).
+    extra: dict[str, Any] = {"enable_thinking": True}
+    extra.update((k, v) for k, v in (variables or {}).items() if k not in RESERVED)
+    if tools:
+        extra["tools"] = [dict(tool) for tool in tools]
     try:
         return template.render(
             messages=[dict(message) for message in messages],
@@ -123,6 +185,7 @@ def render_conversation(
     info: ModelInfo,
     system_prompt: str = "",
     tools: list[dict[str, Any]] | None = None,
+    variables: Mapping[str, Any] | None = None,
 ) -> tuple[str, bool]:
     """The prompt text for a conversation and whether the engine should add BOS.
 
@@ -131,13 +194,24 @@ def render_conversation(
     """
     conversation = with_system_prompt(messages, system_prompt)
     prompt = render_chat(
-        info.chat_template,
+        template_source(info),
         conversation,
         bos_token=info.bos_token,
         eos_token=info.eos_token,
         tools=tools,
+        variables=variables,
     )
     return prompt, needs_bos(prompt, info.bos_token)
+
+
+def template_variables(
+    kwargs: Mapping[str, Any] | None, reasoning_effort: str | None = None
+) -> dict[str, Any]:
+    """Extra template variables of a request: ``chat_template_kwargs``, ``reasoning_effort``."""
+    variables = dict(kwargs or {})
+    if reasoning_effort is not None:
+        variables.setdefault("reasoning_effort", reasoning_effort)
+    return variables
 
 
 def conversation(chat_messages: list[ChatMessage]) -> list[Mapping[str, str]]:

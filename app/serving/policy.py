@@ -25,6 +25,9 @@ class Limits:
     model_aliases: frozenset[str] = frozenset()  # more names of the served model (lower case)
     strict_model_names: bool = False
     context_overflow: ContextOverflow = "truncate"  # or "error": a 400 when a chat is too long
+    tool_call_format: str = "auto"  # a tool_formats name, or detected from the template
+    reasoning_format: str = "auto"  # "none": reasoning stays in the content
+    reasoning_budget: int | None = None  # thinking tokens before the block is closed
 
 
 def served_model_name(requested: str | None, info: ModelInfo, limits: Limits) -> str:

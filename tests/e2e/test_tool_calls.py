@@ -98,6 +98,26 @@ def test_required_tool_call_is_well_formed_and_the_follow_up_works(client: opena
     assert follow_up.choices[0].message.content or follow_up.choices[0].message.tool_calls
 
 
+def test_forced_call_without_parallel_flag_is_one_call_that_ends_the_reply(
+    client: openai.OpenAI,
+) -> None:
+    # parallel_tool_calls unset (the SDK's default): one call, then the reply ends, for any
+    # seed (the grammar used to allow repeated calls until max_tokens).
+    for seed in range(10):
+        reply = client.chat.completions.create(
+            model=MODEL,
+            messages=ASK,  # type: ignore[arg-type]
+            tools=[WEATHER],  # type: ignore[list-item]
+            tool_choice="required",
+            seed=seed,
+            max_tokens=120,
+        )
+        choice = reply.choices[0]
+        assert choice.finish_reason == "tool_calls"
+        assert choice.message.content is None
+        assert len(choice.message.tool_calls or []) == 1
+
+
 def test_named_choice_calls_that_function(client: openai.OpenAI) -> None:
     reply = client.chat.completions.create(
         model=MODEL,
@@ -175,6 +195,7 @@ def test_bad_tool_schema_is_400_naming_it(server: ServerProcess) -> None:
                 "type": "object",
                 "properties": {"n": {"type": "integer", "minimum": 1}},
             },
+            "strict": True,  # a tool that is not strict drops what the grammar cannot enforce
         },
     }
     body = {"messages": ASK, "tools": [bad], "tool_choice": "required", "max_tokens": 5}

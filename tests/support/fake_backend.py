@@ -90,6 +90,10 @@ class FakeSampler:
     def accept(self, token: int) -> None:
         self.accepted.append(token)
 
+    def force(self, token: int) -> None:
+        self.n_sampled += 1
+        self.accepted.append(token)
+
     def close(self) -> None:
         if self.closed:
             raise FakeBackendError("sampler closed twice")

@@ -310,3 +310,25 @@ def test_seed_falls_back_to_the_engine_default_then_to_random() -> None:
         h.submit(f"r{i}", prompt_of(3), warm)
     h.sched.step()
     assert len({s.seed for s in h.backend.samplers}) == 3
+
+
+def test_reasoning_budget_closes_the_thinking_block() -> None:
+    markers = ("<think>", "</think>")
+    budgeted = replace(GREEDY, max_tokens=30, reasoning_budget=12, reasoning_markers=markers)
+    h = Harness(FakeBackend(reply=scripted_reply(b"<think>hmm hmm hmm hmm hmm", then_eog=False)))
+    h.submit("thinks", prompt_of(3), budgeted)
+    h.submit("opened", prompt_of(3, 5), replace(budgeted, reasoning_open=True, reasoning_budget=4))
+    h.run()
+    # 12 tokens of thinking after the opening "<think>", then the close marker, then more
+    assert h.text("thinks").startswith("<think>hmm hmm hmm </think>")
+    assert h.text("opened").startswith("<thi</think>")  # the prompt opened it: 4 tokens
+
+
+def test_reasoning_budget_leaves_a_reply_without_thinking_alone() -> None:
+    plain = replace(
+        GREEDY, max_tokens=20, reasoning_budget=2, reasoning_markers=("<think>", "</think>")
+    )
+    h = Harness(FakeBackend(reply=scripted_reply(b"The answer is 4.")))
+    h.submit("answers", prompt_of(3), plain)
+    h.run()
+    assert h.text("answers") == "The answer is 4."

@@ -9,7 +9,8 @@ import pytest
 from app.errors import InvalidRequest
 from app.schemas.chat import ChatCompletionRequest
 from app.serving.json_schema import enforceable_schema
-from app.serving.tools import CallSplitter, ParsedCall, ToolCalls, takes_tools, tool_prompt
+from app.serving.tool_formats import CallSplitter
+from app.serving.tools import ParsedCall, ToolCalls, takes_tools, tool_prompt
 
 CALLS = ToolCalls(frozenset({"get_weather"}))
 TOOL = {
@@ -26,7 +27,7 @@ REPLY = (
 
 
 def _split(pieces: list[str]) -> list[str | ParsedCall]:
-    splitter = CallSplitter(CALLS)
+    splitter = CallSplitter(CALLS.fmt, CALLS.names)
     out = [item for piece in pieces for item in splitter.push(piece)]
     return out + list(splitter.flush())
 
@@ -61,14 +62,20 @@ def test_generic_format_describes_tools_in_the_system_message() -> None:
     assert prompt.template_tools is None
     assert prompt.grammar is not None
     assert prompt.grammar.trigger == "<tool_call>"  # auto: lazy
-    assert prompt.calls == CALLS
+    assert prompt.calls is not None
+    assert (prompt.calls.names, prompt.calls.fmt.name) == (CALLS.names, "generic")
 
 
 def test_required_and_named_choices_are_not_lazy_and_none_offers_nothing() -> None:
     required = tool_prompt(_body(tools=[TOOL], tool_choice="required"), None).grammar
     assert required is not None
     assert not required.trigger
-    assert required.gbnf.startswith("root ::= tc-call")
+    assert required.gbnf.startswith("root ::= tc-call\n")  # one call, then the reply ends
+    parallel = tool_prompt(
+        _body(tools=[TOOL], tool_choice="required", parallel_tool_calls=True), None
+    ).grammar
+    assert parallel is not None
+    assert parallel.gbnf.startswith("root ::= tc-call (tc-sep tc-call)*")
     named = {"type": "function", "function": {"name": "get_weather"}}
     assert tool_prompt(_body(tools=[TOOL], tool_choice=named), None).grammar is not None
     none = tool_prompt(_body(tools=[TOOL], tool_choice="none"), None)

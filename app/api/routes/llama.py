@@ -1,6 +1,7 @@
-"""The llama-server family: llama.cpp server's own routes, ``POST /tokenize`` and
-``POST /detokenize`` (chats counted too), ``POST /models/load`` and ``POST /models/unload``
-(its router mode's), with OpenAI's error body as llama-server answers."""
+"""The llama-server family: llama.cpp server's own routes, ``POST /tokenize``,
+``POST /detokenize`` (chats counted too), ``POST /apply-template``, and ``POST /models/load``
+and ``POST /models/unload`` (its router mode's), with OpenAI's error body as llama-server
+answers."""
 
 from __future__ import annotations
 
@@ -12,14 +13,17 @@ from app.api.openapi import ERROR_RESPONSES, json_body
 from app.api.security import require_api_key
 from app.engine.router import ModelRouter
 from app.errors import EngineNotReady
+from app.schemas.chat import ChatCompletionRequest
 from app.schemas.models import ModelLoadResponse, ModelRequest
 from app.schemas.tokenize import (
+    ApplyTemplateResponse,
     DetokenizeRequest,
     DetokenizeResponse,
     TokenizeRequest,
     TokenizeResponse,
 )
 from app.serving.llama import tokenize as serving
+from app.serving.llama.template import apply_template
 
 router = APIRouter(dependencies=[Depends(require_api_key)], tags=["tokens"])
 models_router = APIRouter(dependencies=[Depends(require_api_key)], tags=["models"])
@@ -37,6 +41,16 @@ async def create_detokenize(call: CallDep) -> DetokenizeResponse:
     """Turn token ids back into text."""
     body = await call.body(DetokenizeRequest)
     return serving.detokenize(call.engine, body, call.limits)
+
+
+@router.post(
+    "/apply-template", responses=ERROR_RESPONSES, openapi_extra=json_body(ChatCompletionRequest)
+)
+async def create_apply_template(call: CallDep) -> ApplyTemplateResponse:
+    """Render a chat body with the model's chat template (nothing is generated)."""
+    body = await call.body(ChatCompletionRequest)
+    engine = await call.model_engine(body.model)
+    return apply_template(body, engine.model_info(), call.limits)
 
 
 # ---- the model router (llama-server's router mode names these routes)
@@ -75,5 +89,5 @@ def _router(call: Call) -> ModelRouter:
 FAMILY = RouteFamily(
     "llama",
     (router, models_router),
-    body_models=(TokenizeRequest, DetokenizeRequest, ModelRequest),
+    body_models=(TokenizeRequest, DetokenizeRequest, ChatCompletionRequest, ModelRequest),
 )

@@ -44,7 +44,7 @@ def build_model_info(
         n_ctx_slot=n_ctx_slot,
         n_slots=config.n_slots,
         n_vocab=_lib.vocab_n_tokens(vocab),
-        chat_template=_lib.chat_template(model),
+        chat_template=config.chat_template or _lib.chat_template(model),
         bos_token=_lib.token_text(vocab, _lib.vocab_bos(vocab)),
         eos_token=_lib.token_text(vocab, _lib.vocab_eos(vocab)),
         description=_lib.model_desc(model),

@@ -226,6 +226,22 @@ class LlamaSampler:
         _lib.raw_sampler_accept(self._chain, token)
         # Prompt tokens never reach the grammar: it constrains the generated text only.
 
+    def force(self, token: int) -> None:
+        """Take ``token`` as the next generated token: penalties, and the grammar if active."""
+        grammar = self._grammar
+        # An active grammar that cannot take the token would throw inside llama.cpp.
+        refused = (
+            grammar is not None
+            and grammar.active
+            and not grammar.allows(token, SingleCandidate().array)
+        )
+        if refused:
+            raise RuntimeError("the grammar does not allow the forced token")
+        self.accept(token)
+        self.last_logprob = None
+        if grammar is not None:
+            grammar.accept(token)
+
     def close(self) -> None:
         """Free the native chain (and the samplers it owns). Idempotent."""
         if self._chain is not None:

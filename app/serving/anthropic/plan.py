@@ -19,7 +19,7 @@ from app.engine.types import GenerationRequest, ModelInfo
 from app.schemas.anthropic import CountTokensRequest, CountTokensResponse, MessagesRequest
 from app.schemas.chat import ChatCompletionRequest
 from app.serving.anthropic.convert import chat_request
-from app.serving.chat_template import conversation, render_conversation
+from app.serving.chat_template import conversation, render_conversation, template_source
 from app.serving.context import DROPPED_MESSAGES_HEADER, fit_messages, reply_room
 from app.serving.policy import Limits, max_tokens, served_model_name
 from app.serving.sampling import sampling_params
@@ -83,7 +83,7 @@ def render_prompt(
 ) -> Rendered:
     """The prompt for ``chat``; with ``count``, the oldest turns that do not fit are dropped."""
     conversation(chat.messages)  # the checks on the messages
-    tooling = tool_prompt(chat, info.chat_template)
+    tooling = tool_prompt(chat, template_source(info))
     messages: list[Mapping[str, Any]] = list(tooling.messages)
     dropped = 0
     if count is not None:

@@ -4,8 +4,10 @@
 seed, repeat_penalty, repeat_last_n, presence/frequency_penalty); ``num_ctx`` and the other
 Modelfile knobs are ignored with a log line (a slot's context is set at start-up).
 ``format`` ("json" or a JSON Schema) constrains the reply through the grammar sampler, as
-``response_format`` does on the OpenAI routes. Images, tools, custom templates, ``suffix``
-and ``context`` are refused with a 400 naming the field rather than silently ignored.
+``response_format`` does on the OpenAI routes. ``tools`` and ``think`` on ``/api/chat`` go
+through the shared tools and reasoning kernels (see ``ollama/tools.py``). Images, custom
+templates, ``suffix`` and ``context`` are refused with a 400 naming the field rather than
+silently ignored.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from app.engine.types import GenerationRequest, Grammar, ModelInfo, SamplingParams
-from app.errors import InvalidRequest
+from app.errors import GenerationFailed, InvalidRequest
 from app.schemas.common import MAX_STOP_SEQUENCES
 from app.schemas.ollama import (
     OllamaAssistantMessage,
@@ -33,10 +35,20 @@ from app.schemas.ollama import (
     OllamaRequest,
     OllamaStats,
 )
-from app.serving.chat_template import needs_bos, render_conversation
+from app.serving.chat_template import needs_bos, render_conversation, template_source
 from app.serving.generation import Finished, collect
+from app.serving.ollama.tools import ollama_calls, openai_view, template_variables
 from app.serving.policy import Limits, max_tokens, served_model_name
+from app.serving.reasoning import (
+    Reasoning,
+    ReasoningPlan,
+    after_reasoning,
+    needs_special_text,
+    plan_reasoning,
+    reasoning_syntax,
+)
 from app.serving.structured import json_grammar
+from app.serving.tools import ParsedCall, ToolCalls, split_tool_calls, tool_prompt
 
 logger = logging.getLogger(__name__)
 
@@ -111,6 +123,8 @@ class OllamaPlan:
     model: str
     chat: bool
     started: float  # time.perf_counter() when the request arrived
+    calls: ToolCalls | None = None  # tools offered: parse calls out of the reply
+    reasoning: ReasoningPlan | None = None  # split the reasoning into message.thinking
 
 
 def plan_ollama_chat(
@@ -119,20 +133,30 @@ def plan_ollama_chat(
     """Check a ``/api/chat`` body and build its engine request."""
     model = ollama_model_name(body.model, info, limits)
     grammar = ollama_grammar(body)
-    if body.tools:
-        _refuse("tools", "tool calling")
     if any(message.images for message in body.messages):
         _refuse("messages.images", "image input")
     started = time.perf_counter()
     if not body.messages:
         return OllamaPlan(None, model, True, started)
-    messages: list[Mapping[str, str]] = [
-        {"role": message.role, "content": message.content} for message in body.messages
-    ]
-    prompt, add_bos = render_conversation(messages, info)
-    sampling = replace(sampling_from_options(body.options, limits, info), grammar=grammar)
+    template = template_source(info)
+    tooling = tool_prompt(openai_view(body), template, limits.tool_call_format)
+    variables = template_variables(body.think)
+    prompt, add_bos = render_conversation(
+        tooling.messages, info, tools=tooling.template_tools, variables=variables
+    )
+    thinking = "none" if body.think is False else limits.reasoning_format
+    reasoning = plan_reasoning(prompt, reasoning_syntax(template, thinking))
+    grammar = grammar or tooling.grammar  # a format wins over the lazy call grammar
+    if grammar is not None:
+        grammar = after_reasoning(grammar, reasoning)
+    fmt = tooling.calls.fmt if tooling.calls is not None else None
+    sampling = replace(
+        sampling_from_options(body.options, limits, info),
+        grammar=grammar,
+        special_text=needs_special_text(fmt, reasoning),
+    )
     request = GenerationRequest(request_id, prompt, sampling, add_special=add_bos)
-    return OllamaPlan(request, model, True, started)
+    return OllamaPlan(request, model, True, started, tooling.calls, reasoning)
 
 
 def plan_ollama_generate(
@@ -178,20 +202,33 @@ def _stats(plan: OllamaPlan, finished: Finished) -> OllamaStats:
 
 
 def ollama_line(
-    plan: OllamaPlan, text: str, finished: Finished | None = None, *, reason: str | None = None
+    plan: OllamaPlan,
+    text: str,
+    finished: Finished | None = None,
+    *,
+    reason: str | None = None,
+    thinking: str | None = None,
+    calls: list[ParsedCall] | None = None,
+    first_call: int = 0,
 ) -> BaseModel:
-    """One line of the answer: a piece of text, or the last line with its stats."""
+    """One line of the answer: a piece of text (or thinking, or calls), or the last line."""
     common: dict[str, Any] = {
         "model": plan.model,
         "created_at": ollama_time(),
         "done": finished is not None,
     }
     if finished is not None:
-        common.update(_stats(plan, finished).model_dump(), done_reason=finished.reason)
+        done_reason = "stop" if finished.reason == "tool_calls" else finished.reason
+        common.update(_stats(plan, finished).model_dump(), done_reason=done_reason)
     elif reason is not None:
         common.update(done=True, done_reason=reason)
     if plan.chat:
-        return OllamaChatResponse(message=OllamaAssistantMessage(content=text), **common)
+        message = OllamaAssistantMessage(
+            content=text,
+            thinking=thinking,
+            tool_calls=ollama_calls(calls, first_call) if calls else None,
+        )
+        return OllamaChatResponse(message=message, **common)
     return OllamaGenerateResponse(response=text, **common)
 
 
@@ -200,21 +237,58 @@ def load_only_line(plan: OllamaPlan) -> BaseModel:
     return ollama_line(plan, "", reason=LOAD_REASON)
 
 
+def _items(plan: OllamaPlan, stream: AsyncIterator[str | Finished]) -> AsyncIterator[Any]:
+    items: AsyncIterator[Any] = stream
+    if plan.reasoning is not None:
+        items = plan.reasoning.split(items)
+    if plan.calls is not None:
+        items = split_tool_calls(items, plan.calls)
+    return items
+
+
 async def ollama_lines(
     plan: OllamaPlan, stream: AsyncIterator[str | Finished]
 ) -> AsyncIterator[BaseModel]:
-    """Ollama's stream: one line per text piece, then a ``done`` line with the stats."""
-    async for item in stream:
+    """Ollama's stream: one line per text piece (thinking, a call), then a ``done`` line."""
+    n_calls = 0
+    async for item in _items(plan, stream):
         if isinstance(item, Finished):
             yield ollama_line(plan, "", item)
             return
-        yield ollama_line(plan, item)
+        if isinstance(item, Reasoning):
+            yield ollama_line(plan, "", thinking=item.text)
+        elif isinstance(item, ParsedCall):
+            yield ollama_line(plan, "", calls=[item], first_call=n_calls)
+            n_calls += 1
+        else:
+            yield ollama_line(plan, item)
 
 
 async def ollama_answer(plan: OllamaPlan, stream: AsyncIterator[str | Finished]) -> BaseModel:
     """The whole answer as one object (``"stream": false``)."""
-    result = await collect(stream)
-    return ollama_line(plan, result.text, result.finished)
+    if plan.calls is None and plan.reasoning is None:
+        result = await collect(stream)
+        return ollama_line(plan, result.text, result.finished)
+    texts: list[str] = []
+    thoughts: list[str] = []
+    calls: list[ParsedCall] = []
+    async for item in _items(plan, stream):
+        if isinstance(item, Finished):
+            content = "".join(texts)
+            return ollama_line(
+                plan,
+                content.strip() if calls else content,
+                item,
+                thinking="".join(thoughts) or None,
+                calls=calls,
+            )
+        if isinstance(item, Reasoning):
+            thoughts.append(item.text)
+        elif isinstance(item, ParsedCall):
+            calls.append(item)
+        else:
+            texts.append(item)
+    raise GenerationFailed("The engine's stream ended without a final event.")
 
 
 _DURATION = re.compile(r"(-?\d+(?:\.\d+)?)(ms|s|m|h)?")

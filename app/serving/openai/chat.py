@@ -19,15 +19,34 @@ from app.schemas.chat import (
     ChoiceDelta,
 )
 from app.schemas.tools import FunctionCall, FunctionCallDelta, ToolCall, ToolCallDelta
-from app.serving.chat_template import conversation, render_conversation
+from app.serving.chat_template import (
+    conversation,
+    render_conversation,
+    template_source,
+    template_variables,
+)
 from app.serving.context import fit_messages, reply_room
 from app.serving.generation import Finished, collect
 from app.serving.logprobs import LoggedPiece, chat_logprobs, logprobs_of
 from app.serving.openai.plan import ResponsePlan, wire_usage
 from app.serving.policy import Limits, max_tokens, served_model_name
+from app.serving.reasoning import (
+    Reasoning,
+    after_reasoning,
+    budgeted,
+    needs_special_text,
+    plan_reasoning,
+    reasoning_syntax,
+)
 from app.serving.render import HOLE, JsonTemplate, RawJson
 from app.serving.sampling import sampling_params
-from app.serving.tools import ParsedCall, call_message_parts, split_tool_calls, tool_prompt
+from app.serving.tools import (
+    CallDelta,
+    ParsedCall,
+    call_message_parts,
+    split_tool_calls,
+    tool_prompt,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -50,14 +69,21 @@ def plan_chat(
         asked = body.max_tokens
     cap = max_tokens(asked, limits, info, default=limits.default_max_tokens)
     conversation(body.messages)  # the checks on the messages
-    tooling = tool_prompt(body, info.chat_template)
+    template = template_source(info)
+    tooling = tool_prompt(body, template, limits.tool_call_format)
+    variables = template_variables(body.chat_template_kwargs, body.reasoning_effort)
+    budget = body.reasoning_budget if body.reasoning_budget is not None else limits.reasoning_budget
+    if budget == 0:  # as llama-server: a zero budget asks the template not to think
+        variables.setdefault("enable_thinking", False)
     messages: list[Mapping[str, Any]] = list(tooling.messages)
     dropped = 0
     if count_tokens is not None and limits.context_overflow == "truncate":
         fitted = fit_messages(
             messages,
             prompt_tokens=lambda kept: count_tokens(
-                render_conversation(kept, info, tools=tooling.template_tools)[0]
+                render_conversation(kept, info, tools=tooling.template_tools, variables=variables)[
+                    0
+                ]
             ),
             n_ctx=info.n_ctx_slot,
             room=reply_room(cap, info.n_ctx_slot),
@@ -70,17 +96,36 @@ def plan_chat(
                 dropped,
                 len(body.messages),
             )
-    prompt, add_bos = render_conversation(messages, info, tools=tooling.template_tools)
+    prompt, add_bos = render_conversation(
+        messages, info, tools=tooling.template_tools, variables=variables
+    )
+    syntax = reasoning_syntax(template, body.reasoning_format or limits.reasoning_format)
+    reasoning = plan_reasoning(prompt, syntax)
     sampling = sampling_params(body, cap)
     if tooling.grammar is not None:
         sampling = replace(sampling, grammar=tooling.grammar)
+    fmt = tooling.calls.fmt if tooling.calls is not None else None
+    sampling = replace(sampling, special_text=needs_special_text(fmt, reasoning))
+    sampling = budgeted(sampling, reasoning, budget)
+    if sampling.grammar is not None and body.grammar is None:  # a raw GBNF is taken as is
+        sampling = replace(sampling, grammar=after_reasoning(sampling.grammar, reasoning))
     request = GenerationRequest(
         request_id=request_id, prompt=prompt, sampling=sampling, add_special=add_bos
     )
     plan = ResponsePlan.new(
         request, id_prefix="chatcmpl", model=model, include_usage=body.wants_usage_chunk()
     )
-    return replace(plan, dropped_messages=dropped, tool_calls=tooling.calls)
+    return replace(plan, dropped_messages=dropped, tool_calls=tooling.calls, reasoning=reasoning)
+
+
+def _items(plan: ResponsePlan, stream: AsyncIterator[str | Finished]) -> AsyncIterator[Any]:
+    """The reply's items: reasoning split out, then tool calls (with streamed pieces)."""
+    items: AsyncIterator[Any] = stream
+    if plan.reasoning is not None:
+        items = plan.reasoning.split(items)
+    if plan.tool_calls is not None:
+        items = split_tool_calls(items, plan.tool_calls, deltas=True)
+    return items
 
 
 def _chunk(
@@ -113,30 +158,28 @@ async def chat_chunks(
     """
     yield _chunk(plan, ChoiceDelta(role="assistant", content=""))
     content = JsonTemplate(_chunk(plan, ChoiceDelta(content=HOLE)))
-    items = stream if plan.tool_calls is None else split_tool_calls(stream, plan.tool_calls)
-    n_calls = 0
-    async for item in items:
+    calls = _CallStream()
+    async for item in _items(plan, stream):
         if isinstance(item, LoggedPiece):
             yield _chunk(plan, ChoiceDelta(content=str(item)), logprobs=item.logprobs)
-            continue
-        if isinstance(item, str):
+        elif isinstance(item, str):
             yield content.fill(item)
-            continue
-        if isinstance(item, ParsedCall):
-            for delta in _call_deltas(item, n_calls):
+        elif isinstance(item, Reasoning):
+            yield _chunk(plan, ChoiceDelta(reasoning_content=item.text))
+        elif isinstance(item, CallDelta | ParsedCall):
+            for delta in calls.deltas(item):
                 yield _chunk(plan, ChoiceDelta(tool_calls=[delta]))
-            n_calls += 1
-            continue
-        yield _chunk(plan, ChoiceDelta(), item, item.logprobs)
-        if plan.include_usage:
-            yield ChatCompletionChunk(
-                id=plan.completion_id,
-                created=plan.created,
-                model=plan.model,
-                choices=[],
-                usage=wire_usage(item.usage),
-                include_usage=True,
-            )
+        else:
+            yield _chunk(plan, ChoiceDelta(), item, item.logprobs)
+            if plan.include_usage:
+                yield ChatCompletionChunk(
+                    id=plan.completion_id,
+                    created=plan.created,
+                    model=plan.model,
+                    choices=[],
+                    usage=wire_usage(item.usage),
+                    include_usage=True,
+                )
 
 
 async def chat_completion(
@@ -144,15 +187,14 @@ async def chat_completion(
 ) -> ChatCompletion:
     """The whole reply as one ``chat.completion``."""
     logprobs = None
-    if plan.tool_calls is None:
+    if plan.tool_calls is None and plan.reasoning is None:
         result = await collect(stream)
         message = ChatCompletionMessage(content=result.text)
         finished = result.finished
         if plan.request.sampling.logprobs is not None:
             logprobs = chat_logprobs(result.logprobs)
     else:
-        calls = split_tool_calls(stream, plan.tool_calls)
-        message, finished, entries = await _collect_calls(calls)
+        message, finished, entries = await _collect_parts(_items(plan, stream))
         if plan.request.sampling.logprobs is not None:
             logprobs = chat_logprobs(entries)
     choice = ChatCompletionChoice(message=message, finish_reason=finished.reason, logprobs=logprobs)
@@ -165,23 +207,36 @@ async def chat_completion(
     )
 
 
-def _call_deltas(call: ParsedCall, index: int) -> list[ToolCallDelta]:
-    """A call as OpenAI streams it: id, type and name first, then the arguments."""
-    return [
-        ToolCallDelta(
-            index=index,
-            id=call.id,
-            type="function",
-            function=FunctionCallDelta(name=call.name, arguments=""),
-        ),
-        ToolCallDelta(index=index, function=FunctionCallDelta(arguments=call.arguments)),
-    ]
+class _CallStream:
+    """Calls as OpenAI streams them: id, type and name first, then argument pieces.
+
+    A call whose pieces were streamed ends with what its arguments add after them; a call
+    that comes whole is sent as its first delta and its arguments.
+    """
+
+    def __init__(self) -> None:
+        self._sent: dict[str, tuple[int, str]] = {}  # call id -> (index, arguments sent)
+
+    def deltas(self, item: CallDelta | ParsedCall) -> list[ToolCallDelta]:
+        """The wire deltas for one item."""
+        index, sent = self._sent.get(item.id, (len(self._sent), None))
+        out = []
+        if sent is None:
+            sent = ""
+            function = FunctionCallDelta(name=item.name, arguments="")
+            out.append(ToolCallDelta(index=index, id=item.id, type="function", function=function))
+        more = item.arguments if isinstance(item, CallDelta) else item.arguments[len(sent) :]
+        if more:
+            out.append(ToolCallDelta(index=index, function=FunctionCallDelta(arguments=more)))
+        self._sent[item.id] = (index, sent + more)
+        return out
 
 
-async def _collect_calls(
-    items: AsyncIterator[str | ParsedCall | Finished],
+async def _collect_parts(
+    items: AsyncIterator[Any],
 ) -> tuple[ChatCompletionMessage, Finished, list[TokenLogprob]]:
     parts: list[str | ParsedCall] = []
+    thoughts: list[str] = []
     logprobs: list[TokenLogprob] = []
     async for item in items:
         if isinstance(item, Finished):
@@ -190,9 +245,18 @@ async def _collect_calls(
                 ToolCall(id=c.id, function=FunctionCall(name=c.name, arguments=c.arguments))
                 for c in calls
             ]
-            message = ChatCompletionMessage(content=content, tool_calls=tool_calls or None)
+            thought = "".join(thoughts) or None
+            message = ChatCompletionMessage(
+                content=content,
+                tool_calls=tool_calls or None,
+                reasoning_content=thought,
+                reasoning=thought,
+            )
             return message, item, [*logprobs, *item.logprobs]
-        parts.append(item)
-        if isinstance(item, str):
-            logprobs.extend(logprobs_of(item))
+        if isinstance(item, Reasoning):
+            thoughts.append(item.text)
+        elif isinstance(item, str | ParsedCall):
+            parts.append(item)
+            if isinstance(item, str):
+                logprobs.extend(logprobs_of(item))
     raise GenerationFailed("The engine's stream ended without a final event.")

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from app.engine.types import GenerationRequest, Usage
 from app.schemas.common import CompletionUsage, PromptTokensDetails
 from app.serving.context import DROPPED_MESSAGES_HEADER
+from app.serving.reasoning import ReasoningPlan
 from app.serving.tools import ToolCalls
 
 
@@ -22,6 +23,7 @@ class ResponsePlan:
     include_usage: bool
     tool_calls: ToolCalls | None = None  # chat with tools: parse calls out of the reply
     dropped_messages: int = 0  # oldest chat messages left out to fit the context
+    reasoning: ReasoningPlan | None = None  # chat: split the reasoning out of the reply
 
     def headers(self) -> dict[str, str]:
         """Response headers that describe the plan (what was dropped to fit, if anything)."""

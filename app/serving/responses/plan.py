@@ -19,7 +19,7 @@ from typing import Any
 from app.engine.types import GenerationRequest, ModelInfo, SamplingParams
 from app.schemas.chat import ChatMessage
 from app.schemas.responses import ResponseObject, ResponsesRequest
-from app.serving.chat_template import conversation, render_conversation
+from app.serving.chat_template import conversation, render_conversation, template_source
 from app.serving.context import DROPPED_MESSAGES_HEADER, fit_messages, reply_room
 from app.serving.policy import Limits, max_tokens, served_model_name
 from app.serving.responses.convert import (
@@ -84,7 +84,7 @@ def render(
     """Render the conversation (fitted to the context when ``count_tokens`` is given)."""
     chat = chat_request(body, history, request_id)
     conversation(chat.messages)  # the checks chat completions make on the messages
-    tooling = tool_prompt(chat, info.chat_template)
+    tooling = tool_prompt(chat, template_source(info), limits.tool_call_format)
     messages: list[Mapping[str, Any]] = list(tooling.messages)
     dropped = 0
     cap = max_tokens(body.max_output_tokens, limits, info, default=limits.default_max_tokens)
