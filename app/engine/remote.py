@@ -21,6 +21,7 @@ import contextlib
 import itertools
 import logging
 import multiprocessing
+import os
 import signal
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -175,6 +176,10 @@ class WorkerEngine:
         self._conn, self._proc = parent, proc
         self._ready = loop.create_future()
         loop.add_reader(parent.fileno(), self._on_readable)
+        # uvloop (the server's loop) makes a watched fd non-blocking; a message larger than
+        # the socket buffer would then fail half-written or half-read (BlockingIOError, taken
+        # for the worker's death). The loop only needs to know when bytes arrive: block.
+        os.set_blocking(parent.fileno(), True)
         try:
             info = await self._ready
         except _WorkerExited:

@@ -288,10 +288,12 @@ async def test_embeddings_run_beside_generation_without_changing_either(
 
         async def reply() -> str:
             response = await client.post("/v1/chat/completions", json=chat)
+            assert response.status_code == 200, response.text
             return str(response.json()["choices"][0]["message"]["content"])
 
         async def vectors() -> list[list[float]]:
             response = await client.post("/v1/embeddings", json={"input": texts})
+            assert response.status_code == 200, response.text
             return [item["embedding"] for item in response.json()["data"]]
 
         alone_text, alone_vectors = await reply(), await vectors()

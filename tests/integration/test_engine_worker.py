@@ -161,3 +161,26 @@ async def test_stop_cancels_running_streams_and_ends_the_worker() -> None:
     assert events[-1].finish_reason is FinishReason.CANCELLED
     assert worker_pids() == []
     assert engine.health().state == "stopped"
+
+
+def test_messages_larger_than_the_socket_buffer_cross_under_uvloop() -> None:
+    """The server runs on uvloop, which makes the watched pipe non-blocking: a 4 MB message
+    each way (a huge embeddings call and its refusal or reply) must still cross whole."""
+    import uvloop
+
+    async def main() -> None:
+        engine = make_worker()
+        await engine.start()
+        try:
+            texts = [f"text {i}" for i in range(40_000)]  # ~0.7 MB there, ~6 MB back
+            result = await engine.embed(texts)
+            assert len(result.vectors) == len(texts)
+            with pytest.raises(ContextLengthExceeded):  # ~4 MB there, a refusal back
+                await engine.embed(["word " * 200] * 4000)
+            assert engine.health().state == "ready"
+            assert len((await engine.embed(["abc"])).vectors) == 1
+            assert worker_pids()  # the same worker serves on
+        finally:
+            await engine.stop()
+
+    uvloop.run(main())
