@@ -159,11 +159,10 @@ def test_plain_chat_has_no_call_markup(sdk: openai.OpenAI) -> None:
     assert not any(mark in content for mark in MARKUP)
 
 
+@pytest.mark.parametrize("family_server", ["qwen3"], indirect=True)  # the thinking one
 def test_reasoning_is_split_when_the_template_thinks(
     family_server: tuple[str, ServerProcess], sdk: openai.OpenAI
 ) -> None:
-    if family_server[0] != "qwen3":
-        pytest.skip("only Qwen3's template has a thinking block")
     grammar = 'root ::= "<think>" [a-z ]{3,20} "</think>" [a-z]{1,10}'
     reply = sdk.chat.completions.create(
         model="m",
@@ -197,11 +196,10 @@ def test_every_format_s_grammars_compile_in_llama_cpp(model_path: Path) -> None:
         backend.close()
 
 
+@pytest.mark.parametrize("family_server", ["qwen3"], indirect=True)  # the thinking one
 def test_reasoning_budget_closes_the_block(
     family_server: tuple[str, ServerProcess], sdk: openai.OpenAI
 ) -> None:
-    if family_server[0] != "qwen3":
-        pytest.skip("only Qwen3's template has a thinking block")
     grammar = 'root ::= "<think>" [a-z ]* "</think>" [a-z]{1,10}'
     reply = sdk.chat.completions.create(
         model="m",
