@@ -23,7 +23,7 @@ def plan_completion(
     request = GenerationRequest(
         request_id=request_id,
         prompt=body.prompt_input(),
-        sampling=sampling_params(body, cap),
+        sampling=sampling_params(body, cap, limits.schemas),
     )
     return ResponsePlan.new(
         request, id_prefix="cmpl", model=model, include_usage=body.wants_usage_chunk()
