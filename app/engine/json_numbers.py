@@ -17,7 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
-MAX_MODULUS = 100
+MAX_MODULUS = 100  # a divisor of 100, or any k up to MAX_AUTOMATON
+MAX_AUTOMATON = 12  # the remainder automaton has about k x 16 rules (27 KB of GBNF at 12)
 UNBOUNDED_DIGITS = 15  # an unbounded side allows this many digits more (int64 range)
 _FREE_FRACTION = "[0-9]+"
 
@@ -231,21 +232,64 @@ def _with_fraction(whole: int, digits: str, op: str) -> str | None:
     return f'"{whole}" ("." ({frac}))' + ("?" if whole_ok else "")
 
 
-def multiple_of(k: int) -> dict[str, str]:
-    """GBNF rules for the integers divisible by ``k`` (2 <= k <= MAX_MODULUS): ``mod{k}``,
-    and ``mod{k}-{s}`` for "the digits so far are s modulo k" (a remainder automaton)."""
-    rules = {f"mod{k}": f'"0" | "-"? ({_digit_moves(k, 0, 1)})'}
-    for state in range(k):
-        moves = _digit_moves(k, state, 0)
-        rules[f"mod{k}-{state}"] = f"({moves})?" if state == 0 else moves
+def multiple_of(k: int, digits: int = UNBOUNDED_DIGITS + 1) -> dict[str, str]:
+    """GBNF rules for the integers divisible by ``k`` (2 <= k <= MAX_MODULUS) of up to
+    ``digits`` digits: ``mod{k}``, and ``mod{k}-{s}-{n}`` for "n digits read so far, which
+    are s modulo k" (a remainder automaton, layered by length so that it ends, and without
+    the states from which no multiple can be reached in the digits left)."""
+    if 100 % k == 0:
+        return {f"mod{k}": _decimal_multiples(k, digits)}
+    alive: dict[int, set[int]] = {digits: {0}}
+    for depth in range(digits - 1, 0, -1):
+        alive[depth] = {0} | {
+            s for s in range(k) if any((s * 10 + d) % k in alive[depth + 1] for d in range(10))
+        }
+    rules = {f"mod{k}": f'"0" | "-"? ({_moves(k, 0, 1, 0, alive, digits)})'}
+    for depth in range(1, digits):
+        for state in sorted(alive[depth]):
+            moves = _moves(k, state, 0, depth, alive, digits)
+            if moves:
+                rules[f"mod{k}-{state}-{depth}"] = f"({moves})?" if state == 0 else moves
     return rules
 
 
-def _digit_moves(k: int, state: int, lowest: int) -> str:
+def modulus_enforced(k: object) -> bool:
+    """Whether ``multiple_of`` takes ``k``."""
+    if not isinstance(k, int) or isinstance(k, bool) or not 2 <= k <= MAX_MODULUS:
+        return False
+    return 100 % k == 0 or k <= MAX_AUTOMATON
+
+
+def _decimal_multiples(k: int, digits: int) -> str:
+    """Multiples of a divisor of 100: only the last one or two digits matter."""
+    width = 1 if 10 % k == 0 else 2
+    short = [f'"{m}"' for m in range(k, 10**width, k)]
+    endings = " | ".join(f'"{m:0{width}d}"' for m in range(0, 10**width, k))
+    longer = f"[1-9] [0-9]{{0,{digits - width - 1}}} ({endings})"
+    return f'"0" | "-"? ({" | ".join([*short, longer])})'
+
+
+def _moves(
+    k: int, state: int, lowest: int, depth: int, alive: dict[int, set[int]], digits: int
+) -> str:
+    """Alternatives for the next digit after ``depth`` digits that are ``state`` mod k."""
     targets: dict[int, list[int]] = {}
     for digit in range(lowest, 10):
-        targets.setdefault((state * 10 + digit) % k, []).append(digit)
-    return " | ".join(f"{_digit_class(ds)} mod{k}-{t}" for t, ds in sorted(targets.items()))
+        target = (state * 10 + digit) % k
+        if depth + 1 <= digits and target in alive[depth + 1]:
+            targets.setdefault(target, []).append(digit)
+    found = []
+    for target, ds in sorted(targets.items()):
+        last = depth + 1 == digits or (target == 0 and not _continues(k, depth + 1, alive, digits))
+        found.append(
+            _digit_class(ds) if last else f"{_digit_class(ds)} mod{k}-{target}-{depth + 1}"
+        )
+    return " | ".join(found)
+
+
+def _continues(k: int, depth: int, alive: dict[int, set[int]], digits: int) -> bool:
+    """Whether state 0 after ``depth`` digits may take more digits."""
+    return depth < digits and any(d % k in alive[depth + 1] for d in range(10))
 
 
 def _digit_class(digits: list[int]) -> str:

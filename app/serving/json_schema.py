@@ -24,7 +24,7 @@ from typing import Any
 import jsonschema
 from jsonschema.exceptions import SchemaError
 
-from app.engine.json_numbers import MAX_MODULUS
+from app.engine.json_numbers import modulus_enforced
 from app.errors import InvalidRequest
 from app.serving.schema_limits import over_limit
 
@@ -271,10 +271,9 @@ def _numbers(schema: Mapping[str, Any], at: str) -> Iterator[str]:
     modulus = schema.get("multipleOf")
     if modulus is None:
         return
-    small = isinstance(modulus, int) and 2 <= modulus <= MAX_MODULUS
     ranged = any(k in schema for k in _RANGE)
-    if schema.get("type") != "integer" or not small or ranged:
-        yield f"`multipleOf: {modulus}` (the grammar takes integer moduli to {MAX_MODULUS}){at}"
+    if schema.get("type") != "integer" or not modulus_enforced(modulus) or ranged:
+        yield f"`multipleOf: {modulus}` (the grammar takes small integer moduli only){at}"
 
 
 def _beside_branch(schema: Mapping[str, Any], at: str) -> Iterator[str]:

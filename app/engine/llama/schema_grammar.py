@@ -26,9 +26,15 @@ from llama_cpp.llama_grammar import (  # noqa: TID251 - the llama_cpp boundary
 )
 
 from app.engine.json_formats import FORMATS
-from app.engine.json_numbers import MAX_MODULUS, bounds, integer_range, multiple_of, number_range
+from app.engine.json_numbers import (
+    bounds,
+    integer_range,
+    modulus_enforced,
+    multiple_of,
+    number_range,
+)
 
-_NEVER = '"\\"" [^\\x00-\\U0010FFFF]'  # no string matches: an empty range
+_NUMERIC = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf")
 
 
 _BASE: Any = SchemaConverter  # untyped Python from llama-cpp-python: its methods, typed Any
@@ -51,6 +57,8 @@ class Converter(SchemaConverter):
         if "allOf" in schema:
             return self.visit(self._merged(schema), name)
         kind = schema.get("type")
+        if kind is None and any(k in schema for k in _NUMERIC):
+            kind = "number"  # numbers within the bounds (other values would pass: a subset)
         rule = None
         if kind == "integer":
             rule = self._integer(schema)
@@ -70,9 +78,8 @@ class Converter(SchemaConverter):
                 raise ValueError("no integer lies within minimum/maximum")
             return f"({found}) space"
         modulus = schema.get("multipleOf")
-        if not isinstance(modulus, int) or isinstance(modulus, bool):
-            return None
-        if 2 <= modulus <= MAX_MODULUS:
+        if modulus_enforced(modulus):
+            assert isinstance(modulus, int)
             for rule, body in multiple_of(modulus).items():
                 _BASE._add_rule(self, rule, body)
             return f"mod{modulus} space"
