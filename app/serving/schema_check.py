@@ -49,9 +49,8 @@ def check_reply(schema_text: str, text: str, finish_reason: str) -> SchemaCheck:
         why = "the reply ended inside its JSON (finish_reason length)" if truncated else None
         return SchemaCheck(False, (why or f"the reply is not JSON: {exc}",), truncated)
     schema = json.loads(schema_text)
-    validator = jsonschema.validators.validator_for(schema)(
-        schema, format_checker=jsonschema.FormatChecker()
-    )
+    cls = jsonschema.validators.validator_for(schema)
+    validator = cls(schema, format_checker=cls.FORMAT_CHECKER)  # the schema's draft's formats
     errors = []
     for error in validator.iter_errors(value):
         where = "/".join(str(part) for part in error.absolute_path) or "the top level"
