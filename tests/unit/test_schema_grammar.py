@@ -129,7 +129,7 @@ ISSUE_SCHEMAS: list[tuple[dict[str, object], dict[str, object], dict[str, object
             "type": "object",
             "properties": {"age": {"type": "integer", "minimum": 18, "maximum": 99}},
             "required": ["age"],
-        },  # noqa: E501
+        },
         {"age": 18},
         {"age": 100},
     ),
@@ -138,7 +138,7 @@ ISSUE_SCHEMAS: list[tuple[dict[str, object], dict[str, object], dict[str, object
             "type": "object",
             "properties": {"n": {"type": "integer", "exclusiveMinimum": 0}},
             "required": ["n"],
-        },  # noqa: E501
+        },
         {"n": 1},
         {"n": 0},
     ),
@@ -147,7 +147,7 @@ ISSUE_SCHEMAS: list[tuple[dict[str, object], dict[str, object], dict[str, object
             "type": "object",
             "properties": {"x": {"type": "number", "minimum": 0.5}},
             "required": ["x"],
-        },  # noqa: E501
+        },
         {"x": 0.5},
         {"x": 0.49},
     ),
@@ -158,7 +158,7 @@ ISSUE_SCHEMAS: list[tuple[dict[str, object], dict[str, object], dict[str, object
                     "type": "object",
                     "properties": {"a": {"type": "string", "maxLength": 5}},
                     "required": ["a"],
-                },  # noqa: E501
+                },
                 {"type": "object", "properties": {"b": {"type": "integer"}}, "required": ["b"]},
             ]
         },
@@ -170,7 +170,7 @@ ISSUE_SCHEMAS: list[tuple[dict[str, object], dict[str, object], dict[str, object
             "type": "object",
             "properties": {"n": {"type": "integer", "multipleOf": 5}},
             "required": ["n"],
-        },  # noqa: E501
+        },
         {"n": 35},
         {"n": 1234567890123456},
     ),
@@ -179,7 +179,7 @@ ISSUE_SCHEMAS: list[tuple[dict[str, object], dict[str, object], dict[str, object
             "type": "object",
             "properties": {"e": {"type": "string", "format": "email"}},
             "required": ["e"],
-        },  # noqa: E501
+        },
         {"e": "ada@example.com"},
         {"e": "https://example.com"},
     ),
@@ -189,7 +189,7 @@ ISSUE_SCHEMAS: list[tuple[dict[str, object], dict[str, object], dict[str, object
             "properties": {
                 "name": {"type": "string", "minLength": 1, "maxLength": 20},
                 "age": {"type": "integer", "minimum": 0, "maximum": 120},
-            },  # noqa: E501
+            },
             "required": ["name", "age"],
         },
         {"name": "Ada", "age": 36},
@@ -275,7 +275,7 @@ def test_conversion_of_a_ten_field_schema_is_quick() -> None:
         "type": "object",
         "properties": {
             f"f{i}": {"type": "integer", "minimum": i, "maximum": 1000 * i} for i in range(10)
-        },  # noqa: E501
+        },
     }
     started = time.perf_counter()
     grammar_of(schema)
