@@ -27,7 +27,14 @@ _DURATION = (
 )
 _LABEL = "[a-zA-Z0-9] ([a-zA-Z0-9-]{0,20} [a-zA-Z0-9])?"
 _HOSTNAME = f'{_LABEL} ("." {_LABEL}){{0,4}}'
-_EMAIL = f'[a-zA-Z0-9._%+-]{{1,32}} "@" {_LABEL} ("." {_LABEL}){{0,3}} "." [a-zA-Z]{{2,6}}'
+# Short on purpose: a small model fills every character an address may have (one token per
+# digit), so the lengths are kept to what real addresses use.
+_ATOM = "[a-zA-Z0-9_%+-]{1,12}"  # dots only between atoms (email-validator's rule)
+_SHORT_LABEL = "[a-zA-Z0-9] ([a-zA-Z0-9-]{0,14} [a-zA-Z0-9])?"
+_EMAIL = (
+    f'{_ATOM} ("." {_ATOM}){{0,2}} "@" {_SHORT_LABEL} ("." {_SHORT_LABEL}){{0,2}}'
+    ' "." [a-zA-Z]{2,6}'
+)
 _OCTET = '("25" [0-5] | "2" [0-4] [0-9] | "1" [0-9] [0-9] | [1-9]? [0-9])'
 _H16 = "[0-9a-f]{1,4}"
 _UUID = ' "-" '.join(f"[0-9a-f]{{{n}}}" for n in (8, 4, 4, 4, 12))

@@ -20,7 +20,8 @@ from decimal import Decimal, InvalidOperation
 MAX_MODULUS = 100  # a divisor of 100, or any k up to MAX_AUTOMATON
 MAX_AUTOMATON = 12  # the remainder automaton has about k x 16 rules (27 KB of GBNF at 12)
 UNBOUNDED_DIGITS = 15  # an unbounded side allows this many digits more (int64 range)
-_FREE_FRACTION = "[0-9]+"
+_FREE_FRACTION = "[0-9]{1,15}"  # fraction digits are bounded too: no runaway numbers
+_MORE = "[0-9]{0,15}"
 
 
 @dataclass(frozen=True)
@@ -143,7 +144,7 @@ def fraction(digits: str, op: str) -> str | None:
     """GBNF for the non-empty fraction digit strings f with 0.f ``op`` 0.``digits``
     (``ge``, ``gt``, ``le``, ``lt``; ``digits`` without trailing zeros); None if none."""
     if not digits:
-        return {"ge": _FREE_FRACTION, "gt": '"0"* [1-9] [0-9]*', "le": '"0"+'}.get(op)
+        return {"ge": _FREE_FRACTION, "gt": f'"0"{{0,15}} [1-9] {_MORE}', "le": '"0"{1,15}'}.get(op)
     first, rest = int(digits[0]), digits[1:]
     found: list[str] = []
     inner = fraction(rest, op)
@@ -154,9 +155,9 @@ def fraction(digits: str, op: str) -> str | None:
     elif empty_ok:
         found.append(f'"{first}"')
     if op in ("ge", "gt") and first < 9:
-        found.append(f"{_digits(str(first + 1), '9')} [0-9]*")
+        found.append(f"{_digits(str(first + 1), '9')} {_MORE}")
     if op in ("le", "lt") and first > 0:
-        found.append(f"{_digits('0', str(first - 1))} [0-9]*")
+        found.append(f"{_digits('0', str(first - 1))} {_MORE}")
     return " | ".join(found) if found else None
 
 

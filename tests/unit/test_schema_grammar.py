@@ -102,7 +102,10 @@ FORMAT_CASES = {
     "time": (["12:30:00Z", "23:59:59.123+02:00"], ["24:00:00Z", "12:30:00"]),
     "date-time": (["2024-01-31T08:00:00Z"], ["2024-01-31 08:00:00Z"]),
     "duration": (["P1Y2M3D", "PT5M", "P3W", "P1DT2H"], ["P", "PT", "1Y"]),
-    "email": (["ada@example.com", "a.b+c@mail.example.org"], ["ada", "@example.com", "a@b"]),
+    "email": (
+        ["ada@example.com", "a.b+c@mail.example.org"],
+        ["ada", "@example.com", "a@b", ".a@b.com", "a..b@c.com"],
+    ),
     "hostname": (["example.com", "a-1.b2"], ["-a.com", "a..b"]),
     "ipv4": (["192.168.0.1", "0.0.0.0", "255.255.255.255"], ["256.1.1.1", "01.1.1.1", "1.2.3"]),
     "ipv6": (["::1", "fe80::1", "2001:db8:0:0:0:0:2:1", "::"], [":::1", "1:2:3:4:5:6:7:8:9"]),
