@@ -140,8 +140,10 @@ def canonical_schema(schema: object, *, param: str, strict: bool = False) -> str
         raise InvalidRequest(problem, param=param)
     if strict and unenforced:
         raise InvalidRequest(
-            "The JSON schema uses features that the grammar cannot enforce while generating "
-            "(this server runs with --strict-schemas): " + "; ".join(unenforced) + ".",
+            "The JSON schema uses features that the grammar cannot enforce while generating: "
+            + "; ".join(unenforced)
+            + ". (Only OpenAI chat completions take them, reporting in choices[].schema_check "
+            "whether the reply validates, and not when the server runs with --strict-schemas.)",
             param=param,
         )
     return text

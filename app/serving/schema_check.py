@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import jsonschema
@@ -29,6 +29,12 @@ class SchemaPolicy:
     strict: bool = False
     max_items: int = 0  # 0: unbounded arrays stay unbounded
     max_string: int = 0  # 0: unbounded strings stay unbounded
+
+
+def unreported(policy: SchemaPolicy | None) -> SchemaPolicy:
+    """``policy`` for a route that cannot report ``schema_check``: strict, so that no
+    constraint is silently dropped there."""
+    return replace(policy or SchemaPolicy(), strict=True)
 
 
 @dataclass(frozen=True)

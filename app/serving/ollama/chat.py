@@ -47,7 +47,7 @@ from app.serving.reasoning import (
     plan_reasoning,
     reasoning_syntax,
 )
-from app.serving.schema_check import SchemaPolicy
+from app.serving.schema_check import SchemaPolicy, unreported
 from app.serving.structured import json_grammar
 from app.serving.tools import ParsedCall, ToolCalls, split_tool_calls, tool_prompt
 
@@ -112,7 +112,7 @@ def ollama_grammar(body: OllamaRequest, policy: SchemaPolicy | None = None) -> G
         raise InvalidRequest('format: send "json" or a JSON Schema object.', param="format")
     try:
         schema = {"type": "object"} if fmt == "json" else fmt
-        return json_grammar(schema, param="format", policy=policy)
+        return json_grammar(schema, param="format", policy=unreported(policy))
     except InvalidRequest as exc:  # Ollama's error body has no "param": name the field
         raise InvalidRequest(f"format: {exc.message}", param="format") from exc
 

@@ -33,7 +33,7 @@ from app.schemas.tgi import (
 )
 from app.serving.generation import Finished, FinishSink, wire_finish_reason
 from app.serving.policy import Limits, max_tokens
-from app.serving.schema_check import SchemaPolicy
+from app.serving.schema_check import SchemaPolicy, unreported
 from app.serving.structured import json_grammar
 
 TGI_VERSION = "3.0.0"  # the TGI release whose API these routes follow
@@ -110,7 +110,7 @@ def tgi_grammar(params: TgiParameters, policy: SchemaPolicy | None = None) -> Gr
             raise InvalidRequest(f"{param}.value is not valid JSON: {exc}", param=param) from exc
     try:
         schema = {"type": "object"} if value is None else value
-        return json_grammar(schema, param=param, policy=policy)
+        return json_grammar(schema, param=param, policy=unreported(policy))
     except InvalidRequest as exc:  # TGI's error body has no "param": name the field
         raise InvalidRequest(f"{param}: {exc.message}", param=param) from exc
 
