@@ -161,6 +161,27 @@ class Settings(BaseSettings):
         description="Answer 404 for a request's model that names no model of the library "
         "(id, alias, file name or --model reference; default: the --model model serves it).",
     )
+    strict_schemas: bool = Field(
+        False,
+        description="Refuse (400) a JSON Schema with constraints the grammar cannot enforce "
+        "while generating (uniqueItems, not, if/then/else, a large multipleOf...). Default: "
+        "accept it and report in the OpenAI chat reply's choices[].schema_check whether the "
+        "finished reply validates.",
+    )
+    json_max_items: int = Field(
+        0,
+        ge=0,
+        le=2000,
+        description="maxItems given to every array of a response JSON Schema that sets none "
+        "(bounds runaway lists from small models); 0: off.",
+    )
+    json_max_string: int = Field(
+        0,
+        ge=0,
+        le=2000,
+        description="maxLength given to every plain string of a response JSON Schema that "
+        "sets none (no pattern, format or enum); 0: off.",
+    )
     keepalive_s: float = Field(
         10.0, gt=0, description="Seconds between SSE keep-alive comments while a stream waits."
     )

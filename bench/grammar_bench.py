@@ -1,15 +1,18 @@
 """Grammar-constrained decode speed vs unconstrained, and grammar compile time.
 
 Prints, on the default model:
-  1. compile time of a 10-field JSON Schema: the schema check (serving), the conversion to
-     GBNF and llama.cpp's parse (cold, no cache), and a cached lookup;
+  1. compile time of each schema of SCHEMAS (a 10-field schema as it was before structured
+     output II, the same with ranges/formats/multipleOf, a 1,000-value enum): the schema
+     check (serving), the conversion to GBNF and llama.cpp's parse (cold, no cache), and a
+     cached lookup;
   2. aggregate decode tokens/s at 1 and 8 concurrent streams, unconstrained vs constrained
-     by that schema (target: constrained >= 0.8x unconstrained). Same prompt, temperature
+     by the --schema schema (target: constrained >= 0.85x unconstrained). Same prompt, temperature
      0.8, same seeds; unconstrained requests run with ignore_eos so both generate about
      --tokens tokens (a constrained reply ends when its JSON closes; rates are per token).
 
     python bench/grammar_bench.py                        # full run
     python bench/grammar_bench.py --tokens 32 --streams 1 --repeat 1   # quick smoke run
+    python bench/grammar_bench.py --schema ten-field-ranges            # the new keywords
 """
 
 from __future__ import annotations
@@ -48,40 +51,61 @@ SCHEMA = {
     },
     "required": ["name", "age", "email", "city", "country", "active", "score", "joined", "tags"],
 }
+RANGES = {
+    **SCHEMA,
+    "properties": {
+        **SCHEMA["properties"],  # type: ignore[dict-item]
+        "age": {"type": "integer", "minimum": 18, "maximum": 99},
+        "email": {"type": "string", "format": "email"},
+        "score": {"type": "number", "minimum": 0, "maximum": 1},
+        "id": {"type": "integer", "multipleOf": 5},
+        "joined": {"type": "string", "format": "date-time"},
+    },
+}
+SCHEMAS: dict[str, dict[str, object]] = {
+    "ten-field": SCHEMA,
+    "ten-field-ranges": RANGES,
+    "enum-1000": {"enum": [f"item-{i:04d}" for i in range(1000)]},
+}
 PROMPT = [{"role": "user", "content": "Invent a customer record as JSON with ten fields."}]
 
 
 def compile_times(config: EngineConfig, repeat: int) -> None:
-    """Schema check, GBNF conversion and native parse of SCHEMA, cold and cached (ms)."""
+    """Schema check, GBNF conversion and native parse of each of SCHEMAS, cold and cached."""
     backend = load_backend(config)
     try:
         vocab = backend._vocab  # the bench measures the backend's own cache directly
-        check, convert, parse, cached = [], [], [], []
-        for _ in range(repeat * 10):
-            t0 = time.perf_counter()
-            grammar = json_grammar(SCHEMA, param="response_format")
-            t1 = time.perf_counter()
-            to_gbnf(grammar)
-            t2 = time.perf_counter()
-            cache = GrammarCache(vocab)
-            cache.check(grammar)  # conversion + llama_sampler_init_grammar
-            t3 = time.perf_counter()
-            _lib.sampler_free(cache.new_sampler(grammar))
-            t4 = time.perf_counter()
-            cache.close()
-            check.append(t1 - t0)
-            convert.append(t2 - t1)
-            parse.append(t3 - t2 - (t2 - t1))
-            cached.append(t4 - t3)
-        check_ms, convert_ms, parse_ms, cached_ms = (
-            1e3 * statistics.median(v) for v in (check, convert, parse, cached)
-        )
-        print(
-            f"compile (median ms): schema check {check_ms:.2f}, JSON Schema -> GBNF "
-            f"{convert_ms:.2f}, llama.cpp parse {parse_ms:.2f}, cached clone {cached_ms:.3f}"
-        )
+        for name, schema in SCHEMAS.items():
+            print(f"{name}: " + _compile_time(vocab, schema, repeat))
     finally:
         backend.close()
+
+
+def _compile_time(vocab: int, schema: dict[str, object], repeat: int) -> str:
+    check, convert, parse, cached = [], [], [], []
+    for _ in range(repeat * 3):
+        t0 = time.perf_counter()
+        grammar = json_grammar(schema, param="response_format")
+        t1 = time.perf_counter()
+        to_gbnf(grammar)
+        t2 = time.perf_counter()
+        cache = GrammarCache(vocab)
+        cache.check(grammar)  # conversion + llama_sampler_init_grammar + first-token check
+        t3 = time.perf_counter()
+        _lib.sampler_free(cache.new_sampler(grammar))
+        t4 = time.perf_counter()
+        cache.close()
+        check.append(t1 - t0)
+        convert.append(t2 - t1)
+        parse.append(t3 - t2 - (t2 - t1))
+        cached.append(t4 - t3)
+    check_ms, convert_ms, parse_ms, cached_ms = (
+        1e3 * statistics.median(v) for v in (check, convert, parse, cached)
+    )
+    return (
+        f"compile (median ms): schema check {check_ms:.2f}, JSON Schema -> GBNF "
+        f"{convert_ms:.2f}, llama.cpp parse {parse_ms:.2f}, cached clone {cached_ms:.3f}"
+    )
 
 
 async def decode_rate(
@@ -110,7 +134,7 @@ async def speeds(config: EngineConfig, args: argparse.Namespace) -> None:
     await engine.start()
     try:
         prompt = render_chat(engine.model_info().chat_template, PROMPT)
-        grammar = json_grammar(SCHEMA, param="response_format")
+        grammar = json_grammar(SCHEMAS[args.schema], param="response_format")
         for streams in args.streams:
             free, constrained = [], []
             for _ in range(args.repeat):  # interleaved, so load changes hit both alike
@@ -118,7 +142,7 @@ async def speeds(config: EngineConfig, args: argparse.Namespace) -> None:
                 constrained.append(await decode_rate(engine, prompt, streams, args.tokens, grammar))
             f, c = max(free), max(constrained)
             print(
-                f"{streams} stream(s): unconstrained {f:.1f} tok/s, "
+                f"{args.schema}, {streams} stream(s): unconstrained {f:.1f} tok/s, "
                 f"grammar {c:.1f} tok/s ({c / f:.2f}x)"
             )
     finally:
@@ -131,6 +155,7 @@ def main() -> None:
     parser.add_argument("--streams", type=lambda s: [int(x) for x in s.split(",")], default=[1, 8])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--schema", choices=sorted(SCHEMAS), default="ten-field")
     args = parser.parse_args()
     model = str(resolve_model(DEFAULT_MODEL, DEFAULT_MODELS_DIR))
     config = EngineConfig(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import AsyncIterator, Coroutine, Mapping
@@ -27,6 +28,7 @@ from app.models.builtin import BUILTIN_MODELS
 from app.schemas.common import WireRequest
 from app.serving.generation import Finished, FinishSink, pieces
 from app.serving.policy import Limits
+from app.serving.schema_check import SchemaPolicy
 from app.settings import Settings
 
 W = TypeVar("W", bound=WireRequest)
@@ -64,6 +66,11 @@ def get_limits(request: Request) -> Limits:
         tool_call_format=settings.tool_call_format,
         reasoning_format=settings.reasoning_format,
         reasoning_budget=settings.reasoning_budget,
+        schemas=SchemaPolicy(
+            strict=settings.strict_schemas,
+            max_items=settings.json_max_items,
+            max_string=settings.json_max_string,
+        ),
     )
 
 
@@ -188,6 +195,13 @@ class Call:
     async def body(self, model: type[W]) -> W:
         """The JSON body validated as ``model`` (400 naming the first bad field)."""
         return parse_body(model, await json_object(self.request))
+
+    async def prepare(self, request: GenerationRequest) -> None:
+        """The request's heavy up-front work, in a worker thread: converting and compiling
+        its grammar (``submit`` then finds it compiled). Raises ``InvalidRequest``."""
+        grammar = request.sampling.grammar
+        if grammar is not None:
+            await asyncio.to_thread(self.engine.check_grammar, grammar)
 
     def start_events(self, request: GenerationRequest) -> EventStream:
         """Submit ``request`` to the engine; its handle is closed with this call's response."""

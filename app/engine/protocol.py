@@ -15,6 +15,7 @@ from app.engine.types import (
     EngineHealth,
     EngineStats,
     GenerationRequest,
+    Grammar,
     ModelInfo,
 )
 
@@ -38,6 +39,15 @@ class Engine(Protocol):
         ``EngineDead``. The stream ends after the event with ``finish_reason`` set.
         Closing the handle (``aclose``) before that aborts the request, even when no event
         was read yet.
+        """
+        ...
+
+    def check_grammar(self, grammar: Grammar) -> None:
+        """Convert and compile ``grammar`` (cached); raise ``InvalidRequest`` if it is bad.
+
+        Thread-safe, and slow for a grammar not seen before (seconds for a large one): call
+        it off the event loop (``asyncio.to_thread``) before ``submit``, which then finds
+        it compiled.
         """
         ...
 

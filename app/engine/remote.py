@@ -234,6 +234,11 @@ class WorkerEngine:
             self._calls.pop(call_id, None)
 
     # ------------------------------------------------------------------ vocabulary (local)
+    def check_grammar(self, grammar: Grammar) -> None:
+        """Convert and compile ``grammar`` against the local vocabulary (cached: ``submit``
+        then finds it compiled); raises ``InvalidRequest``. Thread-safe."""
+        self._vocabulary().check_grammar(grammar)
+
     def count_tokens(self, text: str, *, add_special: bool = True) -> int:
         """Number of tokens ``text`` tokenizes to."""
         return len(self._vocabulary().tokenize(text, add_special=add_special))

@@ -30,6 +30,7 @@ from app.engine.types import (
     EngineHealth,
     EngineStats,
     GenerationRequest,
+    Grammar,
     ModelInfo,
     TokenEvent,
 )
@@ -168,6 +169,11 @@ class LlamaEngine:
         if request.sampling.grammar is not None:
             backend.check_grammar(request.sampling.grammar)
         scheduler.enqueue(Sequence(request, prompt, sink, perf_counter()))
+
+    def check_grammar(self, grammar: Grammar) -> None:
+        """Convert and compile ``grammar`` (cached); see Engine. Thread-safe."""
+        _, backend = self._running()
+        backend.check_grammar(grammar)
 
     def abort(self, request_id: str) -> None:
         """End a request at the next step; unknown ids are ignored. Thread-safe."""

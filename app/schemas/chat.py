@@ -100,6 +100,21 @@ class ChatCompletionMessage(BaseModel):
         return data
 
 
+class SchemaCheckResult(BaseModel):
+    """cria-server's ``choices[].schema_check`` (only with a ``json_schema`` response_format):
+    whether the finished reply validates against the schema, checked with ``jsonschema`` and
+    its format checker, with up to 5 reasons why not. ``truncated``: the reply ended
+    (``finish_reason: length``) before its JSON did."""
+
+    valid: bool
+    errors: list[str] = Field(default_factory=list)
+    truncated: bool = False
+
+
+def _absent(value: object) -> bool:
+    return value is None
+
+
 class ChatCompletionChoice(BaseModel):
     """The one choice of a non-streamed response."""
 
@@ -107,6 +122,7 @@ class ChatCompletionChoice(BaseModel):
     message: ChatCompletionMessage
     logprobs: ChoiceLogprobs | None = None
     finish_reason: FinishReasonWire
+    schema_check: SchemaCheckResult | None = Field(None, exclude_if=_absent)
 
 
 class ChatCompletion(BaseModel):
@@ -142,6 +158,7 @@ class ChatCompletionChunkChoice(BaseModel):
     delta: ChoiceDelta
     logprobs: ChoiceLogprobs | None = None
     finish_reason: FinishReasonWire | None = None
+    schema_check: SchemaCheckResult | None = Field(None, exclude_if=_absent)
 
 
 class ChatCompletionChunk(UsageWhenAsked):

@@ -6,12 +6,13 @@ one). Model-name checks and the generation cap are the same rules on every route
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from app.engine.types import ModelInfo
 from app.errors import ModelNotFound
 from app.serving.context import ContextOverflow
+from app.serving.schema_check import SchemaPolicy
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class Limits:
     tool_call_format: str = "auto"  # a tool_formats name, or detected from the template
     reasoning_format: str = "auto"  # "none": reasoning stays in the content
     reasoning_budget: int | None = None  # thinking tokens before the block is closed
+    schemas: SchemaPolicy = field(default_factory=SchemaPolicy)  # --strict-schemas, --json-max-*
 
 
 def served_model_name(requested: str | None, info: ModelInfo, limits: Limits) -> str:

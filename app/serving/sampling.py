@@ -6,12 +6,15 @@ from typing import TypeVar
 
 from app.engine.types import SamplingParams
 from app.schemas.common import SamplingRequest
+from app.serving.schema_check import SchemaPolicy
 from app.serving.structured import response_grammar
 
 T = TypeVar("T")
 
 
-def sampling_params(body: SamplingRequest, cap: int | None) -> SamplingParams:
+def sampling_params(
+    body: SamplingRequest, cap: int | None, schemas: SchemaPolicy | None = None
+) -> SamplingParams:
     """Engine sampling settings from the request's fields (unset fields keep the defaults)."""
     defaults = SamplingParams()
     return SamplingParams(
@@ -27,7 +30,7 @@ def sampling_params(body: SamplingRequest, cap: int | None) -> SamplingParams:
         max_tokens=cap,
         stop=body.stop_list(),
         ignore_eos=bool(body.ignore_eos),
-        grammar=response_grammar(body),
+        grammar=response_grammar(body, schemas),
         logprobs=body.logprobs_wanted(),
     )
 

@@ -12,17 +12,29 @@ from app.engine.types import Grammar, JsonRule
 from app.errors import InvalidRequest
 from app.schemas.common import SamplingRequest
 from app.serving.json_schema import canonical_schema
+from app.serving.schema_check import SchemaPolicy, with_defaults
 
 ANSWER_RULE = "answer"
 
 
-def json_grammar(schema: object, *, param: str) -> Grammar:
-    """A grammar for exactly one JSON value that validates against ``schema``."""
-    rule = JsonRule(ANSWER_RULE, canonical_schema(schema, param=param))
-    return Grammar(f"root ::= {ANSWER_RULE}", (rule,), param=param)
+def json_grammar(schema: object, *, param: str, policy: SchemaPolicy | None = None) -> Grammar:
+    """A grammar for exactly one JSON value that validates against ``schema`` (what the
+    grammar cannot enforce is checked on the reply; see ``schema_check``)."""
+    policy = policy or SchemaPolicy()
+    canonical_schema(schema, param=param, strict=policy.strict)  # checks and cost limits
+    text = canonical_schema(with_defaults(schema, policy), param=param)
+    return Grammar(f"root ::= {ANSWER_RULE}", (JsonRule(ANSWER_RULE, text),), param=param)
 
 
-def response_grammar(body: SamplingRequest) -> Grammar | None:
+def response_schema(body: SamplingRequest) -> str | None:
+    """The canonical JSON Schema text a ``json_schema`` response_format asks for, if any."""
+    fmt = body.response_format
+    if fmt is None or fmt.type != "json_schema" or fmt.json_schema is None:
+        return None
+    return canonical_schema(fmt.json_schema.schema_, param="response_format")
+
+
+def response_grammar(body: SamplingRequest, policy: SchemaPolicy | None = None) -> Grammar | None:
     """The grammar a request asks for with ``response_format`` or ``grammar``, if any."""
     schema = body.response_format.schema_dict() if body.response_format is not None else None
     if body.grammar is not None:
@@ -33,4 +45,4 @@ def response_grammar(body: SamplingRequest) -> Grammar | None:
         return Grammar(body.grammar, param="grammar")
     if schema is None:
         return None
-    return json_grammar(schema, param="response_format")
+    return json_grammar(schema, param="response_format", policy=policy)

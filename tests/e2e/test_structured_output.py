@@ -157,11 +157,11 @@ def test_raw_gbnf_grammar_constrains_the_reply(server: ServerProcess) -> None:
                     "type": "json_schema",
                     "json_schema": {
                         "name": "n",
-                        "schema": {"type": "object", "properties": {"n": {"minimum": 3}}},
+                        "schema": {"properties": {"n": {"$ref": "https://example.com/n"}}},
                     },
                 }
             },
-            "minimum",
+            "non-local",
         ),
         (
             {

@@ -193,7 +193,9 @@ def test_bad_tool_schema_is_400_naming_it(server: ServerProcess) -> None:
             "name": "f",
             "parameters": {
                 "type": "object",
-                "properties": {"n": {"type": "integer", "minimum": 1}},
+                "properties": {
+                    "n": {"type": "array", "items": {"type": "integer"}, "uniqueItems": True}
+                },
             },
             "strict": True,  # a tool that is not strict drops what the grammar cannot enforce
         },
@@ -202,7 +204,7 @@ def test_bad_tool_schema_is_400_naming_it(server: ServerProcess) -> None:
     headers = {"Authorization": f"Bearer {KEY}"}
     reply = httpx.post(f"{server.base_url}/v1/chat/completions", json=body, headers=headers)
     assert reply.status_code == 400
-    assert "minimum" in reply.json()["error"]["message"]
+    assert "uniqueItems" in reply.json()["error"]["message"]
     assert reply.json()["error"]["param"] == "tools"
 
 

@@ -20,6 +20,7 @@ from app.engine.types import (
     EngineStats,
     FinishReason,
     GenerationRequest,
+    Grammar,
     ModelInfo,
     OffloadInfo,
     Timings,
@@ -171,6 +172,11 @@ class FakeEngine:
                 vector[zlib.crc32(word.strip(".,!?").encode()) % 16] += 1.0
             vectors.append(tuple(normalize(vector)))
         return Embeddings(tuple(vectors), sum(len(t.encode()) for t in texts))
+
+    def check_grammar(self, grammar: Grammar) -> None:
+        """The fake takes any grammar with a root rule (it does not constrain anything)."""
+        if "root ::=" not in grammar.gbnf:
+            raise InvalidRequest("The grammar has no root rule.", param=grammar.param)
 
     def submit(self, request: GenerationRequest) -> EventStream:
         self._require_ready()

@@ -34,27 +34,62 @@ def test_pydantic_schemas_are_accepted_and_canonical() -> None:
 @pytest.mark.parametrize(
     ("schema", "named"),
     [
-        ({"type": "integer", "minimum": 0}, "`minimum`"),
         (
             {"type": "object", "properties": {"a": {"type": "number", "multipleOf": 2}}},
             "properties.a",
         ),
-        ({"type": "string", "format": "email"}, "format: email"),
+        ({"type": "integer", "multipleOf": 1000}, "multipleOf: 1000"),
+        ({"type": "string", "format": "uri"}, "format: uri"),
         ({"type": "array", "minItems": 2}, "without `items`"),
         ({"type": "object", "required": ["x"]}, "'x'"),
-        ({"$ref": "https://example.com/s.json"}, "non-local"),
         ({"anyOf": [{"type": "string"}], "properties": {}}, "beside `anyOf`"),
         ({"type": ["string", "null"], "maxLength": 3}, "list of types"),
         ({"type": "string", "pattern": "a+", "maxLength": 3}, "maxLength"),
         ({"not": {"type": "string"}}, "`not`"),
-        ({"allOf": [{"type": "object"}]}, "`allOf`"),
+        ({"type": "array", "items": {"type": "integer"}, "uniqueItems": True}, "uniqueItems"),
+        ({"if": {"type": "string"}, "then": {"maxLength": 2}}, "`if`"),
+        ({"type": "object", "dependentRequired": {"a": ["b"]}}, "dependentRequired"),
     ],
 )
-def test_unenforceable_features_are_named(schema: dict[str, object], named: str) -> None:
+def test_unenforced_features_pass_and_strict_mode_names_them(
+    schema: dict[str, object], named: str
+) -> None:
+    """Accepted by default (the reply is checked after); refused with --strict-schemas."""
+    canonical_schema(schema, param="response_format")
+    with pytest.raises(InvalidRequest) as info:
+        canonical_schema(schema, param="response_format", strict=True)
+    assert named in info.value.message
+    assert "--strict-schemas" in info.value.message
+    assert info.value.param == "response_format"
+
+
+@pytest.mark.parametrize(
+    ("schema", "named"),
+    [
+        ({"$ref": "https://example.com/s.json"}, "non-local"),
+        ({"type": "object", "frobnicate": 1}, "`frobnicate`"),
+        ({"type": "object", "properties": {"a": False}}, "`false` subschema"),
+    ],
+)
+def test_unconvertible_schemas_are_refused(schema: dict[str, object], named: str) -> None:
     with pytest.raises(InvalidRequest) as info:
         canonical_schema(schema, param="response_format")
     assert named in info.value.message
     assert info.value.param == "response_format"
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"type": "integer", "minimum": 0, "maximum": 10, "exclusiveMinimum": -1},
+        {"type": "number", "minimum": 0.5},
+        {"type": "string", "format": "email"},
+        {"allOf": [{"type": "object", "properties": {"a": {"type": "string"}}}]},
+        {"type": "integer", "multipleOf": 5},
+    ],
+)
+def test_enforced_keywords_pass_strict_mode(schema: dict[str, object]) -> None:
+    canonical_schema(schema, param="response_format", strict=True)
 
 
 def test_invalid_schemas_are_refused() -> None:

@@ -137,8 +137,9 @@ LOOSE_SCHEMA = {
     "type": "object",
     "properties": {
         "url": {"type": "string", "format": "uri"},
-        "retries": {"type": "integer", "minimum": 0},
+        "retries": {"type": "integer", "minimum": 0},  # enforced (structured output II)
         "tags": {"type": "array", "items": {"type": "string", "format": "hostname"}},
+        "ids": {"type": "array", "items": {"type": "integer"}, "uniqueItems": True},
     },
     "required": ["url"],
     "additionalProperties": False,
@@ -153,16 +154,16 @@ def _loose_tool(**extra: object) -> dict[str, object]:
 def test_what_the_grammar_cannot_enforce_is_dropped_from_a_tools_grammar_only() -> None:
     schema, dropped = enforceable_schema(LOOSE_SCHEMA)
     assert sorted(dropped) == [
-        "`format: hostname` (at properties.tags.items)",
         "`format: uri` (at properties.url)",
-        "`minimum` (at properties.retries)",
+        "`uniqueItems` (at properties.ids)",
     ]
     assert schema == {
         **LOOSE_SCHEMA,
         "properties": {
             "url": {"type": "string"},
-            "retries": {"type": "integer"},
-            "tags": {"type": "array", "items": {"type": "string"}},
+            "retries": {"type": "integer", "minimum": 0},
+            "tags": {"type": "array", "items": {"type": "string", "format": "hostname"}},
+            "ids": {"type": "array", "items": {"type": "integer"}},
         },
     }
     prompt = tool_prompt(_body(tools=[_loose_tool()], tool_choice="required"), None)

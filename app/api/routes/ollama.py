@@ -54,6 +54,7 @@ def ollama_error(detail: ErrorDetail, _: int) -> OllamaError:
 async def _answer(plan: OllamaPlan, stream: bool, call: Call) -> Response:
     if plan.request is None:
         return Response(line(load_only_line(plan)), media_type="application/json")
+    await call.prepare(plan.request)
     texts = call.start(plan.request)
     if stream:
         return call.ndjson(ollama_lines(plan, texts))

@@ -38,6 +38,7 @@ def tgi_error(detail: ErrorDetail, status: int) -> TgiError:
 async def _generate(call: Call, *, stream: bool | None, as_list: bool = False) -> Response:
     body = await call.body(TgiGenerateRequest)
     plan = plan_tgi(body, call.engine.model_info(), call.limits, call.request_id)
+    await call.prepare(plan.request)
     tokens = tgi_tokens(call.start_events(plan.request), usage_recorder(call.request))
     if body.stream if stream is None else stream:
         return call.sse(tgi_stream_events(plan, tokens), done=None)

@@ -2,8 +2,9 @@
 
 JSON Schema rules are converted with llama-cpp-python's maintained converter
 (``llama_cpp.llama_grammar.SchemaConverter``, a port of llama.cpp's
-``json_schema_to_grammar.py``), so the GBNF dialect is exactly the one llama.cpp's grammar
-sampler parses. Compiled grammar samplers are kept per grammar in a small LRU; every
+``json_schema_to_grammar.py``), extended in ``schema_grammar`` with number ranges, formats
+and ``allOf``, so the GBNF dialect is exactly the one llama.cpp's grammar sampler parses.
+Compiled grammar samplers are kept per grammar in a small LRU (by count and bytes); every
 sequence gets a clone (cloning copies the parsed rules, it does not parse again).
 
 Laziness (a tool call that may start in the middle of a reply) is ours, not llama.cpp's
@@ -24,30 +25,28 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from llama_cpp.llama_grammar import SchemaConverter  # noqa: TID251 - the llama_cpp boundary
 
 from app.engine.llama import _lib
+from app.engine.llama.schema_grammar import new_converter, schema_rules
 from app.engine.types import Grammar
 from app.errors import InvalidRequest
 
 logger = logging.getLogger(__name__)
 
 CACHE_SIZE = 64
+CACHE_BYTES = 8 * 1024 * 1024  # GBNF text of the cached grammars together (a proxy for
+# their parsed size, which llama.cpp does not report; a parsed rule costs a few times more)
 
 
 def to_gbnf(grammar: Grammar) -> str:
     """The whole GBNF source: ``grammar.gbnf`` plus the rules converted from its schemas."""
     if not grammar.json_rules:
         return grammar.gbnf
-    # The converter is untyped Python from llama-cpp-python (prop_order: keep schema order).
-    converter: Any = SchemaConverter(  # type: ignore[no-untyped-call]
-        prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False
-    )
+    converter = new_converter()
     aliases: list[str] = []
     for rule in grammar.json_rules:
         try:
-            schema = converter.resolve_refs(json.loads(rule.schema), rule.name)
-            name = converter.visit(schema, rule.name)
+            name = schema_rules(converter, json.loads(rule.schema), rule.name)
         except Exception as exc:  # the converter raises assertions, KeyError, ValueError, re.error
             raise InvalidRequest(
                 f"The JSON schema cannot be turned into a grammar: {exc}", param=grammar.param
@@ -59,19 +58,27 @@ def to_gbnf(grammar: Grammar) -> str:
 
 # llama.cpp expands x{m,n} into about n rules and never checks m <= n: {5,2} makes its
 # parser loop until the process runs out of memory. Its parser also recurses once per
-# nested group: a deep enough ( ( ( ... overflows the native stack. Both are checked first.
-MAX_REPETITION = 100_000
+# nested group: a deep enough ( ( ( ... overflows the native stack. Each repetition, their
+# sum (forty {0,100000} took minutes) and the alternatives (each is matched against the
+# vocabulary) are bounded too. All are checked first, in one linear pass.
+MAX_REPETITION = 2_000  # as llama.cpp's own JSON-schema converter
+MAX_TOTAL_REPETITION = 20_000
+MAX_ALTERNATIVES = 20_000
 MAX_GROUP_DEPTH = 256
 
 
 def repetition_problem(gbnf: str) -> str | None:
     """Why ``gbnf`` must not reach llama.cpp's parser, if it must not: a ``{m,n}`` with
-    n < m or over ``MAX_REPETITION``, or groups nested deeper than ``MAX_GROUP_DEPTH``.
+    n < m or over ``MAX_REPETITION``, repetitions over ``MAX_TOTAL_REPETITION`` together,
+    more than ``MAX_ALTERNATIVES`` alternatives, or groups nested deeper than
+    ``MAX_GROUP_DEPTH``.
 
     Skips string literals, character classes and comments; leaves other syntax errors to
     llama.cpp's own parser.
     """
-    i, n, depth = 0, len(gbnf), 0
+    i, n, depth, total = 0, len(gbnf), 0, 0
+    if _count_outside_quotes(gbnf, "|") > MAX_ALTERNATIVES:
+        return f"more than {MAX_ALTERNATIVES} alternatives (limit max_alternatives)"
     while i < n:
         c = gbnf[i]
         if c in "()":
@@ -87,12 +94,40 @@ def repetition_problem(gbnf: str) -> str | None:
             end = gbnf.find("}", i)
             if end < 0:
                 return None
-            problem = _bounds_problem(gbnf[i + 1 : end])
+            problem, count = _bounds_problem(gbnf[i + 1 : end])
+            total += count
+            problem = problem or _total_problem(total)
             if problem is not None:
                 return problem
             i = end
         i += 1
     return None
+
+
+def _total_problem(total: int) -> str | None:
+    if total <= MAX_TOTAL_REPETITION:
+        return None
+    return f"repetitions add up to more than {MAX_TOTAL_REPETITION} (limit max_total_repetition)"
+
+
+def _count_outside_quotes(gbnf: str, char: str) -> int:
+    """How often ``char`` occurs outside literals, classes and comments (an upper bound:
+    a quick count first, the exact one only when the quick one is over)."""
+    quick = gbnf.count(char)
+    if quick <= MAX_ALTERNATIVES:
+        return quick
+    found, i, n = 0, 0, len(gbnf)
+    while i < n:
+        c = gbnf[i]
+        if c in '"[':
+            i = _skip_quoted(gbnf, i + 1, '"' if c == '"' else "]")
+        elif c == "#":
+            i = gbnf.find("\n", i)
+            i = n if i < 0 else i
+        elif c == char:
+            found += 1
+        i += 1
+    return found
 
 
 def _skip_quoted(text: str, i: int, close: str) -> int:
@@ -101,17 +136,20 @@ def _skip_quoted(text: str, i: int, close: str) -> int:
     return i
 
 
-def _bounds_problem(inside: str) -> str | None:
+def _bounds_problem(inside: str) -> tuple[str | None, int]:
     parts = [part.strip() for part in inside.split(",")]
     if len(parts) > 2 or not all(part.isascii() and (part.isdigit() or not part) for part in parts):
-        return None  # not a repetition llama.cpp reads: its parser reports it
+        return None, 0  # not a repetition llama.cpp reads: its parser reports it
+    if any(len(part) > 12 for part in parts):
+        return f"repetition {{{inside[:40]}}} is larger than {MAX_REPETITION}", 0
     low = int(parts[0]) if parts[0] else 0
     high = int(parts[1]) if len(parts) == 2 and parts[1] else None
     if high is not None and high < low:
-        return f"repetition {{{inside}}} has its maximum below its minimum"
-    if max(low, high or 0) > MAX_REPETITION:
-        return f"repetition {{{inside}}} is larger than {MAX_REPETITION}"
-    return None
+        return f"repetition {{{inside}}} has its maximum below its minimum", 0
+    count = max(low, high or 0)
+    if count > MAX_REPETITION:
+        return f"repetition {{{inside}}} is larger than {MAX_REPETITION} (limit max_repetition)", 0
+    return None, count
 
 
 _TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])
@@ -134,11 +172,19 @@ def _allows_a_first_token(handle: _lib.SamplerHandle, n_vocab: int) -> bool:
 class GrammarCache:
     """Compiled grammar samplers by grammar (LRU); hands out clones. Thread-safe."""
 
-    def __init__(self, vocab: int, size: int = CACHE_SIZE) -> None:
+    def __init__(self, vocab: int, size: int = CACHE_SIZE, max_bytes: int = CACHE_BYTES) -> None:
         self._vocab = vocab
         self._size = size
+        self._max_bytes = max_bytes
+        self._bytes = 0
         self._lock = threading.Lock()
         self._compiled: OrderedDict[tuple[str, tuple[Any, ...]], _lib.SamplerHandle] = OrderedDict()
+        self._sizes: dict[tuple[str, tuple[Any, ...]], int] = {}
+
+    @property
+    def cached_bytes(self) -> int:
+        """Bytes of GBNF source the cached grammars were compiled from."""
+        return self._bytes
 
     def check(self, grammar: Grammar) -> None:
         """Compile ``grammar`` now (or find it compiled); raises ``InvalidRequest``."""
@@ -176,9 +222,18 @@ class GrammarCache:
                 param=grammar.param,
             )
         with self._lock:
+            if key in self._compiled:  # compiled twice at once: keep the first
+                _lib.sampler_free(compiled)
+                return self._compiled[key]
             self._compiled[key] = compiled
-            while len(self._compiled) > self._size:
-                _, old = self._compiled.popitem(last=False)
+            self._sizes[key] = len(gbnf)
+            self._bytes += len(gbnf)
+            # The newest stays even when alone over the byte bound (its request needs it).
+            while len(self._compiled) > 1 and (
+                len(self._compiled) > self._size or self._bytes > self._max_bytes
+            ):
+                old_key, old = self._compiled.popitem(last=False)
+                self._bytes -= self._sizes.pop(old_key)
                 _lib.sampler_free(old)
         return compiled
 
@@ -188,6 +243,8 @@ class GrammarCache:
             for handle in self._compiled.values():
                 _lib.sampler_free(handle)
             self._compiled.clear()
+            self._sizes.clear()
+            self._bytes = 0
 
 
 def _key(grammar: Grammar) -> tuple[str, tuple[Any, ...]]:

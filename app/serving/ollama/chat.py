@@ -47,6 +47,7 @@ from app.serving.reasoning import (
     plan_reasoning,
     reasoning_syntax,
 )
+from app.serving.schema_check import SchemaPolicy, unreported
 from app.serving.structured import json_grammar
 from app.serving.tools import ParsedCall, ToolCalls, split_tool_calls, tool_prompt
 
@@ -102,7 +103,7 @@ def _refuse(field: str, what: str) -> None:
     raise InvalidRequest(f"{field}: {what} is not supported by this server.", param=field)
 
 
-def ollama_grammar(body: OllamaRequest) -> Grammar | None:
+def ollama_grammar(body: OllamaRequest, policy: SchemaPolicy | None = None) -> Grammar | None:
     """The grammar ``format`` asks for: ``"json"`` (any JSON object) or a JSON Schema."""
     fmt = body.format
     if fmt is None or fmt == "":
@@ -110,7 +111,8 @@ def ollama_grammar(body: OllamaRequest) -> Grammar | None:
     if fmt != "json" and not isinstance(fmt, dict):
         raise InvalidRequest('format: send "json" or a JSON Schema object.', param="format")
     try:
-        return json_grammar({"type": "object"} if fmt == "json" else fmt, param="format")
+        schema = {"type": "object"} if fmt == "json" else fmt
+        return json_grammar(schema, param="format", policy=unreported(policy))
     except InvalidRequest as exc:  # Ollama's error body has no "param": name the field
         raise InvalidRequest(f"format: {exc.message}", param="format") from exc
 
@@ -132,7 +134,7 @@ def plan_ollama_chat(
 ) -> OllamaPlan:
     """Check a ``/api/chat`` body and build its engine request."""
     model = ollama_model_name(body.model, info, limits)
-    grammar = ollama_grammar(body)
+    grammar = ollama_grammar(body, limits.schemas)
     if any(message.images for message in body.messages):
         _refuse("messages.images", "image input")
     started = time.perf_counter()
@@ -164,7 +166,7 @@ def plan_ollama_generate(
 ) -> OllamaPlan:
     """Check a ``/api/generate`` body and build its engine request."""
     model = ollama_model_name(body.model, info, limits)
-    grammar = ollama_grammar(body)
+    grammar = ollama_grammar(body, limits.schemas)
     for field, value, what in (
         ("template", body.template, "a custom prompt template (send raw=true instead)"),
         ("images", body.images, "image input"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import replace
@@ -17,6 +18,7 @@ from app.schemas.chat import (
     ChatCompletionMessage,
     ChatCompletionRequest,
     ChoiceDelta,
+    SchemaCheckResult,
 )
 from app.schemas.tools import FunctionCall, FunctionCallDelta, ToolCall, ToolCallDelta
 from app.serving.chat_template import (
@@ -40,6 +42,8 @@ from app.serving.reasoning import (
 )
 from app.serving.render import HOLE, JsonTemplate, RawJson
 from app.serving.sampling import sampling_params
+from app.serving.schema_check import SchemaCheck, check_reply
+from app.serving.structured import response_schema
 from app.serving.tools import (
     CallDelta,
     ParsedCall,
@@ -101,7 +105,7 @@ def plan_chat(
     )
     syntax = reasoning_syntax(template, body.reasoning_format or limits.reasoning_format)
     reasoning = plan_reasoning(prompt, syntax)
-    sampling = sampling_params(body, cap)
+    sampling = sampling_params(body, cap, limits.schemas)
     if tooling.grammar is not None:
         sampling = replace(sampling, grammar=tooling.grammar)
     fmt = tooling.calls.fmt if tooling.calls is not None else None
@@ -115,7 +119,10 @@ def plan_chat(
     plan = ResponsePlan.new(
         request, id_prefix="chatcmpl", model=model, include_usage=body.wants_usage_chunk()
     )
-    return replace(plan, dropped_messages=dropped, tool_calls=tooling.calls, reasoning=reasoning)
+    schema = response_schema(body)
+    return replace(
+        plan, dropped_messages=dropped, tool_calls=tooling.calls, reasoning=reasoning, schema=schema
+    )
 
 
 def _items(plan: ResponsePlan, stream: AsyncIterator[str | Finished]) -> AsyncIterator[Any]:
@@ -128,11 +135,25 @@ def _items(plan: ResponsePlan, stream: AsyncIterator[str | Finished]) -> AsyncIt
     return items
 
 
+async def _schema_check(plan: ResponsePlan, text: str, reason: str) -> SchemaCheckResult | None:
+    """The reply checked against response_format's schema, off the event loop (a pattern
+    can be slow to match); None without a schema."""
+    if plan.schema is None:
+        return None
+    found: SchemaCheck = await asyncio.to_thread(check_reply, plan.schema, text, reason)
+    if not found.valid:
+        logger.info("request %s: the reply does not validate: %s", plan.request.request_id, found)
+    return SchemaCheckResult(
+        valid=found.valid, errors=list(found.errors), truncated=found.truncated
+    )
+
+
 def _chunk(
     plan: ResponsePlan,
     delta: ChoiceDelta,
     finish: Finished | None = None,
     logprobs: Sequence[TokenLogprob] = (),
+    schema_check: SchemaCheckResult | None = None,
 ) -> ChatCompletionChunk:
     return ChatCompletionChunk(
         id=plan.completion_id,
@@ -143,6 +164,7 @@ def _chunk(
                 delta=delta,
                 finish_reason=finish.reason if finish is not None else None,
                 logprobs=chat_logprobs(logprobs) if logprobs else None,
+                schema_check=schema_check,
             )
         ],
         include_usage=plan.include_usage,
@@ -159,10 +181,13 @@ async def chat_chunks(
     yield _chunk(plan, ChoiceDelta(role="assistant", content=""))
     content = JsonTemplate(_chunk(plan, ChoiceDelta(content=HOLE)))
     calls = _CallStream()
+    text: list[str] = []  # the content, for the schema check
     async for item in _items(plan, stream):
         if isinstance(item, LoggedPiece):
+            text.append(str(item))
             yield _chunk(plan, ChoiceDelta(content=str(item)), logprobs=item.logprobs)
         elif isinstance(item, str):
+            text.append(item)
             yield content.fill(item)
         elif isinstance(item, Reasoning):
             yield _chunk(plan, ChoiceDelta(reasoning_content=item.text))
@@ -170,7 +195,8 @@ async def chat_chunks(
             for delta in calls.deltas(item):
                 yield _chunk(plan, ChoiceDelta(tool_calls=[delta]))
         else:
-            yield _chunk(plan, ChoiceDelta(), item, item.logprobs)
+            check = await _schema_check(plan, "".join(text), item.reason)
+            yield _chunk(plan, ChoiceDelta(), item, item.logprobs, check)
             if plan.include_usage:
                 yield ChatCompletionChunk(
                     id=plan.completion_id,
@@ -197,7 +223,10 @@ async def chat_completion(
         message, finished, entries = await _collect_parts(_items(plan, stream))
         if plan.request.sampling.logprobs is not None:
             logprobs = chat_logprobs(entries)
-    choice = ChatCompletionChoice(message=message, finish_reason=finished.reason, logprobs=logprobs)
+    check = await _schema_check(plan, message.content or "", finished.reason)
+    choice = ChatCompletionChoice(
+        message=message, finish_reason=finished.reason, logprobs=logprobs, schema_check=check
+    )
     return ChatCompletion(
         id=plan.completion_id,
         created=plan.created,

@@ -12,6 +12,7 @@ from app.serving.openai.plan import ResponsePlan, wire_usage
 from app.serving.policy import Limits, max_tokens, served_model_name
 from app.serving.render import HOLE, JsonTemplate, RawJson
 from app.serving.sampling import sampling_params
+from app.serving.schema_check import unreported
 
 
 def plan_completion(
@@ -23,7 +24,7 @@ def plan_completion(
     request = GenerationRequest(
         request_id=request_id,
         prompt=body.prompt_input(),
-        sampling=sampling_params(body, cap),
+        sampling=sampling_params(body, cap, unreported(limits.schemas)),  # no schema_check here
     )
     return ResponsePlan.new(
         request, id_prefix="cmpl", model=model, include_usage=body.wants_usage_chunk()

@@ -24,6 +24,7 @@ class ResponsePlan:
     tool_calls: ToolCalls | None = None  # chat with tools: parse calls out of the reply
     dropped_messages: int = 0  # oldest chat messages left out to fit the context
     reasoning: ReasoningPlan | None = None  # chat: split the reasoning out of the reply
+    schema: str | None = None  # response_format's JSON Schema: the reply is checked against it
 
     def headers(self) -> dict[str, str]:
         """Response headers that describe the plan (what was dropped to fit, if anything)."""

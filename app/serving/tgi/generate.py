@@ -33,6 +33,7 @@ from app.schemas.tgi import (
 )
 from app.serving.generation import Finished, FinishSink, wire_finish_reason
 from app.serving.policy import Limits, max_tokens
+from app.serving.schema_check import SchemaPolicy, unreported
 from app.serving.structured import json_grammar
 
 TGI_VERSION = "3.0.0"  # the TGI release whose API these routes follow
@@ -91,7 +92,7 @@ def tgi_sampling(params: TgiParameters, limits: Limits, info: ModelInfo) -> Samp
     return sampling
 
 
-def tgi_grammar(params: TgiParameters) -> Grammar | None:
+def tgi_grammar(params: TgiParameters, policy: SchemaPolicy | None = None) -> Grammar | None:
     """The grammar TGI's ``{"type": "json", "value": <JSON Schema>}`` asks for."""
     grammar = params.grammar
     if grammar is None:
@@ -108,7 +109,8 @@ def tgi_grammar(params: TgiParameters) -> Grammar | None:
         except ValueError as exc:
             raise InvalidRequest(f"{param}.value is not valid JSON: {exc}", param=param) from exc
     try:
-        return json_grammar({"type": "object"} if value is None else value, param=param)
+        schema = {"type": "object"} if value is None else value
+        return json_grammar(schema, param=param, policy=unreported(policy))
     except InvalidRequest as exc:  # TGI's error body has no "param": name the field
         raise InvalidRequest(f"{param}: {exc.message}", param=param) from exc
 
@@ -120,7 +122,9 @@ def plan_tgi(body: TgiGenerateRequest, info: ModelInfo, limits: Limits, request_
     if refused:
         names = ", ".join(f"parameters.{name}" for name in refused)
         raise InvalidRequest(f"{names}: not supported by this server.", param=refused[0])
-    sampling = replace(tgi_sampling(params, limits, info), grammar=tgi_grammar(params))
+    sampling = replace(
+        tgi_sampling(params, limits, info), grammar=tgi_grammar(params, limits.schemas)
+    )
     request = GenerationRequest(request_id, body.inputs, sampling)
     return TgiPlan(request, body.inputs, bool(params.details), bool(params.return_full_text))
 

@@ -103,7 +103,9 @@ def arguments_schema(function: FunctionDefinition, schema: Any = None) -> str:
         schema, dropped = enforceable_schema(schema)
         if dropped:
             logger.debug("tool %s: not enforced: %s", function.name, "; ".join(dropped))
-    return canonical_schema(schema, param="tools")
+    # A strict tool's arguments are not checked after generation: what the grammar cannot
+    # enforce is a 400 rather than silently dropped.
+    return canonical_schema(schema, param="tools", strict=bool(function.strict))
 
 
 def gbnf_literal(text: str) -> str:

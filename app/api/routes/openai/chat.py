@@ -50,6 +50,7 @@ async def create_chat_completion(api_version: str, call: CallDep) -> Response:
     chat = parse_body(ChatCompletionRequest, body)
     engine = await call.model_engine(chat.model)
     plan = plan_chat(chat, engine.model_info(), call.limits, call.request_id, engine.count_tokens)
+    await call.prepare(plan.request)
     stream = call.start(plan.request)
     if chat.stream:
         return call.sse(chat_chunks(plan, stream), headers=plan.headers())
