@@ -14,7 +14,7 @@ import os
 import threading
 from collections.abc import AsyncIterator, Callable
 from collections.abc import Sequence as Seq
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from time import perf_counter
 from typing import cast
 
@@ -41,6 +41,13 @@ from app.errors import (
     EngineNotReady,
     InvalidRequest,
     ModelLoadError,
+)
+from app.limits import (
+    EMBEDDING_TOKENS_PER_CTX_TOKEN,
+    MAX_EMBEDDING_INPUTS,
+    check_count,
+    check_prompt_bytes,
+    clamp_last_n,
 )
 
 logger = logging.getLogger(__name__)
@@ -165,6 +172,7 @@ class LlamaEngine:
         if len(prompt) >= limit:
             raise ContextLengthExceeded(len(prompt), limit)
         validate_sampling(request.sampling, n_vocab=cast(ModelInfo, self._info).n_vocab)
+        request = _clamped(request, limit)
         if request.sampling.grammar is not None:
             backend.check_grammar(request.sampling.grammar)
         scheduler.enqueue(Sequence(request, prompt, sink, perf_counter()))
@@ -206,12 +214,18 @@ class LlamaEngine:
                 "(CRIA_EMBEDDINGS=true).",
                 param="input",
             )
-        inputs = [backend.tokenize(text, add_special=True) if text else [] for text in texts]
+        budget = EMBEDDING_TOKENS_PER_CTX_TOKEN.value * service.max_input_tokens
+        check_count(MAX_EMBEDDING_INPUTS, "input", len(texts))
+        # A token is at least one byte, so more bytes than the token budget cannot fit:
+        # refused before tokenizing, which then runs off the event loop.
+        check_prompt_bytes("input", _utf8_len(texts), budget)
+        inputs = await asyncio.to_thread(_tokenize_all, backend, texts)
         for i, tokens in enumerate(inputs):
             if not tokens:
                 raise InvalidRequest(f"input[{i}] is empty.", param="input")
             if len(tokens) > service.max_input_tokens:
                 raise ContextLengthExceeded(len(tokens), service.max_input_tokens, param="input")
+        check_count(EMBEDDING_TOKENS_PER_CTX_TOKEN, "input", sum(map(len, inputs)), budget)
         vectors = await asyncio.wrap_future(service.submit(inputs))
         return Embeddings(tuple(tuple(v) for v in vectors), sum(len(t) for t in inputs))
 
@@ -306,6 +320,25 @@ def _deliver_to_loops(delivery: Delivery) -> None:
         by_loop.setdefault(cast(_Sink, item[0]).loop, []).append(item)
     for loop, items in by_loop.items():
         _call_soon(loop, items)
+
+
+def _utf8_len(texts: Seq[str]) -> int:
+    return sum(len(text.encode("utf-8", "surrogatepass")) for text in texts)
+
+
+def _tokenize_all(backend: ModelBackend, texts: Seq[str]) -> list[list[int]]:
+    return [backend.tokenize(text, add_special=True) if text else [] for text in texts]
+
+
+def _clamped(request: GenerationRequest, n_ctx: int) -> GenerationRequest:
+    """``request`` with ``penalty_last_n`` clamped to the slot context: llama.cpp keeps a
+    ring buffer of that many tokens per sequence (4 bytes each), so 500 million would cost
+    2 GB for a window no sequence can fill."""
+    sampling = request.sampling
+    last_n = clamp_last_n(sampling.penalty_last_n, n_ctx)
+    if last_n == sampling.penalty_last_n:
+        return request
+    return replace(request, sampling=replace(sampling, penalty_last_n=last_n))
 
 
 def _host_cache(config: EngineConfig) -> HostPromptCache | None:

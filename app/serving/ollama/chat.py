@@ -24,6 +24,7 @@ from pydantic import BaseModel
 
 from app.engine.types import GenerationRequest, Grammar, ModelInfo, SamplingParams
 from app.errors import GenerationFailed, InvalidRequest
+from app.limits import check_stops
 from app.schemas.common import MAX_STOP_SEQUENCES
 from app.schemas.ollama import (
     OllamaAssistantMessage,
@@ -92,6 +93,7 @@ def sampling_from_options(
             f"options.stop: at most {MAX_STOP_SEQUENCES} stop sequences are allowed.",
             param="options.stop",
         )
+    check_stops("options.stop", stops)
     sampling = replace(defaults, **given, max_tokens=cap, stop=stops)
     if last_n is not None:
         sampling = replace(sampling, penalty_last_n=last_n)
