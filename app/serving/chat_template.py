@@ -20,6 +20,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from app.engine.types import ModelInfo
 from app.errors import InvalidRequest
+from app.limits import MAX_MESSAGES, check_count, check_prompt_bytes
 from app.schemas.chat import ChatMessage
 
 logger = logging.getLogger(__name__)
@@ -192,6 +193,7 @@ def render_conversation(
     ``system_prompt`` goes first when the conversation has none (CRIA's contract only: an
     OpenAI request is rendered as sent; some templates refuse a system turn).
     """
+    check_chat_cost(messages, info.n_ctx_slot)
     conversation = with_system_prompt(messages, system_prompt)
     prompt = render_chat(
         template_source(info),
@@ -212,6 +214,14 @@ def template_variables(
     if reasoning_effort is not None:
         variables.setdefault("reasoning_effort", reasoning_effort)
     return variables
+
+
+def check_chat_cost(messages: Sequence[Mapping[str, Any]], n_ctx: int) -> None:
+    """Refuse a chat over the budget before it is rendered or counted: more messages than
+    ``max_messages``, or more content than the slot context could hold many times over."""
+    check_count(MAX_MESSAGES, "messages", len(messages))
+    size = sum(len(str(m.get("content") or "").encode("utf-8", "surrogatepass")) for m in messages)
+    check_prompt_bytes("messages", size, n_ctx)
 
 
 def conversation(chat_messages: list[ChatMessage]) -> list[Mapping[str, str]]:

@@ -20,6 +20,7 @@ from app.schemas.chat import (
 )
 from app.schemas.tools import FunctionCall, FunctionCallDelta, ToolCall, ToolCallDelta
 from app.serving.chat_template import (
+    check_chat_cost,
     conversation,
     render_conversation,
     template_source,
@@ -68,7 +69,7 @@ def plan_chat(
     if asked is None:
         asked = body.max_tokens
     cap = max_tokens(asked, limits, info, default=limits.default_max_tokens)
-    conversation(body.messages)  # the checks on the messages
+    check_chat_cost(conversation(body.messages), info.n_ctx_slot)  # before any rendering
     template = template_source(info)
     tooling = tool_prompt(body, template, limits.tool_call_format)
     variables = template_variables(body.chat_template_kwargs, body.reasoning_effort)
@@ -85,6 +86,7 @@ def plan_chat(
                     0
                 ]
             ),
+            message_tokens=lambda message: count_tokens(str(message.get("content") or "")),
             n_ctx=info.n_ctx_slot,
             room=reply_room(cap, info.n_ctx_slot),
         )
