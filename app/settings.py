@@ -239,6 +239,18 @@ class Settings(BaseSettings):
         description="A chat longer than the context: drop its oldest turns ('truncate') or "
         "answer 400 ('error').",
     )
+    docs: bool = Field(
+        False,
+        description="Serve the interactive API docs at /docs and /redoc. Off by default: "
+        "those pages load Swagger UI and ReDoc from a CDN, on the origin where the chat page "
+        "keeps the API key. /openapi.json is always served.",
+    )
+    parse_special_in_content: bool = Field(
+        False,
+        description="Parse special-token text (such as <|im_end|>) inside chat message "
+        "contents as control tokens (the old behaviour); off: only the chat template's own markers "
+        "are control tokens, so a user cannot forge a system turn.",
+    )
     seed: int | None = Field(None, description="Default sampling seed (default: random).")
     embeddings: bool = Field(
         False,

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
-from collections.abc import AsyncIterator, Coroutine, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -64,6 +65,7 @@ def get_limits(request: Request) -> Limits:
         tool_call_format=settings.tool_call_format,
         reasoning_format=settings.reasoning_format,
         reasoning_budget=settings.reasoning_budget,
+        parse_special_in_content=settings.parse_special_in_content,
     )
 
 
@@ -189,15 +191,23 @@ class Call:
         """The JSON body validated as ``model`` (400 naming the first bad field)."""
         return parse_body(model, await json_object(self.request))
 
-    def start_events(self, request: GenerationRequest) -> EventStream:
-        """Submit ``request`` to the engine; its handle is closed with this call's response."""
-        stream = self.engine.submit(request)
+    async def off_loop(self, work: Callable[..., T], *args: Any) -> T:
+        """``work(*args)`` in a worker thread: request-controlled heavy work (rendering a
+        chat template, fitting a long chat, tokenizing) never blocks the event loop, which
+        serves every other stream and ``/health`` meanwhile."""
+        return await asyncio.to_thread(work, *args)
+
+    async def start_events(self, request: GenerationRequest) -> EventStream:
+        """Tokenize ``request``'s prompt in a worker thread, then submit it to the engine;
+        its handle is closed with this call's response."""
+        engine = self.engine
+        stream = engine.submit(await self.off_loop(engine.prepare, request))
         self._streams.append(stream)
         return stream
 
-    def start(self, request: GenerationRequest) -> AsyncIterator[str | Finished]:
+    async def start(self, request: GenerationRequest) -> AsyncIterator[str | Finished]:
         """Submit ``request``; its text pieces, then one ``Finished`` (logged with the call)."""
-        return pieces(self.start_events(request), usage_recorder(self.request))
+        return pieces(await self.start_events(request), usage_recorder(self.request))
 
     def sse(
         self,

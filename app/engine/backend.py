@@ -104,8 +104,9 @@ class ModelBackend(Protocol):
 
     def info(self) -> ModelInfo: ...
 
-    def tokenize(self, text: str, *, add_special: bool) -> list[int]:
-        """Tokenize with special-token parsing on. Thread-safe."""
+    def tokenize(self, text: str, *, add_special: bool, parse_special: bool = True) -> list[int]:
+        """Tokenize; special-token text becomes control tokens if ``parse_special``.
+        Thread-safe."""
         ...
 
     def token_to_bytes(self, token: int) -> bytes:

@@ -25,6 +25,7 @@ from app.engine.scheduler import Delivery, Scheduler
 from app.engine.sequence import Sequence
 from app.engine.stream import EventStream
 from app.engine.types import (
+    ChatPrompt,
     Embeddings,
     EngineConfig,
     EngineHealth,
@@ -177,6 +178,15 @@ class LlamaEngine:
             backend.check_grammar(request.sampling.grammar)
         scheduler.enqueue(Sequence(request, prompt, sink, perf_counter()))
 
+    def prepare(self, request: GenerationRequest) -> GenerationRequest:
+        """``request`` with its prompt tokenized (``prompt_tokens``). Thread-safe: routes call
+        it in a worker thread so that tokenizing a long prompt never blocks the event loop."""
+        if request.prompt_tokens is not None:
+            return request
+        _, backend = self._running()
+        tokens = self._prompt_tokens(request, backend)
+        return replace(request, prompt_tokens=tuple(tokens))
+
     def abort(self, request_id: str) -> None:
         """End a request at the next step; unknown ids are ignored. Thread-safe."""
         if self._scheduler is not None:
@@ -283,7 +293,13 @@ class LlamaEngine:
 
     def _prompt_tokens(self, request: GenerationRequest, backend: ModelBackend) -> list[int]:
         prompt = request.prompt
-        if isinstance(prompt, str):
+        if request.prompt_tokens is not None:
+            tokens = list(request.prompt_tokens)  # from ``prepare``: our own tokenizer's ids
+        elif isinstance(prompt, ChatPrompt):
+            check_prompt_bytes("messages", _utf8_len([prompt.text]), backend.n_ctx_slot)
+            tokens = _chat_tokens(prompt, backend, add_special=request.add_special)
+        elif isinstance(prompt, str):
+            check_prompt_bytes("prompt", _utf8_len([prompt]), backend.n_ctx_slot)
             tokens = backend.tokenize(prompt, add_special=request.add_special) if prompt else []
         else:
             tokens = list(prompt)
@@ -320,6 +336,16 @@ def _deliver_to_loops(delivery: Delivery) -> None:
         by_loop.setdefault(cast(_Sink, item[0]).loop, []).append(item)
     for loop, items in by_loop.items():
         _call_soon(loop, items)
+
+
+def _chat_tokens(prompt: ChatPrompt, backend: ModelBackend, *, add_special: bool) -> list[int]:
+    """A rendered chat's tokens: scaffolding with special tokens parsed, contents as text."""
+    tokens: list[int] = []
+    for part in prompt.parts:
+        if part.text:
+            first = add_special and not tokens  # BOS, if wanted, before the first part only
+            tokens += backend.tokenize(part.text, add_special=first, parse_special=part.special)
+    return tokens
 
 
 def _utf8_len(texts: Seq[str]) -> int:

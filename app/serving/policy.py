@@ -28,6 +28,7 @@ class Limits:
     tool_call_format: str = "auto"  # a tool_formats name, or detected from the template
     reasoning_format: str = "auto"  # "none": reasoning stays in the content
     reasoning_budget: int | None = None  # thinking tokens before the block is closed
+    parse_special_in_content: bool = False  # message contents' <|im_end|> as control tokens
 
 
 def served_model_name(requested: str | None, info: ModelInfo, limits: Limits) -> str:

@@ -144,10 +144,14 @@ def plan_ollama_chat(
     tooling = tool_prompt(openai_view(body), template, limits.tool_call_format)
     variables = template_variables(body.think)
     prompt, add_bos = render_conversation(
-        tooling.messages, info, tools=tooling.template_tools, variables=variables
+        tooling.messages,
+        info,
+        tools=tooling.template_tools,
+        variables=variables,
+        content_as_text=not limits.parse_special_in_content,
     )
     thinking = "none" if body.think is False else limits.reasoning_format
-    reasoning = plan_reasoning(prompt, reasoning_syntax(template, thinking))
+    reasoning = plan_reasoning(str(prompt), reasoning_syntax(template, thinking))
     grammar = grammar or tooling.grammar  # a format wins over the lazy call grammar
     if grammar is not None:
         grammar = after_reasoning(grammar, reasoning)
@@ -186,7 +190,9 @@ def plan_ollama_generate(
     messages: list[Mapping[str, str]] = [{"role": "user", "content": body.prompt}]
     if body.system is not None:
         messages.insert(0, {"role": "system", "content": body.system})
-    prompt, add_bos = render_conversation(messages, info)
+    prompt, add_bos = render_conversation(
+        messages, info, content_as_text=not limits.parse_special_in_content
+    )
     request = GenerationRequest(request_id, prompt, sampling, add_special=add_bos)
     return OllamaPlan(request, model, False, started)
 

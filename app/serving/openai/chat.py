@@ -82,9 +82,15 @@ def plan_chat(
         fitted = fit_messages(
             messages,
             prompt_tokens=lambda kept: count_tokens(
-                render_conversation(kept, info, tools=tooling.template_tools, variables=variables)[
-                    0
-                ]
+                str(
+                    render_conversation(
+                        kept,
+                        info,
+                        tools=tooling.template_tools,
+                        variables=variables,
+                        content_as_text=False,
+                    )[0]
+                )
             ),
             message_tokens=lambda message: count_tokens(str(message.get("content") or "")),
             n_ctx=info.n_ctx_slot,
@@ -99,10 +105,14 @@ def plan_chat(
                 len(body.messages),
             )
     prompt, add_bos = render_conversation(
-        messages, info, tools=tooling.template_tools, variables=variables
+        messages,
+        info,
+        tools=tooling.template_tools,
+        variables=variables,
+        content_as_text=not limits.parse_special_in_content,
     )
     syntax = reasoning_syntax(template, body.reasoning_format or limits.reasoning_format)
-    reasoning = plan_reasoning(prompt, syntax)
+    reasoning = plan_reasoning(str(prompt), syntax)
     sampling = sampling_params(body, cap)
     if tooling.grammar is not None:
         sampling = replace(sampling, grammar=tooling.grammar)
