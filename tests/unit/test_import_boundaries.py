@@ -84,9 +84,10 @@ LAYERS: dict[str, int] = {
     "app.web": 6,
     "app.logging_setup": 6,
     "app.api": 7,
-    "app.serve": 8,
-    "app.cli": 9,
-    "app.__main__": 10,
+    "app.front_door": 8,
+    "app.serve": 9,
+    "app.cli": 10,
+    "app.__main__": 11,
 }
 SERVING_FAMILIES = ("openai", "anthropic", "ollama", "tgi", "cria", "llama", "responses")
 
