@@ -99,6 +99,9 @@ class ChatPrompt:
         """The whole prompt as one string (what the template rendered)."""
         return "".join(part.text for part in self.parts)
 
+    def __str__(self) -> str:
+        return self.text
+
 
 @dataclass(frozen=True)
 class GenerationRequest:
