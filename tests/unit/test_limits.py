@@ -50,7 +50,7 @@ def test_prompt_bytes_scale_with_the_context() -> None:
 def test_stop_bytes_count_utf8_bytes_of_all_stops_together() -> None:
     check_stops("stop", ("a" * (MAX_STOP_BYTES.value // 2),) * 2)
     with pytest.raises(InvalidRequest) as caught:
-        check_stops("options.stop", ("é" * (MAX_STOP_BYTES.value // 2),) + ("x",))
+        check_stops("options.stop", ("é" * (MAX_STOP_BYTES.value // 2), "x"))
     assert caught.value.param == "options.stop"
 
 
