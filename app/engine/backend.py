@@ -16,6 +16,10 @@ from typing import Protocol
 from app.engine.types import Grammar, ModelInfo, SamplingParams, TokenLogprob
 
 
+class SamplingDeadEnd(RuntimeError):
+    """The sampler's constraints (a grammar) allow no next token: the request cannot go on."""
+
+
 class DecodeError(RuntimeError):
     """llama_decode failed for a batch (e.g. no KV slot found); carries the return code."""
 

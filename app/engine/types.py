@@ -20,6 +20,7 @@ class FinishReason(enum.StrEnum):
     LENGTH = "length"  # max_tokens reached or the slot context is full
     CANCELLED = "cancelled"  # aborted by the caller (client went away)
     ERROR = "error"  # the engine failed while generating this request
+    REFUSED = "refused"  # the request's grammar asks for text no token spells
 
 
 @dataclass(frozen=True)

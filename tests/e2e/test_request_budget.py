@@ -195,3 +195,20 @@ async def test_heavy_requests_leave_other_streams_and_health_responsive(
     # for the 404s, caches are bounded: a second round of the same requests stays within
     # 20% of the RSS after the first.
     assert rss_end < rss_start * 1.2, f"RSS {rss_start} -> {rss_end} KiB"
+
+
+@pytest.mark.parametrize("schema", [{"const": "a\u0000b"}, {"enum": ["x\u0000"]}])
+def test_a_schema_no_token_can_spell_is_a_400(
+    server: ServerProcess, schema: dict[str, Any]
+) -> None:
+    # Row 11: a const with NUL compiled, then dead-ended in the sampler: a 500.
+    body = {
+        "messages": [{"role": "user", "content": "hi"}],
+        "max_tokens": 8,
+        "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}},
+    }
+    with httpx.Client(base_url=server.base_url, timeout=120) as client:
+        response = client.post("/v1/chat/completions", json=body)
+        assert response.status_code == 400, response.text
+        assert response.json()["error"]["type"] == "invalid_request_error"
+        assert client.get("/health").status_code == 200  # same connection, still served
