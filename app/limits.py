@@ -55,9 +55,9 @@ MAX_EMBEDDING_INPUTS = Limit(
 )
 EMBEDDING_TOKENS_PER_CTX_TOKEN = Limit(
     "embedding_tokens_per_context_token",
-    8,
+    32,
     "input (tokens of all inputs together, per embeddings-context token)",
-    "embedding cost is linear in the tokens: 8 full contexts per request",
+    "embedding cost is linear in the tokens: 32 full contexts per request",
 )
 MAX_TOOL_ARGUMENT_DEPTH = Limit(
     "max_json_depth",

@@ -16,6 +16,7 @@ from app.engine.types import (
     SamplingParams,
 )
 from app.errors import InvalidRequest
+from app.limits import EMBEDDING_TOKENS_PER_CTX_TOKEN
 from tests.support.fake_backend import BOS, FakeBackend, FakeEmbedder
 
 
@@ -94,10 +95,11 @@ async def test_embeddings_inputs_and_tokens_are_capped_on_every_route() -> None:
         with pytest.raises(InvalidRequest, match="max_embedding_inputs") as caught:
             await engine.embed(["a"] * 257)
         assert caught.value.param == "input"
-        # Each input fits its context, but together they are over 8 contexts of tokens.
+        # Each input fits its context, but together they are over the token budget.
         n_ctx = 64
+        n_inputs = EMBEDDING_TOKENS_PER_CTX_TOKEN.value * n_ctx // (n_ctx - 2) + 1
         with pytest.raises(InvalidRequest, match="embedding_tokens_per_context_token"):
-            await engine.embed(["y" * (n_ctx - 2)] * 10)
+            await engine.embed(["y" * (n_ctx - 2)] * n_inputs)
         result = await engine.embed(["hello", "world"])
         assert len(result.vectors) == 2
     finally:
