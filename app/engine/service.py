@@ -20,12 +20,12 @@ from typing import cast
 
 from app.engine.backend import ModelBackend
 from app.engine.embeddings import EmbeddingService
+from app.engine.prompt import prompt_tokens
 from app.engine.prompt_cache import HostPromptCache
 from app.engine.scheduler import Delivery, Scheduler
 from app.engine.sequence import Sequence
 from app.engine.stream import EventStream
 from app.engine.types import (
-    ChatPrompt,
     Embeddings,
     EngineConfig,
     EngineHealth,
@@ -292,21 +292,8 @@ class LlamaEngine:
         return self._scheduler, self._backend
 
     def _prompt_tokens(self, request: GenerationRequest, backend: ModelBackend) -> list[int]:
-        prompt = request.prompt
-        if request.prompt_tokens is not None:
-            tokens = list(request.prompt_tokens)  # from ``prepare``: our own tokenizer's ids
-        elif isinstance(prompt, ChatPrompt):
-            check_prompt_bytes("messages", _utf8_len([prompt.text]), backend.n_ctx_slot)
-            tokens = _chat_tokens(prompt, backend, add_special=request.add_special)
-        elif isinstance(prompt, str):
-            check_prompt_bytes("prompt", _utf8_len([prompt]), backend.n_ctx_slot)
-            tokens = backend.tokenize(prompt, add_special=request.add_special) if prompt else []
-        else:
-            tokens = list(prompt)
-            check_token_ids(tokens, cast(ModelInfo, self._info).n_vocab, "prompt")
-        if not prompt or not tokens:
-            raise InvalidRequest("The prompt is empty.", param="prompt")
-        return tokens
+        n_vocab = cast(ModelInfo, self._info).n_vocab
+        return prompt_tokens(request, backend, n_vocab=n_vocab, n_ctx=backend.n_ctx_slot)
 
     def _run(self) -> None:
         """The engine thread: step while there is work, sleep when idle."""
@@ -336,16 +323,6 @@ def _deliver_to_loops(delivery: Delivery) -> None:
         by_loop.setdefault(cast(_Sink, item[0]).loop, []).append(item)
     for loop, items in by_loop.items():
         _call_soon(loop, items)
-
-
-def _chat_tokens(prompt: ChatPrompt, backend: ModelBackend, *, add_special: bool) -> list[int]:
-    """A rendered chat's tokens: scaffolding with special tokens parsed, contents as text."""
-    tokens: list[int] = []
-    for part in prompt.parts:
-        if part.text:
-            first = add_special and not tokens  # BOS, if wanted, before the first part only
-            tokens += backend.tokenize(part.text, add_special=first, parse_special=part.special)
-    return tokens
 
 
 def _utf8_len(texts: Seq[str]) -> int:
