@@ -21,6 +21,7 @@ import contextlib
 import itertools
 import logging
 import multiprocessing
+import os
 import signal
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -178,6 +179,10 @@ class WorkerEngine:
         self._conn, self._proc = parent, proc
         self._ready = loop.create_future()
         loop.add_reader(parent.fileno(), self._on_readable)
+        # uvloop's add_reader makes the socket non-blocking; a message larger than the socket
+        # buffer (256 embeddings, ~1.3 MB) then failed mid-read with BlockingIOError, taken
+        # for the worker's death. Readiness is all the loop needs: reads and sends block.
+        os.set_blocking(parent.fileno(), True)
         try:
             info = await self._ready
         except _WorkerExited:
