@@ -161,3 +161,26 @@ async def test_stop_cancels_running_streams_and_ends_the_worker() -> None:
     assert events[-1].finish_reason is FinishReason.CANCELLED
     assert worker_pids() == []
     assert engine.health().state == "stopped"
+
+
+def test_the_pipe_stays_blocking_under_uvloop() -> None:
+    # uvloop's add_reader made the pipe non-blocking: a reply over the socket buffer (256
+    # embeddings on the real model, ~1.3 MB) failed mid-read and was taken for the worker's
+    # death (503, worker restarted). The server runs uvloop, so this test does too. (The
+    # fake backend's replies are too small to overflow the buffer, so the test checks the
+    # pipe's mode; tests/e2e/test_request_budget.py sends the 256 real embeddings.)
+    import uvloop
+
+    async def blocking_after_start() -> bool:
+        engine = make_worker()
+        await engine.start()
+        try:
+            conn = engine._conn  # the pipe to the worker
+            assert conn is not None
+            result = await engine.embed(["abc"] * 256)
+            assert len(result.vectors) == 256
+            return os.get_blocking(conn.fileno())
+        finally:
+            await engine.stop()
+
+    assert uvloop.run(blocking_after_start())
