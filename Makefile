@@ -86,6 +86,10 @@ settings-table: $(VENV)/.installed
 	p = pathlib.Path('README.md'); \
 	p.write_text(re.sub(r'(<!-- settings-table:start[^>]*-->\n).*?(<!-- settings-table:end -->)', \
 	lambda m: m.group(1) + t() + m.group(2), p.read_text(), flags=re.S))"
+	$(BIN)/python -c "import pathlib, re; from app.limits import readme_table as t; \
+	p = pathlib.Path('README.md'); \
+	p.write_text(re.sub(r'(<!-- limits-table:start[^>]*-->\n).*?(\n<!-- limits-table:end -->)', \
+	lambda m: m.group(1) + t() + m.group(2), p.read_text(), flags=re.S))"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

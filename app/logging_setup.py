@@ -58,14 +58,33 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str, ensure_ascii=False)
 
 
+# Control characters (and the Unicode line separators) as escapes: a request path or an
+# option name with a newline in it cannot forge a line of the text log.
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F)} | {
+    0x2028: "\\u2028",
+    0x2029: "\\u2029",
+    0x85: "\\x85",
+}
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with control characters written as ``\\xNN`` escapes (one line)."""
+    return text.translate(_CONTROL)
+
+
 class TextFormatter(logging.Formatter):
-    """``2026-01-01T12:00:00.000+00:00 INFO  app.x: message key=value ...``."""
+    """``2026-01-01T12:00:00.000+00:00 INFO  app.x: message key=value ...``.
+
+    The message and the extras are one line each, control characters escaped; only a
+    traceback, which comes from the server itself, spans lines.
+    """
 
     def format(self, record: logging.LogRecord) -> str:
-        line = f"{_timestamp(record)} {record.levelname:<7} {record.name}: {record.getMessage()}"
+        message = escape_controls(record.getMessage())
+        line = f"{_timestamp(record)} {record.levelname:<7} {record.name}: {message}"
         extras = record_extras(record)
         if extras:
-            line += " " + " ".join(f"{k}={v}" for k, v in extras.items())
+            line += " " + " ".join(f"{k}={escape_controls(str(v))}" for k, v in extras.items())
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line

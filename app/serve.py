@@ -22,6 +22,7 @@ import uvicorn
 from app.api.app import create_app
 from app.api.runtime import EngineRuntime
 from app.api.security import WILDCARD_BINDS
+from app.front_door import guarded_protocol
 from app.logging_setup import configure_logging
 from app.models.gguf import GGUFInfo, read_gguf
 from app.models.registry import resolve_model
@@ -135,6 +136,15 @@ def serve(settings: Settings) -> int:
         log_level=settings.log_level,
         access_log=False,  # the app logs one line per request with tokens and timings
         timeout_graceful_shutdown=5,  # after the drain: only responses still being written
+        # The front door (app/front_door.py): head cap and timeouts for httptools, the same
+        # head cap for h11, and a cap on open connections (503 beyond it).
+        http=guarded_protocol(
+            max_header_bytes=settings.max_header_bytes,
+            head_timeout_s=settings.header_timeout,
+            body_timeout_s=settings.body_timeout,
+        ),
+        h11_max_incomplete_event_size=settings.max_header_bytes,
+        limit_concurrency=settings.max_connections,
     )
     DrainingServer(config, app.state.runtime, settings.shutdown_timeout).run()
     return 0

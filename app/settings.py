@@ -133,6 +133,30 @@ class Settings(BaseSettings):
         "subdomains, '*' turns the check off.",
     )
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest request body accepted.")
+    max_header_bytes: int = Field(
+        65_536,
+        ge=1024,
+        description="Largest request line plus headers accepted (431 and the connection "
+        "closed beyond it).",
+    )
+    header_timeout: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds a connection has to send a complete request line and headers "
+        "(from opening, or from its previous request); then it is closed.",
+    )
+    body_timeout: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds a request body may stall between two reads before the "
+        "connection is closed.",
+    )
+    max_connections: int = Field(
+        512,
+        ge=1,
+        description="Open connections (and running requests) at most; requests beyond it get "
+        "503 (uvicorn's limit_concurrency).",
+    )
     max_tokens_limit: int | None = Field(
         None,
         ge=1,
@@ -259,6 +283,18 @@ class Settings(BaseSettings):
         "truncate",
         description="A chat longer than the context: drop its oldest turns ('truncate') or "
         "answer 400 ('error').",
+    )
+    docs: bool = Field(
+        False,
+        description="Serve the interactive API docs at /docs and /redoc. Off by default: "
+        "those pages load Swagger UI and ReDoc from a CDN, on the origin where the chat page "
+        "keeps the API key. /openapi.json is always served.",
+    )
+    parse_special_in_content: bool = Field(
+        False,
+        description="Parse special-token text (such as <|im_end|>) inside chat message "
+        "contents as control tokens (the old behaviour); off: only the chat template's own markers "
+        "are control tokens, so a user cannot forge a system turn.",
     )
     seed: int | None = Field(None, description="Default sampling seed (default: random).")
     embeddings: bool = Field(

@@ -55,7 +55,11 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
             await runtime.stop()
 
     app = FastAPI(
-        title="cria-server", summary="OpenAI-compatible local LLM server", lifespan=lifespan
+        title="cria-server",
+        summary="OpenAI-compatible local LLM server",
+        lifespan=lifespan,
+        docs_url="/docs" if settings.docs else None,  # CDN assets: off unless asked for
+        redoc_url="/redoc" if settings.docs else None,
     )
     app.state.settings = settings
     app.state.runtime = runtime

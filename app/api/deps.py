@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import AsyncIterator, Coroutine, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -71,6 +71,7 @@ def get_limits(request: Request) -> Limits:
             max_items=settings.json_max_items,
             max_string=settings.json_max_string,
         ),
+        parse_special_in_content=settings.parse_special_in_content,
     )
 
 
@@ -196,22 +197,23 @@ class Call:
         """The JSON body validated as ``model`` (400 naming the first bad field)."""
         return parse_body(model, await json_object(self.request))
 
-    async def prepare(self, request: GenerationRequest) -> None:
-        """The request's heavy up-front work, in a worker thread: converting and compiling
-        its grammar (``submit`` then finds it compiled). Raises ``InvalidRequest``."""
-        grammar = request.sampling.grammar
-        if grammar is not None:
-            await asyncio.to_thread(self.engine.check_grammar, grammar)
+    async def off_loop(self, work: Callable[..., T], *args: Any) -> T:
+        """``work(*args)`` in a worker thread: request-controlled heavy work (rendering a
+        chat template, fitting a long chat, tokenizing, compiling a grammar) never blocks the
+        event loop, which serves every other stream and ``/health`` meanwhile."""
+        return await asyncio.to_thread(work, *args)
 
-    def start_events(self, request: GenerationRequest) -> EventStream:
-        """Submit ``request`` to the engine; its handle is closed with this call's response."""
-        stream = self.engine.submit(request)
+    async def start_events(self, request: GenerationRequest) -> EventStream:
+        """Compile ``request``'s grammar and tokenize its prompt in a worker thread, then
+        submit it to the engine; its handle is closed with this call's response."""
+        engine = self.engine
+        stream = engine.submit(await self.off_loop(_prepared, engine, request))
         self._streams.append(stream)
         return stream
 
-    def start(self, request: GenerationRequest) -> AsyncIterator[str | Finished]:
+    async def start(self, request: GenerationRequest) -> AsyncIterator[str | Finished]:
         """Submit ``request``; its text pieces, then one ``Finished`` (logged with the call)."""
-        return pieces(self.start_events(request), usage_recorder(self.request))
+        return pieces(await self.start_events(request), usage_recorder(self.request))
 
     def sse(
         self,
@@ -262,3 +264,12 @@ def get_call(request: Request, settings: SettingsDep, request_id: RequestIdDep) 
 
 
 CallDep = Annotated[Call, Depends(get_call)]
+
+
+def _prepared(engine: Engine, request: GenerationRequest) -> GenerationRequest:
+    """The up-front work of a request (worker thread): its grammar converted and compiled
+    (``InvalidRequest`` if bad; cached for ``submit``), its prompt tokenized."""
+    grammar = request.sampling.grammar
+    if grammar is not None:
+        engine.check_grammar(grammar)
+    return engine.prepare(request)

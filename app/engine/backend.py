@@ -16,6 +16,10 @@ from typing import Protocol
 from app.engine.types import Grammar, ModelInfo, SamplingParams, TokenLogprob
 
 
+class SamplingDeadEnd(RuntimeError):
+    """The sampler's constraints (a grammar) allow no next token: the request cannot go on."""
+
+
 class DecodeError(RuntimeError):
     """llama_decode failed for a batch (e.g. no KV slot found); carries the return code."""
 
@@ -104,8 +108,9 @@ class ModelBackend(Protocol):
 
     def info(self) -> ModelInfo: ...
 
-    def tokenize(self, text: str, *, add_special: bool) -> list[int]:
-        """Tokenize with special-token parsing on. Thread-safe."""
+    def tokenize(self, text: str, *, add_special: bool, parse_special: bool = True) -> list[int]:
+        """Tokenize; special-token text becomes control tokens if ``parse_special``.
+        Thread-safe."""
         ...
 
     def token_to_bytes(self, token: int) -> bytes:

@@ -51,6 +51,12 @@ class Engine(Protocol):
         """
         ...
 
+    def prepare(self, request: GenerationRequest) -> GenerationRequest:
+        """``request`` with its prompt tokenized into ``prompt_tokens`` (thread-safe: call it
+        from a worker thread, never the event loop). Raises what ``submit`` raises for a
+        prompt it cannot take (``InvalidRequest`` for an empty or oversized one)."""
+        ...
+
     def abort(self, request_id: str) -> None:
         """End a request at the next step, queued or running; its stream gets CANCELLED.
 

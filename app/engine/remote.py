@@ -33,6 +33,7 @@ from time import monotonic
 from typing import Any, Protocol
 
 from app.engine import ipc
+from app.engine.prompt import prompt_tokens
 from app.engine.restart import CrashPolicy
 from app.engine.service import BackendFactory
 from app.engine.stream import EventStream
@@ -66,7 +67,9 @@ class Vocabulary(Protocol):
 
     n_vocab: int
 
-    def tokenize(self, text: str, *, add_special: bool) -> list[int]: ...
+    def tokenize(
+        self, text: str, *, add_special: bool, parse_special: bool = True
+    ) -> list[int]: ...
     def special_piece(self, token: int) -> bytes: ...
     def detokenize(self, tokens: Seq[int]) -> str: ...
     def check_grammar(self, grammar: Grammar) -> None: ...
@@ -176,9 +179,9 @@ class WorkerEngine:
         self._conn, self._proc = parent, proc
         self._ready = loop.create_future()
         loop.add_reader(parent.fileno(), self._on_readable)
-        # uvloop (the server's loop) makes a watched fd non-blocking; a message larger than
-        # the socket buffer would then fail half-written or half-read (BlockingIOError, taken
-        # for the worker's death). The loop only needs to know when bytes arrive: block.
+        # uvloop's add_reader makes the socket non-blocking; a message larger than the socket
+        # buffer (256 embeddings, ~1.3 MB) then failed mid-read with BlockingIOError, taken
+        # for the worker's death. Readiness is all the loop needs: reads and sends block.
         os.set_blocking(parent.fileno(), True)
         try:
             info = await self._ready
@@ -209,11 +212,20 @@ class WorkerEngine:
         waiting = len(self._streams) - info.n_slots
         if waiting >= self._config.max_queue:
             raise Overloaded(max(waiting, 0), self._config.max_queue)
-        if not self._send((ipc.SUBMIT, replace(request, prompt=tuple(prompt)))):
+        sent = replace(request, prompt=tuple(prompt), prompt_tokens=None)
+        if not self._send((ipc.SUBMIT, sent)):
             raise EngineNotReady("The engine process is restarting; retry in a few seconds.")
         queue: _Queue = asyncio.Queue()
         self._streams[request_id] = queue
         return EventStream(request_id, _events(request_id, queue), self.abort)
+
+    def prepare(self, request: GenerationRequest) -> GenerationRequest:
+        """``request`` with its prompt tokenized here, in the caller's worker thread (see
+        Engine.prepare); ``submit`` then sends those ids without tokenizing again."""
+        if request.prompt_tokens is not None:
+            return request
+        info, vocab = self._running()
+        return replace(request, prompt_tokens=tuple(self._prompt_tokens(request, vocab, info)))
 
     def abort(self, request_id: str) -> None:
         """End a request at the worker's next step; unknown ids are ignored. Thread-safe."""
@@ -438,15 +450,7 @@ class WorkerEngine:
 
     @staticmethod
     def _prompt_tokens(request: GenerationRequest, vocab: Vocabulary, info: ModelInfo) -> list[int]:
-        prompt = request.prompt
-        if isinstance(prompt, str):
-            tokens = vocab.tokenize(prompt, add_special=request.add_special) if prompt else []
-        else:
-            tokens = list(prompt)
-            check_token_ids(tokens, info.n_vocab, "prompt")
-        if not tokens:
-            raise InvalidRequest("The prompt is empty.", param="prompt")
-        return tokens
+        return prompt_tokens(request, vocab, n_vocab=info.n_vocab, n_ctx=info.n_ctx_slot)
 
     def _pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None

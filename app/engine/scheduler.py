@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import Callable
 from time import perf_counter
 
-from app.engine.backend import BatchToken, DecodeError, ModelBackend
+from app.engine.backend import BatchToken, DecodeError, ModelBackend, SamplingDeadEnd
 from app.engine.kv import KVManager
 from app.engine.output import SequenceOutput, TokenTable
 from app.engine.pacing import PrefillPacer
@@ -348,6 +348,12 @@ class Scheduler:
                     seq.sampler.force(token)
                 else:
                     token = seq.sampler.sample(index)
+            except SamplingDeadEnd as exc:
+                # The request's fault: its grammar asks for text no token spells (a const
+                # with a NUL character): a 400, not a server error.
+                error = f"{exc} (see the request's grammar or schema)"
+                self._finish(seq, FinishReason.REFUSED, now, error=error)
+                continue
             except Exception as exc:
                 logger.exception("sampling failed for %s", seq.request_id)
                 self._finish(seq, FinishReason.ERROR, now, error=f"sampling failed: {exc}")

@@ -14,12 +14,13 @@ import os
 import threading
 from collections.abc import AsyncIterator, Callable
 from collections.abc import Sequence as Seq
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from time import perf_counter
 from typing import cast
 
 from app.engine.backend import ModelBackend
 from app.engine.embeddings import EmbeddingService
+from app.engine.prompt import prompt_tokens
 from app.engine.prompt_cache import HostPromptCache
 from app.engine.scheduler import Delivery, Scheduler
 from app.engine.sequence import Sequence
@@ -42,6 +43,13 @@ from app.errors import (
     EngineNotReady,
     InvalidRequest,
     ModelLoadError,
+)
+from app.limits import (
+    EMBEDDING_TOKENS_PER_CTX_TOKEN,
+    MAX_EMBEDDING_INPUTS,
+    check_count,
+    check_prompt_bytes,
+    clamp_last_n,
 )
 
 logger = logging.getLogger(__name__)
@@ -166,6 +174,7 @@ class LlamaEngine:
         if len(prompt) >= limit:
             raise ContextLengthExceeded(len(prompt), limit)
         validate_sampling(request.sampling, n_vocab=cast(ModelInfo, self._info).n_vocab)
+        request = _clamped(request, limit)
         if request.sampling.grammar is not None:
             backend.check_grammar(request.sampling.grammar)
         scheduler.enqueue(Sequence(request, prompt, sink, perf_counter()))
@@ -174,6 +183,15 @@ class LlamaEngine:
         """Convert and compile ``grammar`` (cached); see Engine. Thread-safe."""
         _, backend = self._running()
         backend.check_grammar(grammar)
+
+    def prepare(self, request: GenerationRequest) -> GenerationRequest:
+        """``request`` with its prompt tokenized (``prompt_tokens``). Thread-safe: routes call
+        it in a worker thread so that tokenizing a long prompt never blocks the event loop."""
+        if request.prompt_tokens is not None:
+            return request
+        _, backend = self._running()
+        tokens = self._prompt_tokens(request, backend)
+        return replace(request, prompt_tokens=tuple(tokens))
 
     def abort(self, request_id: str) -> None:
         """End a request at the next step; unknown ids are ignored. Thread-safe."""
@@ -212,12 +230,18 @@ class LlamaEngine:
                 "(CRIA_EMBEDDINGS=true).",
                 param="input",
             )
-        inputs = [backend.tokenize(text, add_special=True) if text else [] for text in texts]
+        budget = EMBEDDING_TOKENS_PER_CTX_TOKEN.value * service.max_input_tokens
+        check_count(MAX_EMBEDDING_INPUTS, "input", len(texts))
+        # A token is at least one byte, so more bytes than the token budget cannot fit:
+        # refused before tokenizing, which then runs off the event loop.
+        check_prompt_bytes("input", _utf8_len(texts), budget)
+        inputs = await asyncio.to_thread(_tokenize_all, backend, texts)
         for i, tokens in enumerate(inputs):
             if not tokens:
                 raise InvalidRequest(f"input[{i}] is empty.", param="input")
             if len(tokens) > service.max_input_tokens:
                 raise ContextLengthExceeded(len(tokens), service.max_input_tokens, param="input")
+        check_count(EMBEDDING_TOKENS_PER_CTX_TOKEN, "input", sum(map(len, inputs)), budget)
         vectors = await asyncio.wrap_future(service.submit(inputs))
         return Embeddings(tuple(tuple(v) for v in vectors), sum(len(t) for t in inputs))
 
@@ -274,15 +298,8 @@ class LlamaEngine:
         return self._scheduler, self._backend
 
     def _prompt_tokens(self, request: GenerationRequest, backend: ModelBackend) -> list[int]:
-        prompt = request.prompt
-        if isinstance(prompt, str):
-            tokens = backend.tokenize(prompt, add_special=request.add_special) if prompt else []
-        else:
-            tokens = list(prompt)
-            check_token_ids(tokens, cast(ModelInfo, self._info).n_vocab, "prompt")
-        if not prompt or not tokens:
-            raise InvalidRequest("The prompt is empty.", param="prompt")
-        return tokens
+        n_vocab = cast(ModelInfo, self._info).n_vocab
+        return prompt_tokens(request, backend, n_vocab=n_vocab, n_ctx=backend.n_ctx_slot)
 
     def _run(self) -> None:
         """The engine thread: step while there is work, sleep when idle."""
@@ -312,6 +329,25 @@ def _deliver_to_loops(delivery: Delivery) -> None:
         by_loop.setdefault(cast(_Sink, item[0]).loop, []).append(item)
     for loop, items in by_loop.items():
         _call_soon(loop, items)
+
+
+def _utf8_len(texts: Seq[str]) -> int:
+    return sum(len(text.encode("utf-8", "surrogatepass")) for text in texts)
+
+
+def _tokenize_all(backend: ModelBackend, texts: Seq[str]) -> list[list[int]]:
+    return [backend.tokenize(text, add_special=True) if text else [] for text in texts]
+
+
+def _clamped(request: GenerationRequest, n_ctx: int) -> GenerationRequest:
+    """``request`` with ``penalty_last_n`` clamped to the slot context: llama.cpp keeps a
+    ring buffer of that many tokens per sequence (4 bytes each), so 500 million would cost
+    2 GB for a window no sequence can fill."""
+    sampling = request.sampling
+    last_n = clamp_last_n(sampling.penalty_last_n, n_ctx)
+    if last_n == sampling.penalty_last_n:
+        return request
+    return replace(request, sampling=replace(sampling, penalty_last_n=last_n))
 
 
 def _host_cache(config: EngineConfig) -> HostPromptCache | None:

@@ -20,6 +20,7 @@ class FinishReason(enum.StrEnum):
     LENGTH = "length"  # max_tokens reached or the slot context is full
     CANCELLED = "cancelled"  # aborted by the caller (client went away)
     ERROR = "error"  # the engine failed while generating this request
+    REFUSED = "refused"  # the request's grammar asks for text no token spells
 
 
 @dataclass(frozen=True)
@@ -79,20 +80,49 @@ class SamplingParams:
 
 
 @dataclass(frozen=True)
-class GenerationRequest:
-    """One generation: a prompt (text, or token ids) and how to sample the continuation.
+class PromptPart:
+    """A span of a rendered chat: the template's scaffolding (``special``: special-token text
+    such as ``<|im_start|>`` becomes control tokens) or a message's content (plain text)."""
 
-    Text prompts are tokenized with special-token parsing on, so a rendered chat template
-    (with its ``<|im_start|>`` style markers) tokenizes to the model's control tokens.
+    text: str
+    special: bool
+
+
+@dataclass(frozen=True)
+class ChatPrompt:
+    """A rendered chat as spans, so that only the template's own markers become control
+    tokens: ``<|im_end|>`` typed inside a user message stays text and cannot forge a turn."""
+
+    parts: tuple[PromptPart, ...]
+
+    @property
+    def text(self) -> str:
+        """The whole prompt as one string (what the template rendered)."""
+        return "".join(part.text for part in self.parts)
+
+    def __str__(self) -> str:
+        return self.text
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One generation: a prompt (text, a rendered chat, or token ids) and how to sample the
+    continuation.
+
+    Text prompts are tokenized with special-token parsing on (llama-server does the same for
+    a raw prompt); a ``ChatPrompt`` parses special tokens in its scaffolding only.
+    ``prompt_tokens``, when set (``Engine.prepare``, off the event loop), are the prompt's
+    token ids already and the engine does not tokenize again.
     ``add_special`` adds the model's BOS token when the model wants one.
     ``use_cache`` lets the scheduler reuse a free slot's KV cache for a shared prompt prefix.
     """
 
     request_id: str
-    prompt: str | tuple[int, ...]
+    prompt: str | tuple[int, ...] | ChatPrompt
     sampling: SamplingParams = field(default_factory=SamplingParams)
     add_special: bool = True
     use_cache: bool = True
+    prompt_tokens: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from app.engine.types import SamplingParams
 from app.errors import InvalidRequest
+from app.limits import check_stops
 
 FLOAT32_MAX = 3.4028234663852886e38
 INT32_MAX = 2**31 - 1
@@ -47,6 +48,7 @@ def validate_sampling(params: SamplingParams, *, n_vocab: int) -> None:
         raise InvalidRequest("max_tokens must be at least 1.", param="max_tokens")
     if any(not stop for stop in params.stop):
         raise InvalidRequest("Stop strings must not be empty.", param="stop")
+    check_stops("stop", params.stop)
     for token, bias in params.logit_bias.items():
         if not 0 <= token < n_vocab:
             raise InvalidRequest(

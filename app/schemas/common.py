@@ -13,6 +13,7 @@ from pydantic import (
     model_serializer,
 )
 
+from app.limits import MAX_STOP_BYTES
 from app.schemas.structured import ResponseFormat
 
 MAX_TOKEN_ID_DIGITS = 10  # token ids are 32-bit; longer keys are no token of any vocabulary
@@ -122,6 +123,12 @@ class SamplingRequest(WireRequest):
             raise ValueError(f"at most {MAX_STOP_SEQUENCES} stop sequences are allowed")
         if any(not s for s in stops):
             raise ValueError("stop sequences must not be empty")
+        total = sum(len(s.encode("utf-8", "surrogatepass")) for s in stops)
+        if total > MAX_STOP_BYTES.value:
+            raise ValueError(
+                f"the stop strings take {total} bytes, over this server's limit "
+                f"{MAX_STOP_BYTES.name} = {MAX_STOP_BYTES.value}"
+            )
         return value
 
     @field_validator("logit_bias")

@@ -6,9 +6,10 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
 
+from app.limits import MAX_EMBEDDING_INPUTS
 from app.schemas.common import WireRequest
 
-MAX_INPUTS = 256  # inputs per request (OpenAI allows 2048; this is a CPU-sized server)
+MAX_INPUTS = MAX_EMBEDDING_INPUTS.value  # OpenAI allows 2048; this is a CPU-sized server
 
 
 class EmbeddingRequest(WireRequest):

@@ -8,8 +8,16 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+)
 
+from app.limits import MAX_EMBEDDING_INPUTS
 from app.schemas.common import WireRequest
 
 OllamaFormat = str | dict[str, Any] | None
@@ -103,8 +111,23 @@ class OllamaEmbedRequest(WireRequest):
     """``POST /api/embed``: one text or a list (an input too long is a 400, not truncated)."""
 
     model: str
-    input: str | list[str] = Field(min_length=1)
+    input: str | list[str] = Field(
+        min_length=1,
+        description=f"Text or texts to embed (at most {MAX_EMBEDDING_INPUTS.value}: "
+        f"{MAX_EMBEDDING_INPUTS.name}).",
+    )
     truncate: bool = True
+
+    @field_validator("input")
+    @classmethod
+    def _inputs(cls, value: str | list[str]) -> str | list[str]:
+        if isinstance(value, list) and len(value) > MAX_EMBEDDING_INPUTS.value:
+            raise ValueError(
+                f"{len(value)} inputs are over this server's limit "
+                f"{MAX_EMBEDDING_INPUTS.name} = {MAX_EMBEDDING_INPUTS.value}"
+            )
+        return value
+
     options: OllamaOptions | None = None
     keep_alive: str | int | float | None = None
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+import secrets
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from functools import lru_cache
@@ -18,8 +20,9 @@ from typing import Any, NoReturn
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from app.engine.types import ModelInfo
+from app.engine.types import ChatPrompt, ModelInfo, PromptPart
 from app.errors import InvalidRequest
+from app.limits import MAX_MESSAGES, check_count, check_prompt_bytes
 from app.schemas.chat import ChatMessage
 
 logger = logging.getLogger(__name__)
@@ -186,22 +189,81 @@ def render_conversation(
     system_prompt: str = "",
     tools: list[dict[str, Any]] | None = None,
     variables: Mapping[str, Any] | None = None,
-) -> tuple[str, bool]:
-    """The prompt text for a conversation and whether the engine should add BOS.
+    *,
+    content_as_text: bool = True,
+) -> tuple[ChatPrompt | str, bool]:
+    """The prompt for a conversation and whether the engine should add BOS.
+
+    With ``content_as_text`` (the default) the prompt is a ``ChatPrompt``: message contents
+    are tokenized as plain text, so special-token text typed by a user (``<|im_end|>``)
+    cannot forge a turn; without it (``--parse-special-in-content``) the prompt is one string
+    whose special-token text is parsed everywhere, as before.
 
     ``system_prompt`` goes first when the conversation has none (CRIA's contract only: an
     OpenAI request is rendered as sent; some templates refuse a system turn).
     """
+    check_chat_cost(messages, info.n_ctx_slot)
     conversation = with_system_prompt(messages, system_prompt)
-    prompt = render_chat(
-        template_source(info),
-        conversation,
-        bos_token=info.bos_token,
-        eos_token=info.eos_token,
-        tools=tools,
-        variables=variables,
-    )
-    return prompt, needs_bos(prompt, info.bos_token)
+    kwargs: dict[str, Any] = {
+        "bos_token": info.bos_token,
+        "eos_token": info.eos_token,
+        "tools": tools,
+        "variables": variables,
+    }
+    source = template_source(info)
+    prompt = render_chat(source, conversation, **kwargs)
+    add_bos = needs_bos(prompt, info.bos_token)
+    if not content_as_text:
+        return prompt, add_bos
+    return content_spans(source, conversation, prompt, kwargs), add_bos
+
+
+def content_spans(
+    source: str | None,
+    messages: Sequence[Mapping[str, Any]],
+    prompt: str,
+    kwargs: dict[str, Any],
+) -> ChatPrompt:
+    """``prompt`` split into scaffolding and message contents.
+
+    The template is rendered a second time with each string content replaced by a marker
+    that no text contains (a random nonce between private-use characters); the markers'
+    places are the contents' spans. Only when putting the contents back at the markers gives
+    exactly ``prompt`` are the spans trusted; a template that transforms or inspects the
+    contents (trims them, splits on ``</think>``) gets the whole prompt as scaffolding, as
+    before, with a warning.
+    """
+    nonce = secrets.token_hex(8)
+    marked: list[Mapping[str, Any]] = []
+    contents: dict[str, str] = {}
+    for i, message in enumerate(messages):
+        content = message.get("content")
+        if isinstance(content, str) and content:
+            key = f"{i}"
+            contents[key] = content
+            marked.append({**message, "content": f"\ue000{nonce}:{key}\ue001"})
+        else:
+            marked.append(message)
+    pieces = re.split(f"\ue000{nonce}:([0-9]+)\ue001", render_chat(source, marked, **kwargs))
+    parts = [
+        PromptPart(contents[piece], special=False) if odd else PromptPart(piece, special=True)
+        for odd, piece in _alternating(pieces)
+        if piece
+    ]
+    result = ChatPrompt(tuple(parts))
+    seen = [piece for odd, piece in _alternating(pieces) if odd]
+    if result.text != prompt or sorted(seen) != sorted(contents):
+        logger.warning(
+            "the chat template transforms message contents; special-token text in them is "
+            "parsed as control tokens for this request"
+        )
+        return ChatPrompt((PromptPart(prompt, special=True),))
+    return result
+
+
+def _alternating(pieces: list[str]) -> list[tuple[bool, str]]:
+    """``re.split`` with one group: even items are text between markers, odd ones keys."""
+    return [(i % 2 == 1, piece) for i, piece in enumerate(pieces)]
 
 
 def template_variables(
@@ -212,6 +274,14 @@ def template_variables(
     if reasoning_effort is not None:
         variables.setdefault("reasoning_effort", reasoning_effort)
     return variables
+
+
+def check_chat_cost(messages: Sequence[Mapping[str, Any]], n_ctx: int) -> None:
+    """Refuse a chat over the budget before it is rendered or counted: more messages than
+    ``max_messages``, or more content than the slot context could hold many times over."""
+    check_count(MAX_MESSAGES, "messages", len(messages))
+    size = sum(len(str(m.get("content") or "").encode("utf-8", "surrogatepass")) for m in messages)
+    check_prompt_bytes("messages", size, n_ctx)
 
 
 def conversation(chat_messages: list[ChatMessage]) -> list[Mapping[str, str]]:

@@ -56,10 +56,18 @@ def fit_messages(
     messages: Sequence[Message],
     *,
     prompt_tokens: Callable[[list[Message]], int],
+    message_tokens: Callable[[Message], int],
     n_ctx: int,
     room: int,
 ) -> Fitted:
     """Drop the oldest whole turns until ``prompt_tokens(kept) + room <= n_ctx``.
+
+    The whole chat is rendered and counted once (``prompt_tokens``), each message once on
+    its own (``message_tokens``: its content's tokens); the cut is chosen from those counts
+    (what dropping turns saves is the sum of their messages' counts plus their share of the
+    template's scaffolding) and checked with one more render of the kept messages, moving
+    one more turn while that still does not fit. So a long chat costs a few renders, not a
+    bisection of renders of the whole chat (30,000 short turns once took a minute).
 
     The cut is rounded up to a block of turns (about a quarter of the context) so that it
     stays put while the chat grows and the next turns find their prefix in the KV cache.
@@ -78,36 +86,48 @@ def fit_messages(
     users = [i for i in range(first, len(full)) if full[i].get("role") == "user"]
     last_user = users[-1] if users else len(full) - 1
     starts = [*_turn_starts(full, first, last_user), last_user]
-
-    def kept(k: int) -> list[Message]:  # drop the first k turns
-        return full[:first] + full[starts[k] :]
-
     last = len(starts) - 1
     if last < 1:
         return Fitted(full, 0)
-
-    def first_k(ok: Callable[[int], bool]) -> int:
-        """The smallest k in [1, last] with ok(k) (ok is monotone), else last."""
-        lo, hi = 1, last
-        if not ok(hi):
-            return hi
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if ok(mid):
-                hi = mid
-            else:
-                lo = mid + 1
-        return lo
-
-    # The fewest turns to drop so that the prompt fits (the count falls as turns go).
-    fewest = first_k(lambda k: prompt_tokens(kept(k)) + room <= n_ctx)
+    saved = _savings(full, starts, n_tokens, message_tokens)
+    need = n_tokens + room - n_ctx
+    fewest = next((k for k in range(1, last + 1) if saved[k] >= need), last)
     # Then cut at a stable place: the tokens the first k turns take do not change as the
     # chat grows, so rounding that up to a whole block keeps the same cut (and the same
     # cached prefix) for the next turns until the context fills again, instead of moving
     # the cut, and re-reading the whole window, every turn.
     block = max(1, n_ctx // CUT_BLOCK_SHARE)
-    need = n_tokens - prompt_tokens(kept(fewest))
-    target = -(-need // block) * block
-    k = max(fewest, first_k(lambda k: n_tokens - prompt_tokens(kept(k)) >= target))
-    result = kept(k)
+    target = -(-saved[fewest] // block) * block
+    k = next((k for k in range(fewest, last + 1) if saved[k] >= target), last)
+    # The counts are an estimate (tokens can merge across a message's edges): check once,
+    # and drop one more turn at a time while the kept messages still do not fit.
+    for _ in range(MAX_CHECKS):
+        if k >= last or prompt_tokens(full[:first] + full[starts[k] :]) + room <= n_ctx:
+            break
+        k += 1
+    result = full[:first] + full[starts[k] :]
     return Fitted(result, len(full) - len(result))
+
+
+MAX_CHECKS = 4
+"""Renders of the kept messages at most, after the estimate (each one renders the window)."""
+
+
+def _savings(
+    full: list[Message],
+    starts: list[int],
+    n_tokens: int,
+    message_tokens: Callable[[Message], int],
+) -> list[int]:
+    """``saved[k]``: the estimated tokens that dropping the first ``k`` turns saves.
+
+    Each message costs its content's tokens plus an equal share of the scaffolding (the
+    rendered prompt's tokens that no content accounts for).
+    """
+    counts = [message_tokens(message) for message in full]
+    scaffold = max(0, n_tokens - sum(counts)) / max(1, len(full))
+    saved = [0]
+    for k in range(1, len(starts)):
+        dropped = range(starts[k - 1], starts[k])
+        saved.append(saved[-1] + sum(counts[i] for i in dropped) + round(scaffold * len(dropped)))
+    return saved

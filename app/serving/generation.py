@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from app.engine.types import FinishReason, Timings, TokenEvent, TokenLogprob, Usage
-from app.errors import GenerationFailed, RequestCancelled
+from app.errors import GenerationFailed, InvalidRequest, RequestCancelled
 from app.schemas.common import FinishReasonWire
 from app.serving.logprobs import LoggedPiece, logprobs_of
 
@@ -39,6 +39,8 @@ def wire_finish_reason(reason: FinishReason, error: str | None) -> FinishReasonW
     if reason is FinishReason.CANCELLED:
         # Only a stopping engine cancels a request that someone still reads.
         raise RequestCancelled("server shutting down: the request was ended before it finished.")
+    if reason is FinishReason.REFUSED:
+        raise InvalidRequest(f"The request cannot be generated: {error}.")
     raise GenerationFailed(error or "The engine failed while generating.")
 
 

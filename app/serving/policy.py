@@ -30,6 +30,7 @@ class Limits:
     reasoning_format: str = "auto"  # "none": reasoning stays in the content
     reasoning_budget: int | None = None  # thinking tokens before the block is closed
     schemas: SchemaPolicy = field(default_factory=SchemaPolicy)  # --strict-schemas, --json-max-*
+    parse_special_in_content: bool = False  # message contents' <|im_end|> as control tokens
 
 
 def served_model_name(requested: str | None, info: ModelInfo, limits: Limits) -> str:

@@ -27,6 +27,7 @@ from typing import Any
 
 from app.engine.types import Grammar, TokenLogprob
 from app.errors import InvalidRequest
+from app.limits import MAX_TOOL_ARGUMENT_DEPTH, json_depth, over_limit
 from app.schemas.chat import ChatCompletionRequest, ChatMessage
 from app.schemas.tools import NamedToolChoice, ToolDefinition
 from app.serving.generation import Finished
@@ -167,12 +168,22 @@ def _message(message: ChatMessage, fmt: ToolFormat) -> dict[str, Any]:
 
 
 def _arguments(text: str) -> Any:
+    """A history tool call's arguments, parsed; too deep a nesting is a 400 (it would
+    overflow the parser here, or the template's ``tojson`` later)."""
+    field = "messages[].tool_calls[].function.arguments"
+    limit = MAX_TOOL_ARGUMENT_DEPTH
     try:
-        return json.loads(text)
+        value = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InvalidRequest(
             f"A tool call's arguments in the history are not JSON: {exc}", param="messages"
         ) from exc
+    except RecursionError as exc:
+        raise over_limit(limit, field, limit.value + 1) from exc
+    depth = json_depth(value)
+    if depth > limit.value:
+        raise over_limit(limit, field, depth)
+    return value
 
 
 def _with_tool_system_prompt(

@@ -53,8 +53,12 @@ router = APIRouter(include_in_schema=False)
 
 def _static_file(relative: str) -> Path:
     """Resolve ``relative`` inside STATIC_DIR, refusing anything that escapes it."""
-    candidate = (STATIC_DIR / relative).resolve()
-    if not candidate.is_relative_to(STATIC_DIR) or not candidate.is_file():
+    try:
+        candidate = (STATIC_DIR / relative).resolve()
+        found = candidate.is_relative_to(STATIC_DIR) and candidate.is_file()
+    except (ValueError, OSError):  # a NUL byte, a name longer than the filesystem allows
+        found = False
+    if not found:
         raise HTTPException(status_code=404, detail="Not Found")
     if candidate.suffix not in _MEDIA_TYPES:
         raise HTTPException(status_code=404, detail="Not Found")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -83,6 +82,7 @@ def test_serve_with_no_arguments_fetches_default_model(tmp_path: Path) -> None:
     assert f"Listening on http://127.0.0.1:{port}" in text
     assert "Model ready" in text
     assert "color_message" not in text
-    # SIGTERM: a graceful shutdown, after which uvicorn re-raises the signal (exit -15).
+    # SIGTERM: a graceful drain, then exit 0 (serve.DrainingServer does not re-raise the
+    # signal; the graceful-drain test requires the same).
     assert "Application shutdown complete" in text
-    assert proc.returncode in (0, -signal.SIGTERM), text[-2000:]
+    assert proc.returncode == 0, text[-2000:]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,6 @@ from tests.support.server import ServerProcess, real_model_env, running_server
 from tests.support.sse_client import EventSourceParser, SSEEvent
 
 SHORT, LONG = 8, 900  # max_tokens: done within the drain / far longer than it
-SHUTDOWN_TIMEOUT_S = 4.0
 NO_END = {"0": -100, "1": -100, "2": -100}  # SmolLM2's end-of-text/turn tokens: never stop early
 PROMPT = "Count from 1 to 5000, one number per line."
 
@@ -35,17 +35,39 @@ def chat(max_tokens: int) -> dict[str, Any]:
     }
 
 
+async def tokens_per_s(server: ServerProcess) -> float:
+    """One stream's token rate while 8 stream at once (the drain test's load)."""
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=300) as client:
+
+        async def one() -> float:
+            started, last, n = 0.0, 0.0, 0
+            parser = EventSourceParser()
+            async with client.stream("POST", "/v1/chat/completions", json=chat(48)) as r:
+                async for text in r.aiter_text():
+                    for _ in parser.feed(text):
+                        last = time.perf_counter()
+                        started = started or last
+                        n += 1
+            return (n - 1) / max(last - started, 1e-6)
+
+        rates = await asyncio.gather(*(one() for _ in range(8)))
+    return min(rates)
+
+
 @pytest.fixture
-def server(model_path: Path) -> Iterator[ServerProcess]:
-    env = real_model_env(
-        model_path,
-        parallel="8",
-        ctx_size="1024",
-        shutdown_timeout=str(SHUTDOWN_TIMEOUT_S),
-        cria_max_tokens=str(LONG),
-    )
+def server(model_path: Path) -> Iterator[tuple[ServerProcess, float]]:
+    """The drain timeout sized from this host's measured speed: the short replies finish
+    well within it, the long ones cannot (a fast host would finish 900 tokens within a
+    fixed 4 s and the test could not tell a drain from completion)."""
+    env = real_model_env(model_path, parallel="8", ctx_size="1024")
+    with running_server(env) as probe:
+        rate = asyncio.run(tokens_per_s(probe))
+    timeout_s = min(max((SHORT * LONG) ** 0.5 / rate, 2.0), 8.0)
+    if LONG / rate < 1.5 * timeout_s:
+        pytest.skip(f"{rate:.0f} tokens/s per stream: {LONG} tokens end within any drain here")
+    env |= {"CRIA_SHUTDOWN_TIMEOUT": f"{timeout_s:.2f}", "CRIA_CRIA_MAX_TOKENS": str(LONG)}
     with running_server(env, cli=True) as running:
-        yield running
+        yield running, timeout_s
 
 
 async def read_stream(
@@ -97,8 +119,11 @@ async def drain_with_streams(server: ServerProcess) -> dict[str, Any]:
     return {"streams": streams, "refused": refused, "health": health}
 
 
-def test_sigterm_drains_eight_live_streams_then_exits_0(server: ServerProcess) -> None:
-    result = asyncio.run(drain_with_streams(server))
+def test_sigterm_drains_eight_live_streams_then_exits_0(
+    server: tuple[ServerProcess, float],
+) -> None:
+    process, _ = server
+    result = asyncio.run(drain_with_streams(process))
     refused, health = result["refused"], result["health"]
     assert refused.status_code == 503
     assert refused.json()["error"]["code"] == "server_shutting_down"
@@ -111,8 +136,8 @@ def test_sigterm_drains_eight_live_streams_then_exits_0(server: ServerProcess) -
     # CRIA's raw-text stream ends the same way (it may also have finished by itself).
     cria = result["streams"][7]
     assert all(not e.data.startswith("{") for e in cria[:-2])  # raw text before the end
-    code = server.process.wait(timeout=60)
-    log = server.log()
+    code = process.process.wait(timeout=60)
+    log = process.log()
     assert code == 0, log[-3000:]
     assert f"ending {4 + (endings[7] == 'shut down')} running request(s)" in log
     assert "model freed" in log

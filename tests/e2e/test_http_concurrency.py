@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -77,26 +78,35 @@ async def test_eight_concurrent_streams_each_equal_their_solo_output(
 async def test_dropped_stream_frees_its_slot_and_the_next_request_starts(
     server: ServerProcess,
 ) -> None:
-    body = greedy("Write a very long story about a dragon and a knight.", 400, stream=True)
+    # ignore_eos and 900 tokens: the reply cannot end early on its own, so a freed slot
+    # before it could have finished can only be the abort.
+    body = greedy("Write a very long story about a dragon and a knight.", 900, stream=True)
+    body["ignore_eos"] = True
     async with httpx.AsyncClient(base_url=server.base_url, timeout=300) as client:
         async with client.stream("POST", "/v1/chat/completions", json=body) as response:
             # Keep the iterator referenced: a dropped one is closed at GC, closing the socket.
             parser = EventSourceParser()
             texts = response.aiter_text()
             seen = 0
-            while seen < 10:
+            first = None
+            while seen < 20:
                 seen += len(parser.feed(await anext(texts)))
+                first = first or time.perf_counter()
+            per_token = (time.perf_counter() - first) / max(seen - 1, 1)
             during = await health(client)
-        # Dropped after ~10 of 400 tokens.
+        dropped = time.perf_counter()
+        # Dropped after ~20 of 900 tokens: finishing would take ~880 more token times.
         assert during["slots_busy"] == 1
         state = during
-        for _ in range(100):
+        for _ in range(400):
             state = await health(client)
             if state["slots_busy"] == 0 and state["requests_active"] == 0:
                 break
             await asyncio.sleep(0.05)
+        freed_after = time.perf_counter() - dropped
         assert state["slots_busy"] == 0, state
         assert state["requests_active"] == 0, state
+        assert freed_after < 0.5 * 880 * per_token, (freed_after, per_token)
         text = await stream_text(client, greedy("What is 2 + 2?", 8, stream=True))
         assert text
 

@@ -10,6 +10,7 @@ import pytest
 from app.engine.backend import BatchToken, DecodeError
 from app.engine.llama import load_backend
 from app.engine.llama.backend import LlamaBackend
+from app.engine.llama.devices import list_gpu_devices
 from app.engine.types import EngineConfig, SamplingParams
 from app.errors import ModelLoadError, ModelNotFound
 from app.models.registry import resolve_model
@@ -267,8 +268,15 @@ def test_info_of_the_default_model(backend: LlamaBackend, model_path: Path) -> N
     assert info.metadata["general.architecture"] == "llama"
     assert info.metadata["llama.block_count"] == "30"
     assert all(len(v) < 600 for v in info.metadata.values())
-    assert info.offload.backend == "cpu"
-    assert (info.offload.layers_offloaded, info.offload.layers_total) == (0, 31)
+    # n_gpu_layers=auto: on a GPU host a GPU build offloads; otherwise the CPU runs it all.
+    gpus = list_gpu_devices()
+    assert info.offload.layers_total == 31
+    if gpus:
+        assert info.offload.backend == gpus[0].backend
+        assert info.offload.layers_offloaded > 0
+    else:
+        assert info.offload.backend == "cpu"
+        assert info.offload.layers_offloaded == 0
     assert info.offload.reason
 
 

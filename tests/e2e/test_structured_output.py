@@ -7,6 +7,7 @@ schemas keep strings and arrays bounded so every reply finishes within ``max_tok
 from __future__ import annotations
 
 import json
+import re
 from typing import Literal
 
 import httpx
@@ -34,6 +35,8 @@ NESTED = {
         "kind": {"enum": ["book", "film", "song"]},
         "year": {"type": "integer"},
         "released": {"type": "string", "format": "date"},
+        "at": {"type": "string", "format": "time"},
+        "id": {"type": "string", "format": "uuid"},
         "tags": {
             "type": "array",
             "items": {"type": "string", "maxLength": 12},
@@ -50,8 +53,20 @@ NESTED = {
         },
         "rating": {"anyOf": [{"type": "number"}, {"type": "null"}]},
     },
-    "required": ["title", "kind", "tags", "author"],
+    # The format fields are required, so that every reply has them to check.
+    "required": ["title", "kind", "tags", "author", "released", "at", "id"],
 }
+FORMATS = jsonschema.FormatChecker(["date", "uuid"])
+# jsonschema's own "time" check without the rfc3339 extra is draft 3's %H:%M:%S, which
+# refuses RFC 3339 fractions and offsets (JSON Schema's "time"): this one follows RFC 3339.
+RFC3339_TIME = re.compile(
+    r"([01][0-9]|2[0-3]):[0-5][0-9]:([0-5][0-9]|60)(\.[0-9]+)?(Z|z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])"
+)
+
+
+@FORMATS.checks("time")
+def _rfc3339_time(value: object) -> bool:
+    return not isinstance(value, str) or RFC3339_TIME.fullmatch(value) is not None
 
 
 def test_sdk_parse_returns_the_model_for_every_seed(client: openai.OpenAI) -> None:
@@ -107,9 +122,13 @@ def test_json_object_mode_always_parses(client: openai.OpenAI) -> None:
 
 
 def test_nested_schema_outputs_validate(client: openai.OpenAI) -> None:
+    # Without a format checker jsonschema ignores "format": make sure these are checked.
+    assert {"date", "time", "uuid"} <= set(FORMATS.checkers)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate("25:00:00Z", {"format": "time"}, format_checker=FORMATS)
     for seed, stream in [(seed, seed % 2 == 1) for seed in range(6)]:
         fmt = {"type": "json_schema", "json_schema": {"name": "work", "schema": NESTED}}
-        args = {"seed": seed, "max_tokens": 150, "response_format": fmt}
+        args = {"seed": seed, "max_tokens": 400, "response_format": fmt}
         if stream:
             chunks = client.chat.completions.create(
                 model="SmolLM2-135M-Instruct.Q4_1", messages=ASK, stream=True, **args
@@ -120,7 +139,7 @@ def test_nested_schema_outputs_validate(client: openai.OpenAI) -> None:
                 model="SmolLM2-135M-Instruct.Q4_1", messages=ASK, **args
             )
             content = reply.choices[0].message.content or ""
-        jsonschema.validate(json.loads(content), NESTED)
+        jsonschema.validate(json.loads(content), NESTED, format_checker=FORMATS)
 
 
 def test_a_schema_that_cannot_finish_ends_with_length(client: openai.OpenAI) -> None:

@@ -80,6 +80,7 @@ def test_required_tool_call_is_well_formed_and_the_follow_up_works(client: opena
         )
         choice = reply.choices[0]
         assert choice.finish_reason == "tool_calls"
+        assert len(choice.message.tool_calls or ()) == 1  # parallel_tool_calls=False
         name, arguments, call_id = _one_call(choice.message)
         schema = WEATHER if name == "get_weather" else TIME
         jsonschema.validate(arguments, schema["function"]["parameters"])  # type: ignore[index]

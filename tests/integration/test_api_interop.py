@@ -70,7 +70,7 @@ async def test_ollama_generate_applies_system_and_raw() -> None:
         )
     assert templated.json()["response"] == REPLY
     first, second = (request.prompt for request in engine.submitted)
-    assert first == (
+    assert str(first) == (
         "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
         "<|im_start|>assistant\n"
     )

@@ -126,7 +126,7 @@ async def test_call_comes_back_as_tool_calls(family: str) -> None:
     assert call["function"]["name"] == "get_weather"
     assert json.loads(call["function"]["arguments"]) == {"city": "Paris"}
     marker = FAMILIES[family][2]
-    assert marker in engine.submitted[0].prompt  # the family's template rendered the tools
+    assert marker in str(engine.submitted[0].prompt)  # the family's template rendered the tools
     grammar = engine.submitted[0].sampling.grammar
     assert grammar is not None
     assert not grammar.trigger
@@ -157,7 +157,7 @@ async def test_history_with_a_tool_result_renders_in_the_family_template(family:
         body = {"messages": HISTORY, "tools": [WEATHER], "max_tokens": 5}
         reply = await client.post("/v1/chat/completions", json=body)
     assert reply.status_code == 200, reply.text
-    assert "18 degrees" in engine.submitted[0].prompt
+    assert "18 degrees" in str(engine.submitted[0].prompt)
 
 
 async def test_arguments_stream_in_pieces() -> None:
@@ -211,7 +211,7 @@ async def test_chat_template_kwargs_reach_the_template() -> None:
     async with app_client(engine) as (client, _):
         body = {"messages": HISTORY[:1], "chat_template_kwargs": {"enable_thinking": False}}
         await client.post("/v1/chat/completions", json=body)
-    assert engine.submitted[0].prompt.endswith("<think>\n\n</think>\n\n")
+    assert str(engine.submitted[0].prompt).endswith("<think>\n\n</think>\n\n")
 
 
 @pytest.mark.parametrize("stream", [False, True])
@@ -257,7 +257,7 @@ async def test_ollama_history_with_tool_results() -> None:
         }
         reply = await client.post("/api/chat", json=body)
     assert reply.status_code == 200, reply.text
-    prompt = engine.submitted[0].prompt
+    prompt = str(engine.submitted[0].prompt)
     assert '"city": "Paris"' in prompt
     assert "<tool_response>\n18 degrees" in prompt
 
@@ -318,4 +318,4 @@ async def test_reasoning_budget_reaches_the_engine() -> None:
     assert server_default.reasoning_budget == 64
     assert server_default.reasoning_markers == ("<think>", "</think>")
     assert zero.reasoning_budget == 0
-    assert engine.submitted[1].prompt.endswith("<think>\n\n</think>\n\n")  # asked not to think
+    assert str(engine.submitted[1].prompt).endswith("<think>\n\n</think>\n\n")  # asked not to think

@@ -21,7 +21,7 @@ def refs(node: Any) -> Iterator[str]:
 
 
 async def test_openapi_document_has_the_body_schemas_and_resolves() -> None:
-    async with app_client() as (client, _):
+    async with app_client(docs=True) as (client, _):
         document = (await client.get("/openapi.json")).json()
         docs = await client.get("/docs")
     assert docs.status_code == 200
@@ -56,3 +56,12 @@ async def test_the_document_promises_no_422() -> None:
     assert "422" not in statuses
     assert "400" in statuses
     assert "HTTPValidationError" not in document["components"]["schemas"]
+
+
+async def test_the_cdn_docs_pages_are_off_by_default() -> None:
+    # Issue 17 row 13: /docs loaded an unpinned Swagger UI from a CDN on the origin where the
+    # chat page keeps the API key; now only with --docs.
+    async with app_client() as (client, _):
+        for path in ("/docs", "/redoc"):
+            assert (await client.get(path)).status_code == 404
+        assert (await client.get("/openapi.json")).status_code == 200

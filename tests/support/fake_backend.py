@@ -149,6 +149,7 @@ class FakeBackend:
     ) -> None:
         self._n_slots = n_slots
         self._n_ctx_slot = n_ctx_slot
+        self.tokenized: list[tuple[str, bool]] = []  # (text, parse_special) per call
         self._n_batch = n_batch
         self.reply: Reply = reply or hash_reply()
         self.decode_delay_s = decode_delay_s
@@ -183,7 +184,8 @@ class FakeBackend:
     def info(self) -> ModelInfo:
         return replace(fake_model_info(self._n_slots, self._n_ctx_slot), n_vocab=N_VOCAB)
 
-    def tokenize(self, text: str, *, add_special: bool) -> list[int]:
+    def tokenize(self, text: str, *, add_special: bool, parse_special: bool = True) -> list[int]:
+        self.tokenized.append((text, parse_special))
         return text_tokens(text, add_special=add_special)
 
     def token_to_bytes(self, token: int) -> bytes:

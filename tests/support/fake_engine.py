@@ -10,11 +10,12 @@ import asyncio
 import contextlib
 import zlib
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from app.engine.embeddings import normalize
 from app.engine.stream import EventStream
 from app.engine.types import (
+    ChatPrompt,
     Embeddings,
     EngineHealth,
     EngineStats,
@@ -75,6 +76,15 @@ def fake_model_info(
     )
 
 
+def prompt_text(request: GenerationRequest) -> str:
+    """The prompt as text (token ids joined by spaces): what scripted replies look at."""
+    if isinstance(request.prompt, str):
+        return request.prompt
+    if isinstance(request.prompt, ChatPrompt):
+        return request.prompt.text
+    return " ".join(str(t) for t in request.prompt)
+
+
 @dataclass
 class _Live:
     request: GenerationRequest
@@ -116,6 +126,7 @@ class FakeEngine:
         self.state: str = "loading"
         self.dead_reason: str | None = None
         self.submitted: list[GenerationRequest] = []
+        self.prepared: list[str] = []  # request ids ``prepare`` saw (off the event loop)
         self.aborted: list[str] = []
         self._live: dict[str, _Live] = {}
         self._running: set[str] = set()
@@ -178,13 +189,16 @@ class FakeEngine:
         if "root ::=" not in grammar.gbnf:
             raise InvalidRequest("The grammar has no root rule.", param=grammar.param)
 
+    def prepare(self, request: GenerationRequest) -> GenerationRequest:
+        self._require_ready()
+        self.prepared.append(request.request_id)
+        # The prompt text stays (replies are scripted on it); the ids are the fake's bytes.
+        tokens = self.tokenize(prompt_text(request), add_special=request.add_special)
+        return replace(request, prompt_tokens=tuple(tokens))
+
     def submit(self, request: GenerationRequest) -> EventStream:
         self._require_ready()
-        prompt = (
-            request.prompt
-            if isinstance(request.prompt, str)
-            else " ".join(str(t) for t in request.prompt)
-        )
+        prompt = prompt_text(request)
         n_prompt = self.count_tokens(prompt)
         if n_prompt >= self.n_ctx_slot:
             raise ContextLengthExceeded(n_prompt, self.n_ctx_slot)

@@ -24,8 +24,8 @@ class FakeVocabulary:
         self._backend = FakeBackend()
         self.closed = False
 
-    def tokenize(self, text: str, *, add_special: bool) -> list[int]:
-        return self._backend.tokenize(text, add_special=add_special)
+    def tokenize(self, text: str, *, add_special: bool, parse_special: bool = True) -> list[int]:
+        return self._backend.tokenize(text, add_special=add_special, parse_special=parse_special)
 
     def special_piece(self, token: int) -> bytes:
         return self._backend.special_piece(token)

@@ -71,21 +71,23 @@ def test_engine_does_not_import_the_layers_above_it() -> None:
 
 
 # The layers, bottom up: a module may import its own package and the layers below it, never
-# one above (`cli -> serve -> api -> serving -> engine/models -> errors/schemas`).
+# one above (`cli -> serve -> api -> serving -> engine/models -> schemas -> limits -> errors`).
 LAYERS: dict[str, int] = {
     "app": 0,  # the package's own __init__ (a docstring)
     "app.errors": 0,
-    "app.schemas": 0,
-    "app.engine": 1,
-    "app.models": 1,
-    "app.settings": 2,
-    "app.serving": 3,
-    "app.web": 4,
-    "app.logging_setup": 4,
-    "app.api": 5,
-    "app.serve": 6,
-    "app.cli": 7,
-    "app.__main__": 8,
+    "app.limits": 1,  # the table of request limits (raises app.errors)
+    "app.schemas": 2,
+    "app.engine": 3,
+    "app.models": 3,
+    "app.settings": 4,
+    "app.serving": 5,
+    "app.web": 6,
+    "app.logging_setup": 6,
+    "app.api": 7,
+    "app.front_door": 8,
+    "app.serve": 9,
+    "app.cli": 10,
+    "app.__main__": 11,
 }
 SERVING_FAMILIES = ("openai", "anthropic", "ollama", "tgi", "cria", "llama", "responses")
 

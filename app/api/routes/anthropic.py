@@ -76,7 +76,7 @@ async def create_message(call: CallDep) -> Response:
     plan = await anyio.to_thread.run_sync(
         plan_messages, body, info, call.limits, call.request_id, engine.count_tokens
     )
-    stream = call.start(plan.request)
+    stream = await call.start(plan.request)
     if body.stream:
         return call.sse(message_events(plan, stream), headers=plan.headers(), done=None)
     return await call.json(message_answer(plan, stream), headers=plan.headers())

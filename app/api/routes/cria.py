@@ -10,6 +10,7 @@ snapshots, so it answers at once even while every slot is generating.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -38,11 +39,12 @@ def is_cria_body(body: dict[str, Any]) -> bool:
     return "prompt" in body and "messages" not in body
 
 
-def create_cria_completion(body: dict[str, Any], call: Call) -> Response:
+async def create_cria_completion(body: dict[str, Any], call: Call) -> Response:
     """Stream the raw text of a reply to CRIA's ``{"prompt"}`` body."""
     prompt = parse_body(CriaPromptRequest, body)
-    generation = plan_cria(prompt, call.engine.model_info(), call.limits, call.request_id)
-    return call.sse(cria_pieces(call.start(generation)))
+    info = call.engine.model_info()
+    generation = await call.off_loop(plan_cria, prompt, info, call.limits, call.request_id)
+    return call.sse(cria_pieces(await call.start(generation)))
 
 
 class CriaVersionConvertor(Convertor[str]):
@@ -73,7 +75,7 @@ async def create_versioned_chat_completion(version: str, call: CallDep) -> Respo
     if not is_cria_body(body):
         raise HTTPException(404, "Not Found: OpenAI chat requests go to /v1/chat/completions.")
     await call.model_engine(version)  # a CRIA version may name a library model (v1.3)
-    return create_cria_completion(body, call)
+    return await create_cria_completion(body, call)
 
 
 @router.get("/health", response_model=Health, responses={503: {"model": Health}})
@@ -121,7 +123,9 @@ async def get_metrics(runtime: RuntimeDep, request: Request) -> PlainTextRespons
         except EngineNotReady:
             offload = None
     stats = engine.stats() if engine else None
-    body = render_metrics(runtime.health(), stats, http, offload)
+    # Rendered in a worker thread: the scrape grows with the label sets, and the event loop
+    # serves every stream meanwhile.
+    body = await asyncio.to_thread(render_metrics, runtime.health(), stats, http, offload)
     return PlainTextResponse(body, media_type=METRICS_CONTENT_TYPE)
 
 

@@ -33,7 +33,7 @@ models_router = APIRouter(dependencies=[Depends(require_api_key)], tags=["models
 async def create_tokenize(call: CallDep) -> TokenizeResponse:
     """Tokenize text (``content``) or count a chat's prompt tokens (``messages``)."""
     body = await call.body(TokenizeRequest)
-    return serving.tokenize(call.engine, body, call.limits)
+    return await call.off_loop(serving.tokenize, call.engine, body, call.limits)
 
 
 @router.post("/detokenize", responses=ERROR_RESPONSES, openapi_extra=json_body(DetokenizeRequest))

@@ -54,8 +54,7 @@ def ollama_error(detail: ErrorDetail, _: int) -> OllamaError:
 async def _answer(plan: OllamaPlan, stream: bool, call: Call) -> Response:
     if plan.request is None:
         return Response(line(load_only_line(plan)), media_type="application/json")
-    await call.prepare(plan.request)
-    texts = call.start(plan.request)
+    texts = await call.start(plan.request)
     if stream:
         return call.ndjson(ollama_lines(plan, texts))
     return await call.json(ollama_answer(plan, texts))
@@ -70,8 +69,9 @@ async def _answer(plan: OllamaPlan, stream: bool, call: Call) -> Response:
 async def ollama_chat(call: CallDep) -> Response:
     """Chat (Ollama): NDJSON lines unless ``"stream": false``."""
     body = await call.body(OllamaChatRequest)
-    await call.model_engine(body.model, keep_alive_seconds(body.keep_alive))
-    plan = plan_ollama_chat(body, call.engine.model_info(), call.limits, call.request_id)
+    engine = await call.model_engine(body.model, keep_alive_seconds(body.keep_alive))
+    info = engine.model_info()
+    plan = await call.off_loop(plan_ollama_chat, body, info, call.limits, call.request_id)
     return await _answer(plan, body.stream, call)
 
 
@@ -84,8 +84,9 @@ async def ollama_chat(call: CallDep) -> Response:
 async def ollama_generate(call: CallDep) -> Response:
     """Complete a prompt (Ollama): chat template applied unless ``raw``; NDJSON when streamed."""
     body = await call.body(OllamaGenerateRequest)
-    await call.model_engine(body.model, keep_alive_seconds(body.keep_alive))
-    plan = plan_ollama_generate(body, call.engine.model_info(), call.limits, call.request_id)
+    engine = await call.model_engine(body.model, keep_alive_seconds(body.keep_alive))
+    info = engine.model_info()
+    plan = await call.off_loop(plan_ollama_generate, body, info, call.limits, call.request_id)
     return await _answer(plan, body.stream, call)
 
 

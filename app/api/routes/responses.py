@@ -102,7 +102,7 @@ async def create_response(call: CallDep) -> Response:
         call.request_id,
         engine.count_tokens,
     )
-    stream = call.start(plan.request)
+    stream = await call.start(plan.request)
     on_done = _storing(call, plan)
     if body.stream:
         builder = ResponseBuilder(plan.template)

@@ -37,9 +37,10 @@ def tgi_error(detail: ErrorDetail, status: int) -> TgiError:
 
 async def _generate(call: Call, *, stream: bool | None, as_list: bool = False) -> Response:
     body = await call.body(TgiGenerateRequest)
-    plan = plan_tgi(body, call.engine.model_info(), call.limits, call.request_id)
-    await call.prepare(plan.request)
-    tokens = tgi_tokens(call.start_events(plan.request), usage_recorder(call.request))
+    plan = await call.off_loop(
+        plan_tgi, body, call.engine.model_info(), call.limits, call.request_id
+    )
+    tokens = tgi_tokens(await call.start_events(plan.request), usage_recorder(call.request))
     if body.stream if stream is None else stream:
         return call.sse(tgi_stream_events(plan, tokens), done=None)
     try:

@@ -251,12 +251,14 @@ def state_seq_set(ctx: int, seq_id: int, data: bytes) -> None:
 # ---------------------------------------------------------------------------------------
 # Vocabulary
 # ---------------------------------------------------------------------------------------
-def tokenize(vocab: int, data: bytes, add_special: bool) -> list[int]:
-    """llama_tokenize with special-token parsing; grows the buffer when asked to."""
+def tokenize(vocab: int, data: bytes, add_special: bool, parse_special: bool = True) -> list[int]:
+    """llama_tokenize (special-token text parsed if asked); grows the buffer when asked to."""
     capacity = len(data) + 8
     while True:
         tokens = (L.llama_token * capacity)()
-        n = int(L.llama_tokenize(vocab, data, len(data), tokens, capacity, add_special, True))
+        n = int(
+            L.llama_tokenize(vocab, data, len(data), tokens, capacity, add_special, parse_special)
+        )
         if n >= 0:
             return tokens[:n]
         if -n <= capacity:  # should not happen; avoid looping forever

@@ -89,9 +89,9 @@ class LlamaBackend:
         return self._info
 
     # --- vocabulary (any thread) ---------------------------------------------------------
-    def tokenize(self, text: str, *, add_special: bool) -> list[int]:
-        """Tokenize with special-token parsing on (``<|im_start|>`` -> its control token)."""
-        return _lib.tokenize(self._vocab, text.encode("utf-8"), add_special)
+    def tokenize(self, text: str, *, add_special: bool, parse_special: bool = True) -> list[int]:
+        """Tokenize; with ``parse_special``, ``<|im_start|>`` becomes its control token."""
+        return _lib.tokenize(self._vocab, text.encode("utf-8"), add_special, parse_special)
 
     def token_to_bytes(self, token: int) -> bytes:
         """Raw bytes of one token's piece; control tokens give b"" (special=False)."""

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from app.engine.backend import SamplingDeadEnd
 from app.engine.llama import _lib
 from app.engine.llama.grammar import GrammarState, SingleCandidate
 from app.engine.llama.logprobs import token_logprob
@@ -64,7 +65,7 @@ def _links(
     return links
 
 
-class GrammarDeadEnd(RuntimeError):
+class GrammarDeadEnd(SamplingDeadEnd):
     """The grammar rejects every token: generation cannot go on under it."""
 
 

@@ -29,9 +29,9 @@ class LlamaVocabulary:
         self.n_vocab = _lib.vocab_n_tokens(self._vocab)
         self._grammars = GrammarCache(self._vocab)
 
-    def tokenize(self, text: str, *, add_special: bool) -> list[int]:
-        """Token ids of ``text``, special tokens parsed (as the engine's backend does)."""
-        return _lib.tokenize(self._vocab, text.encode("utf-8"), add_special)
+    def tokenize(self, text: str, *, add_special: bool, parse_special: bool = True) -> list[int]:
+        """Token ids of ``text`` (special-token text parsed if asked, as the backend does)."""
+        return _lib.tokenize(self._vocab, text.encode("utf-8"), add_special, parse_special)
 
     def special_piece(self, token: int) -> bytes:
         """Raw bytes of one token's piece with control tokens rendered."""

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from app.engine.types import GenerationRequest, ModelInfo
+from app.engine.types import ChatPrompt, GenerationRequest, ModelInfo
 from app.schemas.anthropic import CountTokensRequest, CountTokensResponse, MessagesRequest
 from app.schemas.chat import ChatCompletionRequest
 from app.serving.anthropic.convert import chat_request
@@ -53,7 +53,7 @@ class MessagesPlan:
 class Rendered:
     """The prompt of a conversation, and what its tools and fitting decided."""
 
-    prompt: str
+    prompt: ChatPrompt | str  # a ChatPrompt: message contents tokenized as text
     add_bos: bool
     tooling: ToolPrompt
     dropped: int
@@ -80,6 +80,7 @@ def render_prompt(
     *,
     count: Callable[[str, bool], int] | None = None,
     room: int = 0,
+    content_as_text: bool = True,
 ) -> Rendered:
     """The prompt for ``chat``; with ``count``, the oldest turns that do not fit are dropped."""
     conversation(chat.messages)  # the checks on the messages
@@ -90,14 +91,21 @@ def render_prompt(
         fitted = fit_messages(
             messages,
             prompt_tokens=lambda kept: count(
-                *render_conversation(kept, info, tools=tooling.template_tools)
+                *_text(render_conversation(kept, info, "", tooling.template_tools))
             ),
+            message_tokens=lambda message: count(str(message.get("content") or ""), False),
             n_ctx=info.n_ctx_slot,
             room=room,
         )
         messages, dropped = fitted.messages, fitted.dropped
-    prompt, add_bos = render_conversation(messages, info, tools=tooling.template_tools)
+    prompt, add_bos = render_conversation(
+        messages, info, tools=tooling.template_tools, content_as_text=content_as_text
+    )
     return Rendered(prompt, add_bos, tooling, dropped)
+
+
+def _text(rendered: tuple[ChatPrompt | str, bool]) -> tuple[str, bool]:
+    return str(rendered[0]), rendered[1]
 
 
 def plan_messages(
@@ -116,7 +124,11 @@ def plan_messages(
     counter = _Counter(count_tokens)
     fit = limits.context_overflow == "truncate"
     rendered = render_prompt(
-        chat, info, count=counter if fit else None, room=reply_room(cap, info.n_ctx_slot)
+        chat,
+        info,
+        count=counter if fit else None,
+        room=reply_room(cap, info.n_ctx_slot),
+        content_as_text=not limits.parse_special_in_content,
     )
     if rendered.dropped:
         logger.info(
@@ -138,7 +150,7 @@ def plan_messages(
         request,
         message_id=f"msg_{request_id}",
         model=model,
-        prompt_tokens=counter(rendered.prompt, rendered.add_bos),
+        prompt_tokens=counter(str(rendered.prompt), rendered.add_bos),
         tool_calls=rendered.tooling.calls,
         dropped_messages=rendered.dropped,
     )
@@ -151,5 +163,5 @@ def count_message_tokens(
     served_model_name(body.model, info, limits)
     rendered = render_prompt(chat_request(body), info)
     return CountTokensResponse(
-        input_tokens=count_tokens(rendered.prompt, add_special=rendered.add_bos)
+        input_tokens=count_tokens(str(rendered.prompt), add_special=rendered.add_bos)
     )

@@ -25,7 +25,9 @@ def plan_cria(
     keeps a looping small model from generating until its slot is full.
     """
     turn = {"role": "user", "content": body.prompt}
-    prompt, add_bos = render_conversation([turn], info, limits.system_prompt)
+    prompt, add_bos = render_conversation(
+        [turn], info, limits.system_prompt, content_as_text=not limits.parse_special_in_content
+    )
     cap = max_tokens(None, limits, info, default=limits.cria_max_tokens)
     return GenerationRequest(
         request_id=request_id,

@@ -29,6 +29,10 @@ def apply_template(
     tooling = tool_prompt(body, template_source(info), limits.tool_call_format)
     variables = template_variables(body.chat_template_kwargs, body.reasoning_effort)
     prompt, _ = render_conversation(
-        tooling.messages, info, tools=tooling.template_tools, variables=variables
+        tooling.messages,
+        info,
+        tools=tooling.template_tools,
+        variables=variables,
+        content_as_text=False,  # only the text is answered: no spans needed
     )
-    return ApplyTemplateResponse(prompt=prompt)
+    return ApplyTemplateResponse(prompt=str(prompt))  # the text (a ChatPrompt prints it)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from app.engine.protocol import Engine
+from app.engine.types import GenerationRequest
+from app.limits import check_prompt_bytes
 from app.schemas.tokenize import (
     DetokenizeRequest,
     DetokenizeResponse,
@@ -27,10 +29,19 @@ def tokenize(engine: Engine, body: TokenizeRequest, limits: Limits) -> TokenizeR
     info = engine.model_info()
     served_model_name(body.model, info, limits)
     if body.messages is not None:
-        prompt, add_bos = render_conversation(conversation(body.messages), info)
-        tokens = engine.tokenize(prompt, add_special=add_bos)
+        # Counted as a generation would tokenize it (message contents as text, by default).
+        prompt, add_bos = render_conversation(
+            conversation(body.messages), info, content_as_text=not limits.parse_special_in_content
+        )
+        request = engine.prepare(GenerationRequest("tokenize", prompt, add_special=add_bos))
+        tokens = list(request.prompt_tokens or ())
     else:
-        tokens = engine.tokenize(body.content or "", add_special=body.add_special)
+        # Special-token text parsed, as llama-server's /tokenize does.
+        content = body.content or ""
+        check_prompt_bytes(
+            "content", len(content.encode("utf-8", "surrogatepass")), info.n_ctx_slot
+        )
+        tokens = engine.tokenize(content, add_special=body.add_special)
     listed: list[int] | list[TokenPiece] = tokens
     if body.with_pieces:
         pieces = engine.token_pieces(tokens)

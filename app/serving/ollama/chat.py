@@ -24,6 +24,7 @@ from pydantic import BaseModel
 
 from app.engine.types import GenerationRequest, Grammar, ModelInfo, SamplingParams
 from app.errors import GenerationFailed, InvalidRequest
+from app.limits import check_stops
 from app.schemas.common import MAX_STOP_SEQUENCES
 from app.schemas.ollama import (
     OllamaAssistantMessage,
@@ -93,6 +94,7 @@ def sampling_from_options(
             f"options.stop: at most {MAX_STOP_SEQUENCES} stop sequences are allowed.",
             param="options.stop",
         )
+    check_stops("options.stop", stops)
     sampling = replace(defaults, **given, max_tokens=cap, stop=stops)
     if last_n is not None:
         sampling = replace(sampling, penalty_last_n=last_n)
@@ -144,10 +146,14 @@ def plan_ollama_chat(
     tooling = tool_prompt(openai_view(body), template, limits.tool_call_format)
     variables = template_variables(body.think)
     prompt, add_bos = render_conversation(
-        tooling.messages, info, tools=tooling.template_tools, variables=variables
+        tooling.messages,
+        info,
+        tools=tooling.template_tools,
+        variables=variables,
+        content_as_text=not limits.parse_special_in_content,
     )
     thinking = "none" if body.think is False else limits.reasoning_format
-    reasoning = plan_reasoning(prompt, reasoning_syntax(template, thinking))
+    reasoning = plan_reasoning(str(prompt), reasoning_syntax(template, thinking))
     grammar = grammar or tooling.grammar  # a format wins over the lazy call grammar
     if grammar is not None:
         grammar = after_reasoning(grammar, reasoning)
@@ -186,7 +192,9 @@ def plan_ollama_generate(
     messages: list[Mapping[str, str]] = [{"role": "user", "content": body.prompt}]
     if body.system is not None:
         messages.insert(0, {"role": "system", "content": body.system})
-    prompt, add_bos = render_conversation(messages, info)
+    prompt, add_bos = render_conversation(
+        messages, info, content_as_text=not limits.parse_special_in_content
+    )
     request = GenerationRequest(request_id, prompt, sampling, add_special=add_bos)
     return OllamaPlan(request, model, False, started)
 

@@ -12,6 +12,7 @@ import hashlib
 import os
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from app.engine.router import ModelStatus
@@ -162,7 +163,7 @@ def show(info: ModelInfo, *, embeddings: bool) -> OllamaShow:
         }
     )
     return OllamaShow(
-        modelfile=f"FROM {info.path}\n",
+        modelfile=f"FROM {Path(info.path).name}\n",  # the file, never the server's path
         parameters=_parameters(),
         template=info.chat_template or "",
         details=model_details(info),

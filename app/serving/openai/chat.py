@@ -22,6 +22,7 @@ from app.schemas.chat import (
 )
 from app.schemas.tools import FunctionCall, FunctionCallDelta, ToolCall, ToolCallDelta
 from app.serving.chat_template import (
+    check_chat_cost,
     conversation,
     render_conversation,
     template_source,
@@ -72,7 +73,7 @@ def plan_chat(
     if asked is None:
         asked = body.max_tokens
     cap = max_tokens(asked, limits, info, default=limits.default_max_tokens)
-    conversation(body.messages)  # the checks on the messages
+    check_chat_cost(conversation(body.messages), info.n_ctx_slot)  # before any rendering
     template = template_source(info)
     tooling = tool_prompt(body, template, limits.tool_call_format)
     variables = template_variables(body.chat_template_kwargs, body.reasoning_effort)
@@ -85,10 +86,17 @@ def plan_chat(
         fitted = fit_messages(
             messages,
             prompt_tokens=lambda kept: count_tokens(
-                render_conversation(kept, info, tools=tooling.template_tools, variables=variables)[
-                    0
-                ]
+                str(
+                    render_conversation(
+                        kept,
+                        info,
+                        tools=tooling.template_tools,
+                        variables=variables,
+                        content_as_text=False,
+                    )[0]
+                )
             ),
+            message_tokens=lambda message: count_tokens(str(message.get("content") or "")),
             n_ctx=info.n_ctx_slot,
             room=reply_room(cap, info.n_ctx_slot),
         )
@@ -101,10 +109,14 @@ def plan_chat(
                 len(body.messages),
             )
     prompt, add_bos = render_conversation(
-        messages, info, tools=tooling.template_tools, variables=variables
+        messages,
+        info,
+        tools=tooling.template_tools,
+        variables=variables,
+        content_as_text=not limits.parse_special_in_content,
     )
     syntax = reasoning_syntax(template, body.reasoning_format or limits.reasoning_format)
-    reasoning = plan_reasoning(prompt, syntax)
+    reasoning = plan_reasoning(str(prompt), syntax)
     sampling = sampling_params(body, cap, limits.schemas)
     if tooling.grammar is not None:
         sampling = replace(sampling, grammar=tooling.grammar)

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from app.engine.types import GenerationRequest, ModelInfo, SamplingParams
+from app.engine.types import ChatPrompt, GenerationRequest, ModelInfo, SamplingParams
 from app.schemas.chat import ChatMessage
 from app.schemas.responses import ResponseObject, ResponsesRequest
 from app.serving.chat_template import conversation, render_conversation, template_source
@@ -59,7 +59,7 @@ class ResponsesPlan:
 class Rendered:
     """A rendered prompt and how it was built."""
 
-    prompt: str
+    prompt: ChatPrompt | str  # a ChatPrompt: message contents tokenized as text
     add_bos: bool
     dropped: int
     tool_calls: ToolCalls | None
@@ -92,15 +92,21 @@ def render(
         fitted = fit_messages(
             messages,
             prompt_tokens=lambda kept: count_tokens(
-                render_conversation(kept, info, tools=tooling.template_tools)[0]
+                str(render_conversation(kept, info, "", tooling.template_tools)[0])
             ),
+            message_tokens=lambda message: count_tokens(str(message.get("content") or "")),
             n_ctx=info.n_ctx_slot,
             room=reply_room(cap, info.n_ctx_slot),
         )
         messages, dropped = fitted.messages, fitted.dropped
         if dropped:
             logger.info("request %s: dropped the %d oldest messages", request_id, dropped)
-    prompt, add_bos = render_conversation(messages, info, tools=tooling.template_tools)
+    prompt, add_bos = render_conversation(
+        messages,
+        info,
+        tools=tooling.template_tools,
+        content_as_text=not limits.parse_special_in_content,
+    )
     sampling = sampling_params(chat, cap)
     if tooling.grammar is not None:
         sampling = replace(sampling, grammar=tooling.grammar)
@@ -147,7 +153,7 @@ def input_prompt(
     served_model_name(body.model, info, limits)
     history = conversation_of(body, previous, request_id)
     rendered = render(body, history, info, limits, request_id, None)
-    return rendered.prompt, rendered.add_bos
+    return str(rendered.prompt), rendered.add_bos
 
 
 def response_template(

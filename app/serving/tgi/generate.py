@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 
 from app.engine.types import GenerationRequest, Grammar, ModelInfo, SamplingParams, TokenEvent
 from app.errors import GenerationFailed, InvalidRequest
+from app.limits import check_stops
 from app.schemas.common import MAX_STOP_SEQUENCES
 from app.schemas.tgi import (
     TgiDetails,
@@ -70,6 +71,7 @@ def tgi_sampling(params: TgiParameters, limits: Limits, info: ModelInfo) -> Samp
             f"parameters.stop: at most {MAX_STOP_SEQUENCES} stop sequences are allowed.",
             param="parameters.stop",
         )
+    check_stops("parameters.stop", stops)
     cap = max_tokens(params.max_new_tokens, limits, info, default=limits.default_max_tokens)
     sampling = replace(SamplingParams(), max_tokens=cap, stop=stops, seed=params.seed)
     sampled = params.do_sample or any(

@@ -46,12 +46,13 @@ async def create_chat_completion(api_version: str, call: CallDep) -> Response:
     """Create a chat completion (OpenAI), or stream raw text for CRIA's ``{"prompt"}`` body."""
     body = await json_object(call.request)
     if is_cria_body(body):
-        return create_cria_completion(body, call)
+        return await create_cria_completion(body, call)
     chat = parse_body(ChatCompletionRequest, body)
     engine = await call.model_engine(chat.model)
-    plan = plan_chat(chat, engine.model_info(), call.limits, call.request_id, engine.count_tokens)
-    await call.prepare(plan.request)
-    stream = call.start(plan.request)
+    plan = await call.off_loop(
+        plan_chat, chat, engine.model_info(), call.limits, call.request_id, engine.count_tokens
+    )
+    stream = await call.start(plan.request)
     if chat.stream:
         return call.sse(chat_chunks(plan, stream), headers=plan.headers())
     return await call.json(chat_completion(plan, stream), headers=plan.headers())

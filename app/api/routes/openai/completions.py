@@ -24,8 +24,7 @@ async def create_completion(call: CallDep) -> Response:
     body = await call.body(CompletionRequest)
     await call.model_engine(body.model)
     plan = plan_completion(body, call.engine.model_info(), call.limits, call.request_id)
-    await call.prepare(plan.request)
-    stream = call.start(plan.request)
+    stream = await call.start(plan.request)
     if body.stream:
         return call.sse(completion_chunks(plan, stream))
     return await call.json(completion(plan, stream))
