@@ -283,3 +283,13 @@ def test_conversion_of_a_ten_field_schema_is_quick() -> None:
     started = time.perf_counter()
     grammar_of(schema)
     assert time.perf_counter() - started < 5  # generous: milliseconds on an idle machine
+
+
+@pytest.mark.parametrize("schema", [{"type": "string"}, {"type": "string", "maxLength": 12}])
+def test_strings_hold_no_raw_control_characters(schema: dict[str, object]) -> None:
+    # JSON forbids unescaped control characters in a string (json.loads refuses the reply):
+    # the grammar allows them only escaped.
+    pattern = grammar_of(schema)
+    assert pattern.match('"a\\nb"') is not None  # the escape, as json.dumps writes it
+    for raw in ("\n", "\t", "\x00", "\x1f", "\x7f"):
+        assert pattern.match(f'"a{raw}b"') is None, repr(raw)

@@ -22,6 +22,7 @@ from typing import Any
 
 from llama_cpp.llama_grammar import (  # noqa: TID251 - the llama_cpp boundary
     RESERVED_NAMES,
+    BuiltinRule,
     SchemaConverter,
 )
 
@@ -38,6 +39,15 @@ _NUMERIC = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multi
 
 
 _BASE: Any = SchemaConverter  # untyped Python from llama-cpp-python: its methods, typed Any
+
+# llama-cpp-python's "char" is [^"\\], which lets raw control characters into a JSON string
+# (JSON forbids them unescaped: json.loads refuses the reply); llama.cpp's own converter
+# excludes them, and so does this one.
+_JSON_CHAR = BuiltinRule(
+    r'[^"\\\x7F\x00-\x1F] | "\\" (["\\/bfnrt] | "u" '
+    r"[0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F])",
+    [],
+)
 
 
 class Converter(SchemaConverter):
@@ -69,6 +79,9 @@ class Converter(SchemaConverter):
         if rule is not None:
             return str(_BASE._add_rule(self, rule_name, rule))
         return str(_BASE.visit(self, schema, name))
+
+    def _add_primitive(self, name: str, rule: Any) -> str:
+        return str(_BASE._add_primitive(self, name, _JSON_CHAR if name == "char" else rule))
 
     def _integer(self, schema: dict[str, Any]) -> str | None:
         low, high = bounds(schema)
