@@ -20,12 +20,12 @@ from typing import cast
 
 from app.engine.backend import ModelBackend
 from app.engine.embeddings import EmbeddingService
+from app.engine.lora import AdapterScales
 from app.engine.prompt import prompt_tokens
 from app.engine.prompt_cache import HostPromptCache
 from app.engine.scheduler import Delivery, Scheduler
 from app.engine.sequence import Sequence
 from app.engine.stream import EventStream
-from app.engine.lora import AdapterScales
 from app.engine.types import (
     Embeddings,
     EngineConfig,

@@ -51,8 +51,7 @@ def check_adapter_file(adapter: LoraAdapter, architecture: str) -> None:
     if info.architecture != architecture:
         raise _fail(
             adapter,
-            f"it was made for a '{info.architecture}' model and the base model is "
-            f"'{architecture}'",
+            f"it was made for a '{info.architecture}' model and the base model is '{architecture}'",
         )
     if ALORA_KEY in meta:
         raise _fail(adapter, "activated LoRA (aLoRA) adapters are not supported")
