@@ -39,7 +39,9 @@ def adapters(model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> tupl
     )
 
 
-async def run(engine: object, rid: str, prompt: str, lora: tuple[LoraScale, ...] = ()) -> list[TokenEvent]:
+async def run(
+    engine: object, rid: str, prompt: str, lora: tuple[LoraScale, ...] = ()
+) -> list[TokenEvent]:
     request = GenerationRequest(rid, prompt, GREEDY, lora=lora)
     return [event async for event in engine.submit(request)]  # type: ignore[attr-defined]
 
@@ -58,7 +60,11 @@ async def test_zero_adapter_is_the_base_and_a_real_one_changes_the_reply(
     assert zero == base
     assert x != base
     assert off == base  # scale 0 is the base model (llama.cpp drops zero-scale adapters)
-    assert [(a.id, a.name, a.scale) for a in listed] == [(0, "zero", 1.0), (1, "x", 1.0), (2, "y", 1.0)]
+    assert [(a.id, a.name, a.scale) for a in listed] == [
+        (0, "zero", 1.0),
+        (1, "x", 1.0),
+        (2, "y", 1.0),
+    ]
 
 
 async def test_same_reply_alone_and_next_to_other_adapters(
@@ -89,9 +95,12 @@ async def test_cached_prefixes_are_not_shared_across_adapters(
         x_again = await run(engine, "x2", prompt, (X,))  # restored from the host cache, x's
         y = await run(engine, "y", prompt, (Y,))
         x_fresh = text_of(x_first)
-    assert base[-1].usage is not None and base[-1].usage.cached_prompt_tokens == 0
-    assert y[-1].usage is not None and y[-1].usage.cached_prompt_tokens == 0
-    assert x_again[-1].usage is not None and x_again[-1].usage.cached_prompt_tokens > 0
+    assert base[-1].usage is not None
+    assert base[-1].usage.cached_prompt_tokens == 0
+    assert y[-1].usage is not None
+    assert y[-1].usage.cached_prompt_tokens == 0
+    assert x_again[-1].usage is not None
+    assert x_again[-1].usage.cached_prompt_tokens > 0
     assert text_of(x_again) == x_fresh
     assert text_of(base) != x_fresh
 

@@ -246,10 +246,7 @@ class FakeBackend:
             if fill[bt.seq_id] >= self._n_ctx_slot:
                 raise DecodeError(1, f"seq {bt.seq_id}: no KV cell left")
             fill[bt.seq_id] += 1
-            if any(s != self.adapters for s in self.cell_sets[bt.seq_id]):
-                raise FakeBackendError(
-                    f"seq {bt.seq_id}: cells of another adapter set reused under {self.adapters}"
-                )
+        self._check_adapters(batch)
         self.batches.append(list(batch))
         self.batch_adapters.append(self.adapters)
         marker = tuple(-1 - i for i, _ in self.adapters)  # adapters change the replies
@@ -261,6 +258,14 @@ class FakeBackend:
             if bt.logits:
                 outputs[i] = tuple(kv) + marker
         self.outputs = outputs
+
+    def _check_adapters(self, batch: Sequence[BatchToken]) -> None:
+        """A decode extends only cells computed under the adapter set it runs with."""
+        for bt in batch:
+            if any(s != self.adapters for s in self.cell_sets[bt.seq_id]):
+                raise FakeBackendError(
+                    f"seq {bt.seq_id}: cells of another adapter set reused under {self.adapters}"
+                )
 
     def set_adapters(self, adapters: AdapterSet) -> None:
         self.check_thread()
@@ -295,7 +300,7 @@ class FakeBackend:
     def load_seq(self, seq_id: int, data: bytes) -> None:
         self.check_thread()
         self.loads.append(seq_id)
-        tokens, sets = pickle.loads(data)  # noqa: S301 - our own bytes, from save_seq
+        tokens, sets = pickle.loads(data)
         self.kv[seq_id], self.cell_sets[seq_id] = list(tokens), list(sets)
 
     def kv_cells_used(self) -> int:

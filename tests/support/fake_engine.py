@@ -210,6 +210,7 @@ class FakeEngine:
         n_prompt = self.count_tokens(prompt)
         if n_prompt >= self.n_ctx_slot:
             raise ContextLengthExceeded(n_prompt, self.n_ctx_slot)
+        self._lora.resolve(request.lora)  # unknown adapter ids and bad scales: InvalidRequest
         waiting = len(self._live) - len(self._running)
         if len(self._running) >= self.n_slots and waiting >= self.max_queue:
             raise Overloaded(waiting, self.max_queue)
