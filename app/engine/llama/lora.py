@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Any
+
+import gguf
 
 from app.engine.llama import _lib
 from app.engine.types import LoraAdapter
-from app.errors import ModelLoadError, ModelNotFound
-from app.models.gguf import read_gguf
+from app.errors import ModelLoadError
 
 logger = logging.getLogger(__name__)
 
@@ -30,17 +32,28 @@ def _fail(adapter: LoraAdapter, why: str) -> ModelLoadError:
     )
 
 
+def _read(adapter: LoraAdapter) -> tuple[dict[str, Any], set[str]]:
+    """The adapter file's scalar metadata and tensor names (gguf's reader, memory-mapped)."""
+    try:
+        reader = gguf.GGUFReader(adapter.path)
+        meta: dict[str, Any] = {}
+        for name, field in reader.fields.items():
+            if field.types and field.types[0] != gguf.GGUFValueType.ARRAY:
+                meta[name] = field.contents()
+            elif field.types:
+                meta[name] = "[array]"
+        return meta, {str(t.name) for t in reader.tensors}
+    except FileNotFoundError as exc:
+        raise _fail(adapter, "the file does not exist") from exc
+    except OSError as exc:
+        raise _fail(adapter, f"the file cannot be read ({exc.strerror or exc})") from exc
+    except (ValueError, IndexError, KeyError, TypeError, OverflowError) as exc:
+        raise _fail(adapter, f"it is not a readable GGUF file ({type(exc).__name__})") from exc
+
+
 def check_adapter_file(adapter: LoraAdapter, architecture: str) -> None:
     """Check ``adapter``'s GGUF header against the base model's ``architecture``."""
-    try:
-        info = read_gguf(adapter.path)
-    except ModelNotFound as exc:
-        raise ModelLoadError(
-            f"LoRA adapter '{adapter.name}': file {adapter.path} not found.", param="lora"
-        ) from exc
-    except ModelLoadError as exc:
-        raise _fail(adapter, exc.message) from exc
-    meta = info.metadata
+    meta, names = _read(adapter)
     kind, adapter_type = meta.get("general.type"), meta.get("adapter.type")
     if kind != "adapter" or adapter_type != "lora":
         raise _fail(
@@ -48,14 +61,13 @@ def check_adapter_file(adapter: LoraAdapter, architecture: str) -> None:
             f"it is not a LoRA adapter (general.type={kind!r}, adapter.type={adapter_type!r}); "
             "convert it with llama.cpp's convert_lora_to_gguf.py",
         )
-    if info.architecture != architecture:
+    made_for = meta.get("general.architecture")
+    if made_for != architecture:
         raise _fail(
-            adapter,
-            f"it was made for a '{info.architecture}' model and the base model is '{architecture}'",
+            adapter, f"it was made for a '{made_for}' model and the base model is '{architecture}'"
         )
     if ALORA_KEY in meta:
         raise _fail(adapter, "activated LoRA (aLoRA) adapters are not supported")
-    names = {t.name for t in info.tensors}
     pairs = [n for n in names if n.endswith(".lora_a") and n[:-1] + "b" in names]
     if not pairs:
         raise _fail(adapter, "it holds no lora_a/lora_b tensor pairs (an empty adapter)")
