@@ -8,13 +8,8 @@ while other streams decode, so a long prompt arriving stretches no stream's inte
 time much); decode; sample every sequence whose last batch token has logits; detokenize,
 match stop strings, emit events, finish sequences.
 
-LoRA adapters: llama.cpp applies them per context, so one decode runs one adapter set. Each
-step decodes the sequences of ONE set (the base model is the empty set); while sequences of
-several sets are live, the sets take turns of ``LORA_TURN_STEPS`` steps each, in a fixed
-order, so no set starves and requests on the same set still batch together. A turn is
-longer than one step because changing the set makes llama.cpp re-reserve its compute graph
-on the next decode (about 20 ms for the default model on a 2-core host, as long as a decode
-step of 8 streams), so switching every step would spend about half the time re-reserving.
+LoRA adapters: llama.cpp applies them per context, so one decode runs one adapter set; each
+step decodes the sequences of the set whose turn it is (``app.engine.lora.AdapterTurns``).
 
 Failures stay with the request that caused them: a decode that fails with prompt chunks in
 it is retried part by part, so only the sequence whose chunk cannot be decoded ends with an
@@ -35,17 +30,15 @@ from time import perf_counter
 
 from app.engine.backend import BatchToken, DecodeError, ModelBackend, SamplingDeadEnd
 from app.engine.kv import KVManager
+from app.engine.lora import AdapterTurns
 from app.engine.output import SequenceOutput, TokenTable
 from app.engine.pacing import PrefillPacer
 from app.engine.prompt_cache import HostPromptCache
 from app.engine.sequence import SeqState, Sequence
-from app.engine.types import AdapterSet, EngineStats, FinishReason, TokenEvent
+from app.engine.types import EngineStats, FinishReason, TokenEvent
 from app.errors import EngineDead, InvalidRequest, Overloaded
 
 logger = logging.getLogger(__name__)
-
-LORA_TURN_STEPS = 4
-"""Steps one adapter set decodes before the next live set's turn (see the module docstring)."""
 
 Delivery = list[tuple[object, list[TokenEvent]]]
 """Events of one step: (the request's sink, its events in order) for each request."""
@@ -118,8 +111,7 @@ class Scheduler:
         self._running: list[Sequence] = []
         self._dirty: list[Sequence] = []
         self._tokens = TokenTable(backend)
-        self._turn: AdapterSet = ()  # the adapter set decoding now, and its steps so far
-        self._turn_steps = 0
+        self._turns = AdapterTurns()
         # Counters (written by one thread, read anywhere):
         self.requests_total = 0
         self.prompt_tokens_total = 0
@@ -330,26 +322,14 @@ class Scheduler:
             return random.getrandbits(32)
         return seed & 0xFFFFFFFF
 
-    def _adapter_turn(self) -> AdapterSet:
-        """The adapter set this step decodes: the current turn's, else the next live set."""
-        live = sorted({seq.adapters for seq in self._running})
-        if len(live) <= 1:
-            self._turn, self._turn_steps = (live[0] if live else ()), 0
-            return self._turn
-        if self._turn not in live or self._turn_steps >= LORA_TURN_STEPS:
-            later = [s for s in live if s > self._turn]
-            self._turn, self._turn_steps = (later[0] if later else live[0]), 0
-        self._turn_steps += 1
-        return self._turn
-
     def _plan(self) -> list[_Part]:
         """One decode token per decoding sequence, then prompt chunks in the room left.
 
-        Only the sequences of this step's adapter set (``_adapter_turn``) take part.
+        Only the sequences of the adapter set whose turn it is take part.
         """
         parts: list[_Part] = []
         room = self._n_batch
-        turn = self._adapter_turn()
+        turn = self._turns.pick(seq.adapters for seq in self._running)
         running = [seq for seq in self._running if seq.adapters == turn]
         for seq in running:
             if seq.state is SeqState.DECODING and room:

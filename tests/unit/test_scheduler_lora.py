@@ -11,9 +11,8 @@ from time import perf_counter
 
 import pytest
 
-from app.engine.lora import AdapterScales
+from app.engine.lora import LORA_TURN_STEPS, AdapterScales, AdapterTurns
 from app.engine.prompt_cache import HostPromptCache
-from app.engine.scheduler import LORA_TURN_STEPS
 from app.engine.sequence import Sequence
 from app.engine.types import AdapterSet, GenerationRequest, LoraAdapter, LoraScale, SamplingParams
 from app.errors import InvalidRequest
@@ -142,3 +141,12 @@ def test_set_scales_is_all_or_nothing() -> None:
     with pytest.raises(InvalidRequest):
         scales.set_scales({0: 0.1, 7: 1.0})
     assert [a.scale for a in scales.adapters()] == [1.0, 0.5]
+
+
+def test_turns_rotate_in_order_and_skip_sets_that_left() -> None:
+    turns = AdapterTurns(turn_steps=2)
+    live = [(), A, B]
+    picked = [turns.pick(live) for _ in range(7)]
+    assert picked == [(), (), A, A, B, B, ()]
+    assert turns.pick([A]) == A  # one live set: it runs every step
+    assert turns.pick([(), B]) == B  # A left: the next set after it
