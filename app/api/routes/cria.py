@@ -26,7 +26,7 @@ from app.api.metrics import HttpMetrics, render_metrics
 from app.api.openapi import ERROR_RESPONSES, json_body
 from app.api.security import require_api_key
 from app.engine.types import LoraAdapter, OffloadInfo
-from app.errors import EngineNotReady
+from app.errors import EngineError, EngineNotReady
 from app.schemas.cria import CriaPromptRequest, Health, ModelCard
 from app.serving.cria.health import health as health_body
 from app.serving.cria.health import model_card, model_health
@@ -126,10 +126,13 @@ async def get_metrics(runtime: RuntimeDep, request: Request) -> PlainTextRespons
     adapters: tuple[LoraAdapter, ...] = ()
     if engine is not None and runtime.health().ready:
         try:
-            offload = engine.model_info().offload
-            adapters = await engine.lora_adapters()
-        except EngineNotReady:
-            offload = None
+            info = engine.model_info()
+            offload = info.offload
+            # Current scales (POST /lora-adapters changes them); a worker call, so only when
+            # the model has adapters at all.
+            adapters = await engine.lora_adapters() if info.adapters else ()
+        except EngineError:  # loading, or the worker is restarting: no model facts now
+            offload, adapters = None, ()
     stats = engine.stats() if engine else None
     # Rendered in a worker thread: the scrape grows with the label sets, and the event loop
     # serves every stream meanwhile.

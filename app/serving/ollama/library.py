@@ -135,7 +135,7 @@ def library_tags(statuses: Sequence[ModelStatus]) -> OllamaTags:
         if status.state == "ready" and status.engine is not None:
             info = status.engine.model_info()
             models.append(ollama_model(info).model_copy(update=_named(status.entry.id)))
-            models.extend(adapter_model(a, models[-1]) for a in status.entry.config.lora)
+            models.extend(adapter_model(a, models[-1]) for a in info.adapters)
             continue
         gguf = read_gguf(status.entry.config.model_path)
         details = OllamaModelDetails(

@@ -48,10 +48,18 @@ def library_model(status: ModelStatus) -> Model:
     return Model(id=status.entry.id, created=_STARTED, owned_by=owner, state=WIRE_STATE[state])
 
 
+def model_adapters(status: ModelStatus) -> tuple[LoraAdapter, ...]:
+    """A library model's LoRA adapters: its engine's once loaded, else from its settings
+    (so they are listed before the model loads)."""
+    if status.state == "ready" and status.engine is not None:
+        return status.engine.model_info().adapters
+    return status.entry.config.lora
+
+
 def _library_adapters(statuses: Sequence[ModelStatus]) -> Iterator[tuple[LoraAdapter, Model]]:
-    """Each library model's LoRA adapters (from its settings: listed before it loads)."""
+    """Each library model's LoRA adapters as OpenAI model objects."""
     for status in statuses:
-        for adapter in status.entry.config.lora:
+        for adapter in model_adapters(status):
             model = adapter_model(adapter, status.entry.id)
             yield adapter, model.model_copy(update={"state": WIRE_STATE[status.state]})
 
