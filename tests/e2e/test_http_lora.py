@@ -62,10 +62,10 @@ def chat(client: openai.OpenAI, model: str, **kw: object) -> tuple[str, str]:
 def test_the_sdk_lists_and_uses_an_adapter_as_a_model(client: openai.OpenAI) -> None:
     models = {m.id: m for m in client.models.list()}
     assert set(models) == {"SmolLM2-135M-Instruct.Q4_1", "v1.3", "zero"}
-    assert models["v1.3"].model_extra == {
-        "parent": "SmolLM2-135M-Instruct.Q4_1",
-        "root": models["v1.3"].model_extra["root"],  # type: ignore[index]
-    }
+    extra = models["v1.3"].model_extra or {}
+    assert extra["parent"] == "SmolLM2-135M-Instruct.Q4_1"
+    assert extra["root"].endswith("v13.gguf")
+    assert extra["state"] == "loaded"
     base_model, base = chat(client, "SmolLM2-135M-Instruct.Q4_1", temperature=0)
     name, tuned = chat(client, "v1.3", temperature=0)
     zero_name, zero = chat(client, "zero", temperature=0)

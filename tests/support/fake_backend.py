@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from app.engine.backend import BatchToken, DecodeError
-from app.engine.types import AdapterSet, Grammar, ModelInfo, SamplingParams
+from app.engine.types import AdapterSet, Grammar, LoraAdapter, ModelInfo, SamplingParams
 from app.errors import InvalidRequest
 from tests.support.fake_engine import fake_model_info
 
@@ -175,6 +175,7 @@ class FakeBackend:
         self.owner: threading.Thread | None = None
         self.embedder: FakeEmbedder | None = None
         self.adapters: AdapterSet = ()
+        self.lora: tuple[LoraAdapter, ...] = ()  # the adapters ``info`` lists
         self.adapter_switches = 0
         self.batch_adapters: list[AdapterSet] = []
         self.cell_sets: list[list[AdapterSet]] = [[] for _ in range(n_slots)]
@@ -192,7 +193,8 @@ class FakeBackend:
         return self._n_batch
 
     def info(self) -> ModelInfo:
-        return replace(fake_model_info(self._n_slots, self._n_ctx_slot), n_vocab=N_VOCAB)
+        info = fake_model_info(self._n_slots, self._n_ctx_slot)
+        return replace(info, n_vocab=N_VOCAB, adapters=self.lora)
 
     def tokenize(self, text: str, *, add_special: bool, parse_special: bool = True) -> list[int]:
         self.tokenized.append((text, parse_special))
