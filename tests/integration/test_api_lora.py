@@ -127,3 +127,15 @@ async def test_no_adapters_means_empty_lists() -> None:
         assert (await client.get("/lora-adapters")).json() == []
         assert "cria_lora_adapter" not in (await client.get("/metrics")).text
         assert len((await client.get("/v1/models")).json()["data"]) == 1
+
+
+async def test_strict_model_names_accept_the_adapters_of_the_model() -> None:
+    fake = engine()
+    lora = ["v1.2=/models/v1.2.lora.gguf", "v1.3=/models/v1.3.lora.gguf"]
+    async with app_client(fake, strict_model_names=True, lora=lora) as (client, _):
+        ok = await client.post("/v1/chat/completions", json=CHAT | {"model": "v1.3"})
+        cria = await client.post("/v1.3/chat/completions", json={"prompt": "Hi"})
+        unknown = await client.post("/v1/chat/completions", json=CHAT | {"model": "v9"})
+    assert ok.status_code == cria.status_code == 200
+    assert unknown.status_code == 404
+    assert [r.lora for r in fake.submitted] == [(LoraScale(1),), (LoraScale(1),)]
