@@ -139,3 +139,24 @@ async def test_strict_model_names_accept_the_adapters_of_the_model() -> None:
     assert ok.status_code == cria.status_code == 200
     assert unknown.status_code == 404
     assert [r.lora for r in fake.submitted] == [(LoraScale(1),), (LoraScale(1),)]
+
+
+async def test_anthropic_and_responses_name_adapters_too() -> None:
+    fake = engine()
+    async with app_client(fake) as (client, _):
+        messages = await client.post(
+            "/v1/messages",
+            json={
+                "model": "v1.3",
+                "max_tokens": 4,
+                "messages": [{"role": "user", "content": "Hi"}],
+            },
+        )
+        responses = await client.post(
+            "/v1/responses", json={"model": "v1.2", "input": "Hi", "max_output_tokens": 16}
+        )
+    assert messages.status_code == 200, messages.text
+    assert responses.status_code == 200, responses.text
+    assert messages.json()["model"] == "v1.3"
+    assert responses.json()["model"] == "v1.2"
+    assert [r.lora for r in fake.submitted] == [(LoraScale(1),), (LoraScale(0),)]
