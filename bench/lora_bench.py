@@ -15,6 +15,10 @@ cria names the adapter as the model (``"model": "a"``); llama-server gets the sa
 
     python bench/lora_bench.py --repeat 3 --llama-server build/bin/llama-server
 
+``--turns 1,4,8`` instead measures in-process (no HTTP, one LlamaEngine) the mix against the
+base with each adapter turn length (``app.engine.lora.LORA_TURN_STEPS``: steps one adapter
+set decodes before the next set's turn), to choose that constant.
+
 Numbers on a shared, busy machine are noise: run it on a quiet one.
 """
 
@@ -28,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -35,6 +40,15 @@ import httpx
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))  # the adapter writer is the tests' own
 
+from app.engine.lora import AdapterTurns  # noqa: E402
+from app.engine.service import LlamaEngine  # noqa: E402
+from app.engine.types import (  # noqa: E402
+    EngineConfig,
+    GenerationRequest,
+    LoraAdapter,
+    LoraScale,
+    SamplingParams,
+)
 from bench.server_compare import (  # noqa: E402
     USAGE,
     Server,
@@ -136,6 +150,50 @@ def measure(
     return results
 
 
+async def engine_streams(engine: LlamaEngine, plan: tuple[str | None, ...], tokens: int) -> float:
+    """In-process aggregate tokens/s of ``len(plan)`` concurrent streams."""
+    ids = {"a": 0, "b": 1}
+    params = SamplingParams(temperature=0.0, max_tokens=tokens, ignore_eos=True)
+
+    async def one(i: int, adapter: str | None) -> int:
+        lora = () if adapter is None else (LoraScale(ids[adapter]),)
+        text = question(i)[0]["content"]
+        prompt = f"<|im_start|>user\n{text}<|im_end|>\n<|im_start|>assistant\n"
+        request = GenerationRequest(f"r{time.monotonic_ns()}-{i}", prompt, params, lora=lora)
+        return sum([event.token_id is not None async for event in engine.submit(request)])
+
+    start = time.perf_counter()
+    counts = await asyncio.gather(*(one(i, adapter) for i, adapter in enumerate(plan)))
+    return sum(counts) / (time.perf_counter() - start)
+
+
+async def turn_sweep(args: argparse.Namespace, adapters: dict[str, Path]) -> None:
+    """base8 and mix8 in one engine, mix8 with each turn length, ``--repeat`` rounds."""
+    lora = tuple(LoraAdapter(i, n, str(p)) for i, (n, p) in enumerate(adapters.items()))
+    config = EngineConfig(
+        args.model, n_slots=8, n_ctx_slot=args.ctx, n_threads=args.threads or None, lora=lora
+    )
+    engine = LlamaEngine(replace(config, prompt_cache=False))
+    await engine.start()
+    turns = [int(t) for t in args.turns.split(",")]
+    results: dict[str, list[float]] = {}
+    try:
+        await engine_streams(engine, BASE, 8)  # warm-up
+        for _ in range(args.repeat):
+            results.setdefault("base8", []).append(await engine_streams(engine, BASE, args.tokens))
+            for steps in turns:
+                engine._scheduler._turns = AdapterTurns(steps)  # type: ignore[union-attr]
+                rate = await engine_streams(engine, MIX, args.tokens)
+                results.setdefault(f"mix8, turn {steps}", []).append(rate)
+    finally:
+        await engine.stop()
+    base8 = statistics.median(results["base8"])
+    print(f"in-process, load {os.getloadavg()[0]:.2f}, {args.tokens} tokens per stream")
+    for name, runs in results.items():
+        rate = statistics.median(runs)
+        print(f"{name:16}{rate:10.1f} tok/s{rate / base8:8.2f} of base8")
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--llama-server", default=os.environ.get("LLAMA_SERVER", ""))
@@ -146,6 +204,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--ctx", type=int, default=1024, help="context tokens per slot")
     parser.add_argument("--tokens", type=int, default=96, help="tokens per stream")
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--turns", default="", help="e.g. 1,4,8: in-process turn-length sweep")
     return parser.parse_args()
 
 
@@ -157,6 +216,9 @@ def main() -> None:
             "a": write_lora(Path(folder) / "a.gguf", base, seed=1),
             "b": write_lora(Path(folder) / "b.gguf", base, seed=2),
         }
+        if args.turns:
+            asyncio.run(turn_sweep(args, adapters))
+            return
         results = measure(args, adapters)
     print(
         f"model {Path(args.model).name}, 2 rank-4 adapters, 8 slots, {args.tokens} tokens per "
