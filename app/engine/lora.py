@@ -10,10 +10,13 @@ set of each scheduler step: while sequences of several sets are live, the sets t
 ``LORA_TURN_STEPS`` steps each, in a fixed order, so no set starves and requests on the same
 set still batch together (llama-server instead batches the first generating slot's set and
 makes the others wait). A turn is longer than one step because changing the set makes
-llama.cpp re-reserve its compute graph on the next decode (a median of 20 ms for the default
-model on a busy 2-core host, the order of a decode step of 8 streams there): switching every
-step would spend a large share of the time re-reserving. One context per set would avoid
-that, but multiplies the KV cache by the number of sets and splits the slots between them.
+llama.cpp re-reserve its compute graph on the next decode: for the default model on a 2-core
+host that took a median of 6 ms (20 ms with the host loaded ~8), a third to a half of a small
+decode step there; a turn of 4 steps spreads it to under 2 ms a step, and keeps a stream's
+wait bounded ((live sets - 1) x 4 steps). End to end on that busy host, turns of 1, 4 and 8
+did not separate beyond noise (``bench/lora_bench.py --turns``). One context per set would
+avoid re-reserving, but multiplies the KV cache by the number of sets and splits the slots
+between contexts.
 """
 
 from __future__ import annotations
