@@ -6,6 +6,7 @@ Nothing here reads the environment at import time: ``Settings()`` reads it when 
 
 from __future__ import annotations
 
+import math
 import tomllib
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -23,7 +24,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from app.engine.types import EngineConfig, GpuLayers
+from app.engine.types import EngineConfig, GpuLayers, LoraAdapter
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODELS_DIR = REPO_ROOT / "models"  # in a checkout (editable install)
@@ -79,6 +80,29 @@ def default_models_dir() -> Path:
     return Path.home() / ".cache" / "cria" / "models"
 
 
+def parse_lora(spec: str, base_dir: Path | None = None) -> tuple[str, str, float]:
+    """``NAME=PATH[:SCALE]`` -> (name, path, scale); a relative PATH is under ``base_dir``."""
+    name, sep, rest = spec.partition("=")
+    name = name.strip()
+    if not sep or not name or not rest.strip():
+        raise ValueError(f"a LoRA adapter is NAME=PATH[:SCALE] (got {spec!r})")
+    path, scale = rest.strip(), 1.0
+    head, colon, tail = path.rpartition(":")
+    if colon and head:
+        try:
+            scale = float(tail)
+        except ValueError:
+            pass  # a ':' that is part of the path
+        else:
+            path = head
+    if not math.isfinite(scale):
+        raise ValueError(f"the scale of LoRA adapter {name!r} must be a finite number")
+    resolved = Path(path).expanduser()
+    if base_dir is not None and not resolved.is_absolute() and not resolved.exists():
+        resolved = base_dir / resolved
+    return name, str(resolved), scale
+
+
 def _split_list(value: object) -> object:
     """Accept ``a,b`` from the environment as well as a real list."""
     if isinstance(value, str):
@@ -101,6 +125,12 @@ class Settings(BaseSettings):
     )
     model_alias: str | None = Field(
         None, description="Model id shown to clients (default: the file name without .gguf)."
+    )
+    lora: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="LoRA adapter served as a model of its own on the base model, as "
+        "NAME=PATH[:SCALE] (a GGUF from llama.cpp's convert_lora_to_gguf.py; SCALE default 1); "
+        "repeat for several. Requests naming NAME (or llama-server's 'lora' list) use it.",
     )
     models_dir: Path = Field(
         default_factory=default_models_dir,
@@ -353,7 +383,7 @@ class Settings(BaseSettings):
         """Precedence: init values (CLI flags) > CRIA_* environment > config file > defaults."""
         return (init_settings, env_settings, ConfigFileSource(settings_cls, _CONFIG_FILE.get()))
 
-    @field_validator("api_key", "cors_origin", "allowed_host", mode="before")
+    @field_validator("api_key", "cors_origin", "allowed_host", "lora", mode="before")
     @classmethod
     def _lists(cls, value: object) -> object:
         return _split_list(value)
@@ -369,6 +399,13 @@ class Settings(BaseSettings):
     def _template_file(cls, value: Path | None) -> Path | None:
         if value is not None and not value.is_file():
             raise ValueError(f"chat template file {value} does not exist")
+        return value
+
+    @field_validator("lora")
+    @classmethod
+    def _lora(cls, value: list[str]) -> list[str]:
+        for spec in value:
+            parse_lora(spec)
         return value
 
     @field_validator("n_gpu_layers")
@@ -406,6 +443,10 @@ class Settings(BaseSettings):
             embeddings=self.embeddings,
             embeddings_pooling=self.embeddings_pooling,
             chat_template=self.chat_template(),
+            lora=tuple(
+                LoraAdapter(i, *parse_lora(spec, self.models_dir))
+                for i, spec in enumerate(self.lora)
+            ),
         )
 
     def chat_template(self) -> str | None:

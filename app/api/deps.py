@@ -100,6 +100,15 @@ RequestIdDep = Annotated[str, Depends(get_request_id)]
 
 async def json_object(request: Request) -> dict[str, Any]:
     """The body as a JSON object, whatever the Content-Type says (CRIA sends text/plain)."""
+    body = await json_value(request)
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object.")
+    remember_body_key(request, body)  # prompt_cache_key/user: echoed as X-Session-Id
+    return body
+
+
+async def json_value(request: Request) -> Any:
+    """The body as any JSON value (an array for llama-server's ``POST /lora-adapters``)."""
     raw = await request.body()
     if not raw.strip():
         raise InvalidRequest("The request body is empty: send a JSON object.")
@@ -111,11 +120,8 @@ async def json_object(request: Request) -> dict[str, Any]:
         raise InvalidRequest(f"The request body is not valid JSON: {exc}") from exc
     except RecursionError as exc:
         raise InvalidRequest("The request body is nested too deeply.") from exc
-    if not isinstance(body, dict):
-        raise InvalidRequest("The request body must be a JSON object.")
     if LONE_SURROGATE_ESCAPE.search(text):
         _reject_lone_surrogates(body)
-    remember_body_key(request, body)  # prompt_cache_key/user: echoed as X-Session-Id
     return body
 
 
@@ -129,7 +135,7 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON value")
 
 
-def _reject_lone_surrogates(body: dict[str, Any]) -> None:
+def _reject_lone_surrogates(body: Any) -> None:
     try:
         json.dumps(body, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError as exc:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 from prometheus_client import (
     CollectorRegistry,
@@ -27,7 +27,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from app.engine.types import EngineHealth, EngineStats, OffloadInfo
+from app.engine.types import EngineHealth, EngineStats, LoraAdapter, OffloadInfo
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # Upper bounds (seconds) of the request-duration histogram buckets.
@@ -281,6 +281,25 @@ class OffloadCollector(Collector):
                 yield family
 
 
+class LoraCollector(Collector):
+    """The loaded LoRA adapters: one series each, its current scale, labelled id and name."""
+
+    def __init__(self, adapters: Sequence[LoraAdapter]) -> None:
+        self.adapters = adapters
+
+    def collect(self) -> Iterator[Metric]:
+        if not self.adapters:
+            return
+        family = GaugeMetricFamily(
+            "cria_lora_adapter_scale",
+            "Scale of each loaded LoRA adapter (requests naming it get this scale).",
+            labels=["id", "name"],
+        )
+        for adapter in self.adapters:
+            family.add_metric([str(adapter.id), adapter.name], adapter.scale)
+        yield family
+
+
 class _Joined(Collector):
     """Several collectors exposed as one (what generate_latest reads)."""
 
@@ -297,7 +316,13 @@ def render_metrics(
     stats: EngineStats | None,
     http: HttpMetrics,
     offload: OffloadInfo | None = None,
+    adapters: Sequence[LoraAdapter] = (),
 ) -> bytes:
     """The whole exposition document (text format 0.0.4)."""
-    parts = (EngineCollector(health, stats), OffloadCollector(offload), http.registry)
+    parts = (
+        EngineCollector(health, stats),
+        OffloadCollector(offload),
+        LoraCollector(adapters),
+        http.registry,
+    )
     return generate_latest(_Joined(parts))

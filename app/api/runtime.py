@@ -24,7 +24,7 @@ from app.errors import EngineDead, EngineError, EngineNotReady, ModelLoadError
 from app.logging_setup import configure_logging
 from app.models.builtin import BUILTIN_MODELS
 from app.models.library import LibraryModel, kv_bytes, scan_library
-from app.settings import Settings
+from app.settings import Settings, parse_lora
 
 logger = logging.getLogger(__name__)
 
@@ -51,11 +51,13 @@ def single_model_router(settings: Settings, engine: Engine) -> ModelRouter:
 
 def model_names(settings: Settings) -> frozenset[str]:
     """Names that mean the --model model besides its id: the reference as typed
-    (``smollm2``, a path, ``hf://...``), its alias, and built-in names of the same file."""
+    (``smollm2``, a path, ``hf://...``), its alias, built-in names of the same file, and its
+    LoRA adapters' names (a request naming one runs on this model, with the adapter)."""
     names = {settings.model, Path(settings.model).name, Path(settings.model).stem}
     names |= {name for name, spec in BUILTIN_MODELS.items() if spec.filename in names}
     if settings.model_alias:
         names.add(settings.model_alias)
+    names |= {parse_lora(spec)[0] for spec in settings.lora}  # its LoRA adapters run on it
     return frozenset(name.strip() for name in names if name.strip())
 
 
@@ -112,7 +114,8 @@ def library_entries(
     for model in library:
         if model is same:
             continue
-        config = replace(settings.engine_config(model.path), model_alias=model.id)
+        # --lora adapters belong to the --model model only.
+        config = replace(settings.engine_config(model.path), model_alias=model.id, lora=())
         entries.append(
             ModelEntry(model.id, config, model.names, False, estimate(model, model.path))
         )

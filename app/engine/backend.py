@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from app.engine.types import Grammar, ModelInfo, SamplingParams, TokenLogprob
+from app.engine.types import AdapterSet, Grammar, ModelInfo, SamplingParams, TokenLogprob
 
 
 class SamplingDeadEnd(RuntimeError):
@@ -135,6 +135,14 @@ class ModelBackend(Protocol):
 
     def decode(self, batch: Sequence[BatchToken]) -> None:
         """Run one llama_decode over the batch; raises DecodeError on failure."""
+        ...
+
+    def set_adapters(self, adapters: AdapterSet) -> None:
+        """Apply these LoRA adapters (ids of ``info().adapters``) to the following decodes.
+
+        Per context, as llama.cpp applies them: every sequence of a batch runs under the same
+        set. The empty set is the base model.
+        """
         ...
 
     def check_grammar(self, grammar: Grammar) -> None:

@@ -27,6 +27,7 @@ from app.errors import EngineError
 SUBMIT = "submit"  # (SUBMIT, GenerationRequest with the prompt as token ids)
 ABORT = "abort"  # (ABORT, request_id)
 EMBED = "embed"  # (EMBED, call_id, [text, ...])
+LORA = "lora"  # (LORA, call_id, {adapter id: scale} | None): set scales, reply with the list
 STOP = "stop"  # (STOP,): cancel everything, free the model, exit
 # worker -> API process
 READY = "ready"  # (READY, ModelInfo, EngineStats)

@@ -10,6 +10,10 @@ keeps the cells (for the next turn of the same chat) or drops them (after an err
 When a slot's conversation is evicted for an unrelated prompt, its state is first copied
 into the host-RAM cache, so that conversation's next turn restores it instead of
 prefilling its whole history again. Engine thread only, except the read-only counts.
+
+Cells hold keys and values computed under one LoRA adapter set (``Slot.adapters``; the base
+model is the empty set): a prompt under another set never reuses them, in a slot or from the
+host-RAM cache, even when its tokens are the same.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from dataclasses import dataclass, field
 
 from app.engine.backend import ModelBackend
 from app.engine.prompt_cache import CacheEntry, HostPromptCache, common_prefix_len
+from app.engine.types import AdapterSet
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +41,7 @@ class Slot:
 
     seq_id: int
     tokens: list[int] = field(default_factory=list)
+    adapters: AdapterSet = ()  # the LoRA set the cells' keys and values were computed under
     busy: bool = False
     last_used: int = 0  # admission counter, for least-recently-used choice
 
@@ -46,6 +52,7 @@ class SlotView:
 
     cached: Sequence[int]
     last_used: int
+    reusable: bool = True  # False: computed under another adapter set (never a prefix match)
 
 
 @dataclass(frozen=True)
@@ -79,7 +86,7 @@ def choose_slot(
     if use_cache:
         limit = len(prompt) - 1
         for i, view in enumerate(free):
-            if not view.cached:
+            if not view.cached or not view.reusable:
                 continue
             n = min(common_prefix_len(view.cached, prompt), limit)
             if n <= 0 or n < min_similarity * len(view.cached):
@@ -118,17 +125,20 @@ class KVManager:
         return sum(len(slot.tokens) for slot in self.slots)
 
     # --- engine thread ---------------------------------------------------------------------
-    def admit(self, prompt: Sequence[int], *, use_cache: bool) -> Admission:
-        """Take the best free slot for ``prompt``, keeping (or restoring) a cached prefix."""
+    def admit(
+        self, prompt: Sequence[int], *, use_cache: bool, adapters: AdapterSet = ()
+    ) -> Admission:
+        """Take the best free slot for ``prompt``, keeping (or restoring) a cached prefix
+        computed under the same ``adapters``."""
         free = [slot for slot in self.slots if not slot.busy]
-        views = [SlotView(slot.tokens, slot.last_used) for slot in free]
+        views = [SlotView(s.tokens, s.last_used, s.adapters == adapters) for s in free]
         index, reuse = choose_slot(
             views, prompt, use_cache=use_cache, min_similarity=self._min_similarity
         )
         slot = free[index]
         restored = 0
         if use_cache and self.host_cache is not None:
-            entry, n = self.host_cache.best(prompt, limit=len(prompt) - 1)
+            entry, n = self.host_cache.best(prompt, limit=len(prompt) - 1, adapters=adapters)
             # The same rule as for slots: restore only a conversation the prompt mostly
             # continues, not a stranger that shares the template header.
             if entry is not None and n > reuse and n >= self._min_similarity * len(entry.tokens):
@@ -136,6 +146,7 @@ class KVManager:
                 reuse = restored = self._restore(slot, entry, n)
         if len(slot.tokens) > reuse:
             self._evict(slot, keep=reuse)
+        slot.adapters = adapters
         self._admissions += 1
         slot.last_used = self._admissions
         slot.busy = True
@@ -183,14 +194,14 @@ class KVManager:
         slot.tokens = []
 
     def _save(self, slot: Slot, cache: HostPromptCache) -> None:
-        if cache.covers(slot.tokens):
+        if cache.covers(slot.tokens, slot.adapters):
             return
         try:
             data = self._backend.save_seq(slot.seq_id)
         except RuntimeError as exc:
             logger.warning("could not save slot %d to the host cache: %s", slot.seq_id, exc)
             return
-        cache.put(list(slot.tokens), data)
+        cache.put(list(slot.tokens), data, slot.adapters)
 
     def _restore(self, slot: Slot, entry: CacheEntry, keep: int) -> int:
         """Load a saved conversation into an empty slot and keep its first ``keep`` tokens."""
@@ -202,6 +213,7 @@ class KVManager:
             slot.tokens = []
             return 0
         slot.tokens = list(entry.tokens)
+        slot.adapters = entry.adapters
         if keep < len(slot.tokens):
             self._trim(slot, keep)
         if self.host_cache is not None:

@@ -1,8 +1,9 @@
 """The host-RAM prompt cache: saved KV states of conversations evicted from their slots.
 
 An entry is the token list a slot held and the bytes of that sequence's state (llama.cpp's
-``llama_state_seq_get_data``). A new prompt that shares a prefix with an entry restores it
-into a slot and prefills only the rest. Bounded by bytes, least recently used first out.
+``llama_state_seq_get_data``), and the LoRA adapter set they were computed under. A new
+prompt under the same set that shares a prefix with an entry restores it into a slot and
+prefills only the rest. Bounded by bytes, least recently used first out.
 Engine thread only, except the counters.
 """
 
@@ -14,17 +15,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import count
 
-from app.engine.types import HostCacheStats
+from app.engine.types import AdapterSet, HostCacheStats
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, eq=False)
 class CacheEntry:
-    """A saved conversation: its tokens and its sequence state."""
+    """A saved conversation: its tokens, its sequence state and the adapters behind it."""
 
     tokens: tuple[int, ...]
     data: bytes
+    adapters: AdapterSet = ()
 
 
 def common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
@@ -58,32 +60,42 @@ class HostPromptCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def covers(self, tokens: Sequence[int]) -> bool:
-        """True when an entry already holds ``tokens`` (or a longer run starting with them)."""
+    def covers(self, tokens: Sequence[int], adapters: AdapterSet = ()) -> bool:
+        """True when an entry under ``adapters`` holds ``tokens`` (or a longer run of them)."""
         n = len(tokens)
         t = tuple(tokens)
-        return any(len(e.tokens) >= n and e.tokens[:n] == t for e in self._entries.values())
+        return any(
+            e.adapters == adapters and len(e.tokens) >= n and e.tokens[:n] == t
+            for e in self._entries.values()
+        )
 
-    def put(self, tokens: Sequence[int], data: bytes) -> None:
+    def put(self, tokens: Sequence[int], data: bytes, adapters: AdapterSet = ()) -> None:
         """Save a conversation; entries it extends are dropped, the oldest go when full."""
         size = len(data)
         if size > self.capacity_bytes or not tokens:
             return
         key = tuple(tokens)
         for entry_id, entry in list(self._entries.items()):
+            if entry.adapters != adapters:
+                continue
             if len(entry.tokens) <= len(key) and key[: len(entry.tokens)] == entry.tokens:
                 self._drop(entry_id)
         while self._entries and self.bytes_used + size > self.capacity_bytes:
             self._drop(next(iter(self._entries)))
-        self._entries[next(self._ids)] = CacheEntry(key, data)
+        self._entries[next(self._ids)] = CacheEntry(key, data, adapters)
         self.bytes_used += size
         self.saves += 1
         logger.debug("host cache: saved %d tokens (%d bytes)", len(key), size)
 
-    def best(self, prompt: Sequence[int], *, limit: int) -> tuple[CacheEntry | None, int]:
-        """The entry sharing the longest prefix with ``prompt`` (at most ``limit`` tokens)."""
+    def best(
+        self, prompt: Sequence[int], *, limit: int, adapters: AdapterSet = ()
+    ) -> tuple[CacheEntry | None, int]:
+        """The entry under ``adapters`` sharing the longest prefix with ``prompt`` (at most
+        ``limit`` tokens)."""
         best_id, best_len = -1, 0
         for entry_id, entry in self._entries.items():
+            if entry.adapters != adapters:
+                continue
             n = min(common_prefix_len(entry.tokens, prompt), limit)
             if n > best_len:
                 best_id, best_len = entry_id, n

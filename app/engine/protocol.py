@@ -6,7 +6,7 @@ The HTTP layer is tested against a fake that implements this; the real implement
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from app.engine.stream import EventStream
@@ -16,6 +16,7 @@ from app.engine.types import (
     EngineStats,
     GenerationRequest,
     Grammar,
+    LoraAdapter,
     ModelInfo,
 )
 
@@ -85,6 +86,17 @@ class Engine(Protocol):
 
         Raises ``InvalidRequest`` when embeddings are off or an input is empty,
         ``ContextLengthExceeded`` when an input is too long and ``Overloaded`` when full.
+        """
+        ...
+
+    async def lora_adapters(
+        self, scales: Mapping[int, float] | None = None
+    ) -> tuple[LoraAdapter, ...]:
+        """The model's LoRA adapters and the scale each gets when a request names it.
+
+        With ``scales`` (adapter id -> scale), set those first, as llama-server's
+        ``POST /lora-adapters`` does (adapters left out keep their scale). Raises
+        ``InvalidRequest`` for an unknown id or a scale that is not a finite number.
         """
         ...
 

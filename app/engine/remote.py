@@ -24,7 +24,7 @@ import multiprocessing
 import os
 import signal
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from collections.abc import Sequence as Seq
 from dataclasses import replace
 from multiprocessing.connection import Connection
@@ -33,6 +33,7 @@ from time import monotonic
 from typing import Any, Protocol
 
 from app.engine import ipc
+from app.engine.lora import AdapterScales
 from app.engine.prompt import prompt_tokens
 from app.engine.restart import CrashPolicy
 from app.engine.service import BackendFactory
@@ -44,6 +45,7 @@ from app.engine.types import (
     EngineStats,
     GenerationRequest,
     Grammar,
+    LoraAdapter,
     ModelInfo,
     TokenEvent,
 )
@@ -109,7 +111,7 @@ class WorkerEngine:
         self._info: ModelInfo | None = None
         self._stats = _idle_stats(config)
         self._streams: dict[str, _Queue] = {}
-        self._calls: dict[int, asyncio.Future[Embeddings]] = {}
+        self._calls: dict[int, asyncio.Future[Any]] = {}
         self._call_ids = itertools.count()
         self._conn: Connection | None = None
         self._proc: BaseProcess | None = None
@@ -206,6 +208,8 @@ class WorkerEngine:
         validate_sampling(request.sampling, n_vocab=info.n_vocab)
         if request.sampling.grammar is not None:
             vocab.check_grammar(request.sampling.grammar)
+        if request.lora:  # ids and scale values only: the worker owns the current scales
+            AdapterScales(info.adapters).resolve(request.lora)
         request_id = request.request_id
         if request_id in self._streams:
             raise InvalidRequest(f"Request id {request_id!r} is already in use.")
@@ -234,12 +238,29 @@ class WorkerEngine:
 
     async def embed(self, texts: Seq[str]) -> Embeddings:
         """Embeddings computed by the worker's embeddings context (see Engine.embed)."""
+        result: Embeddings = await self._call(ipc.EMBED, list(texts))
+        return result
+
+    async def lora_adapters(
+        self, scales: Mapping[int, float] | None = None
+    ) -> tuple[LoraAdapter, ...]:
+        """The worker's LoRA adapters and current scales, after setting ``scales`` there.
+
+        The scales live in the worker: a restarted worker starts from the load-time scales.
+        """
+        result: tuple[LoraAdapter, ...] = await self._call(
+            ipc.LORA, dict(scales) if scales is not None else None
+        )
+        return result
+
+    async def _call(self, kind: str, argument: object) -> Any:
+        """Send ``(kind, call_id, argument)`` to the worker and wait for its REPLY."""
         self._running()
         call_id = next(self._call_ids)
-        future: asyncio.Future[Embeddings] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._calls[call_id] = future
         try:
-            if not self._send((ipc.EMBED, call_id, list(texts))):
+            if not self._send((kind, call_id, argument)):
                 raise EngineNotReady("The engine process is restarting; retry in a few seconds.")
             return await future
         finally:

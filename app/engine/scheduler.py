@@ -8,6 +8,9 @@ while other streams decode, so a long prompt arriving stretches no stream's inte
 time much); decode; sample every sequence whose last batch token has logits; detokenize,
 match stop strings, emit events, finish sequences.
 
+LoRA adapters: llama.cpp applies them per context, so one decode runs one adapter set; each
+step decodes the sequences of the set whose turn it is (``app.engine.lora.AdapterTurns``).
+
 Failures stay with the request that caused them: a decode that fails with prompt chunks in
 it is retried part by part, so only the sequence whose chunk cannot be decoded ends with an
 error; an exception while admitting, sampling or releasing one sequence ends that one.
@@ -27,6 +30,7 @@ from time import perf_counter
 
 from app.engine.backend import BatchToken, DecodeError, ModelBackend, SamplingDeadEnd
 from app.engine.kv import KVManager
+from app.engine.lora import AdapterTurns
 from app.engine.output import SequenceOutput, TokenTable
 from app.engine.pacing import PrefillPacer
 from app.engine.prompt_cache import HostPromptCache
@@ -107,6 +111,7 @@ class Scheduler:
         self._running: list[Sequence] = []
         self._dirty: list[Sequence] = []
         self._tokens = TokenTable(backend)
+        self._turns = AdapterTurns()
         # Counters (written by one thread, read anywhere):
         self.requests_total = 0
         self.prompt_tokens_total = 0
@@ -223,6 +228,10 @@ class Scheduler:
     def _decode_batch(self, parts: list[_Part]) -> None:
         batch, where = _batch(parts)
         started = perf_counter()
+        try:
+            self._backend.set_adapters(parts[0].seq.adapters)
+        except RuntimeError as exc:
+            raise DecodeError(-1, f"could not apply the LoRA adapters: {exc}") from exc
         self._backend.decode(batch)
         n_decode = sum(1 for p in parts if p.seq.state is SeqState.DECODING)
         self._pacer.observe(n_decode, len(batch) - n_decode, perf_counter() - started)
@@ -281,7 +290,9 @@ class Scheduler:
         self._running.append(seq)
         try:
             admission = self.kv.admit(
-                seq.prompt, use_cache=self._prompt_cache and seq.request.use_cache
+                seq.prompt,
+                use_cache=self._prompt_cache and seq.request.use_cache,
+                adapters=seq.adapters,
             )
         except Exception as exc:
             logger.exception("could not assign a slot to %s", seq.request_id)
@@ -312,16 +323,21 @@ class Scheduler:
         return seed & 0xFFFFFFFF
 
     def _plan(self) -> list[_Part]:
-        """One decode token per decoding sequence, then prompt chunks in the room left."""
+        """One decode token per decoding sequence, then prompt chunks in the room left.
+
+        Only the sequences of the adapter set whose turn it is take part.
+        """
         parts: list[_Part] = []
         room = self._n_batch
-        for seq in self._running:
+        turn = self._turns.pick(seq.adapters for seq in self._running)
+        running = [seq for seq in self._running if seq.adapters == turn]
+        for seq in running:
             if seq.state is SeqState.DECODING and room:
                 parts.append(_Part(seq, [seq.generated[-1]], True))
                 room -= 1
         if parts:  # streams are decoding: a prompt may take only its share of the step
             room = min(room, self._pacer.budget())
-        for seq in self._running:
+        for seq in running:
             if room <= 0:
                 break
             if seq.state is SeqState.PREFILLING:

@@ -11,7 +11,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from app.engine.backend import Sampler
-from app.engine.types import FinishReason, GenerationRequest, Timings, TokenEvent, Usage
+from app.engine.types import (
+    AdapterSet,
+    FinishReason,
+    GenerationRequest,
+    Timings,
+    TokenEvent,
+    Usage,
+)
 
 if TYPE_CHECKING:
     from app.engine.kv import Slot
@@ -36,12 +43,14 @@ class Sequence:
     What the slot's KV cells hold is the KV manager's to know (``slot.tokens``); while
     prefilling, they are a prefix of ``prompt``. While decoding, ``generated[-1]`` is the
     last sampled token, not fed yet. ``sink`` is the service's opaque handle for events.
+    ``adapters`` is the LoRA set it runs under (resolved from the request at submit).
     """
 
     request: GenerationRequest
     prompt: list[int]
     sink: object
     t_submit: float
+    adapters: AdapterSet = ()
     state: SeqState = SeqState.WAITING
     slot: Slot | None = None
     sampler: Sampler | None = None

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import os
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass, replace
 from time import perf_counter
@@ -20,6 +20,7 @@ from typing import cast
 
 from app.engine.backend import ModelBackend
 from app.engine.embeddings import EmbeddingService
+from app.engine.lora import AdapterScales
 from app.engine.prompt import prompt_tokens
 from app.engine.prompt_cache import HostPromptCache
 from app.engine.scheduler import Delivery, Scheduler
@@ -32,6 +33,7 @@ from app.engine.types import (
     EngineStats,
     GenerationRequest,
     Grammar,
+    LoraAdapter,
     ModelInfo,
     TokenEvent,
 )
@@ -95,6 +97,7 @@ class LlamaEngine:
         self._scheduler: Scheduler | None = None
         self._thread: threading.Thread | None = None
         self._embeddings: EmbeddingService | None = None
+        self._lora = AdapterScales(config.lora)
 
     async def start(self) -> None:
         """Load the model in a worker thread, then start the engine thread."""
@@ -177,7 +180,8 @@ class LlamaEngine:
         request = _clamped(request, limit)
         if request.sampling.grammar is not None:
             backend.check_grammar(request.sampling.grammar)
-        scheduler.enqueue(Sequence(request, prompt, sink, perf_counter()))
+        adapters = self._lora.resolve(request.lora)
+        scheduler.enqueue(Sequence(request, prompt, sink, perf_counter(), adapters))
 
     def check_grammar(self, grammar: Grammar) -> None:
         """Convert and compile ``grammar`` (cached); see Engine. Thread-safe."""
@@ -244,6 +248,14 @@ class LlamaEngine:
         check_count(EMBEDDING_TOKENS_PER_CTX_TOKEN, "input", sum(map(len, inputs)), budget)
         vectors = await asyncio.wrap_future(service.submit(inputs))
         return Embeddings(tuple(tuple(v) for v in vectors), sum(len(t) for t in inputs))
+
+    async def lora_adapters(
+        self, scales: Mapping[int, float] | None = None
+    ) -> tuple[LoraAdapter, ...]:
+        """The loaded LoRA adapters with their current scales, after setting ``scales``."""
+        if scales is not None:
+            self._lora.set_scales(scales)
+        return self._lora.adapters()
 
     def health(self) -> EngineHealth:
         """Loading, ready, dead or stopped, with a reason."""

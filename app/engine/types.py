@@ -79,6 +79,35 @@ class SamplingParams:
     logprobs: int | None = None  # report each token's logprob and this many top alternatives
 
 
+AdapterSet = tuple[tuple[int, float], ...]
+"""LoRA adapters applied to a sequence: (adapter id, scale) pairs, by id, no zero scales.
+
+The empty set is the base model. Sequences with different sets never share a decode (llama.cpp
+applies adapters per context) and never share cached KV cells."""
+
+
+@dataclass(frozen=True)
+class LoraAdapter:
+    """A LoRA adapter loaded on the base model and served as a model of its own.
+
+    ``id`` is its index in load order (llama-server's ``/lora-adapters`` id); ``scale`` is
+    what a request that names the adapter gets (set at load, changed by ``lora_adapters``).
+    """
+
+    id: int
+    name: str  # the model id clients name (``v1.3``)
+    path: str
+    scale: float = 1.0
+
+
+@dataclass(frozen=True)
+class LoraScale:
+    """One adapter a request asks for: its id and scale (None: the adapter's current scale)."""
+
+    id: int
+    scale: float | None = None
+
+
 @dataclass(frozen=True)
 class PromptPart:
     """A span of a rendered chat: the template's scaffolding (``special``: special-token text
@@ -123,6 +152,7 @@ class GenerationRequest:
     add_special: bool = True
     use_cache: bool = True
     prompt_tokens: tuple[int, ...] | None = None
+    lora: tuple[LoraScale, ...] = ()  # LoRA adapters to run under (empty: the base model)
 
 
 @dataclass(frozen=True)
@@ -232,6 +262,7 @@ class ModelInfo:
     description: str  # llama_model_desc, e.g. "llama ?B Q4_1"
     metadata: Mapping[str, str]  # all GGUF key/values as strings (large arrays omitted)
     offload: OffloadInfo
+    adapters: tuple[LoraAdapter, ...] = ()  # LoRA adapters loaded on this model (load scales)
 
 
 @dataclass(frozen=True)
@@ -308,3 +339,4 @@ class EngineConfig:
     embeddings: bool = False  # open a second, pooled context on the model for embed()
     embeddings_pooling: Literal["auto", "mean", "last", "cls"] = "auto"
     chat_template: str | None = None  # replaces the model's own template (--chat-template-file)
+    lora: tuple[LoraAdapter, ...] = ()  # LoRA adapters to load on the model (ids 0..n-1)

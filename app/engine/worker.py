@@ -20,7 +20,7 @@ import contextlib
 import logging
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from multiprocessing.connection import Connection
 from time import perf_counter
 from typing import Any
@@ -68,6 +68,7 @@ class EngineWorker:
             ipc.SUBMIT: self._on_submit,
             ipc.ABORT: self._on_abort,
             ipc.EMBED: self._on_embed,
+            ipc.LORA: self._on_lora,
             ipc.STOP: self._on_stop,
         }
 
@@ -118,12 +119,20 @@ class EngineWorker:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def _on_lora(self, message: tuple[Any, ...]) -> None:
+        task = asyncio.create_task(self._reply(message[1], self._engine.lora_adapters(message[2])))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     def _on_stop(self, _: tuple[Any, ...]) -> None:
         self._done.set()
 
     async def _embed(self, call_id: int, texts: list[str]) -> None:
+        await self._reply(call_id, self._engine.embed(texts))
+
+    async def _reply(self, call_id: int, work: Awaitable[object]) -> None:
         try:
-            result = await self._engine.embed(texts)
+            result = await work
         except Exception as exc:
             self._send((ipc.REPLY, call_id, False, ipc.pack_error(exc)))
         else:

@@ -14,6 +14,7 @@ from pydantic import (
 )
 
 from app.limits import MAX_STOP_BYTES
+from app.schemas.lora import MAX_LORA_ENTRIES, LoraEntry
 from app.schemas.structured import ResponseFormat
 
 MAX_TOKEN_ID_DIGITS = 10  # token ids are 32-bit; longer keys are no token of any vocabulary
@@ -107,6 +108,8 @@ class SamplingRequest(WireRequest):
     # Structured output: OpenAI's response_format, and llama.cpp's raw GBNF grammar.
     response_format: ResponseFormat | None = None
     grammar: str | None = Field(None, min_length=1, max_length=100_000)
+    # llama-server's per-request LoRA adapters (ids from GET /lora-adapters).
+    lora: list[LoraEntry] | None = Field(None, max_length=MAX_LORA_ENTRIES)
 
     @field_validator("n")
     @classmethod

@@ -73,3 +73,6 @@ class Health(BaseModel):
     requests_active: int = 0
     offload: OffloadState | None = None
     models: list[ModelHealth] = []  # the model library (the default model first)
+    adapters: list[str] = Field(
+        default_factory=list, description="LoRA adapters loaded on the model (their model ids)."
+    )

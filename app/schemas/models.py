@@ -2,21 +2,31 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
 
 from app.schemas.common import WireRequest
 
 
 class Model(BaseModel):
-    """One served model."""
+    """One served model (a LoRA adapter names its base model in ``parent``, as vLLM does)."""
 
     id: str
     object: Literal["model"] = "model"
     created: int
     owned_by: str
     state: Literal["loaded", "loading", "unloaded", "failed"] | None = None  # this server's
+    parent: str | None = Field(None, description="The base model of a LoRA adapter.")
+    root: str | None = Field(None, description="A LoRA adapter's file.")
+
+    @model_serializer(mode="wrap")
+    def _drop_unset(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        for key in ("parent", "root"):
+            if data.get(key) is None:
+                data.pop(key, None)
+        return data
 
 
 class ModelList(BaseModel):

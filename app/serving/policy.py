@@ -6,10 +6,11 @@ one). Model-name checks and the generation cap are the same rules on every route
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from app.engine.types import ModelInfo
+from app.engine.types import LoraAdapter, LoraScale, ModelInfo
 from app.errors import ModelNotFound
 from app.serving.context import ContextOverflow
 from app.serving.schema_check import SchemaPolicy
@@ -46,9 +47,45 @@ def served_model_name(requested: str | None, info: ModelInfo, limits: Limits) ->
     return info.name
 
 
+@dataclass(frozen=True)
+class ModelChoice:
+    """What a request's model names resolve to: the id its response names, and the LoRA
+    adapters it runs under (none: the base model)."""
+
+    name: str
+    lora: tuple[LoraScale, ...] = ()
+
+
+def find_adapter(name: str, info: ModelInfo) -> LoraAdapter | None:
+    """The LoRA adapter served under ``name`` (any case), if there is one."""
+    key = name.strip().lower()
+    return next((a for a in info.adapters if a.name.lower() == key), None)
+
+
+def choose_model(
+    requested: str | None,
+    info: ModelInfo,
+    limits: Limits,
+    lora: Iterable[tuple[int, float | None]] = (),
+) -> ModelChoice:
+    """The model a generation runs on: a LoRA adapter when ``requested`` names one (on the
+    base model), else the served model (see ``served_model_name``).
+
+    ``lora`` is llama-server's per-request list, (id, scale) pairs; they apply on top of the
+    named adapter (an id in both takes the list's scale).
+    """
+    extra = tuple(LoraScale(i, s) for i, s in lora)
+    adapter = find_adapter(requested, info) if requested is not None else None
+    if adapter is not None:
+        return ModelChoice(adapter.name, (LoraScale(adapter.id), *extra))
+    return ModelChoice(served_model_name(requested, info, limits), extra)
+
+
 def check_model_name(name: str, info: ModelInfo, limits: Limits) -> None:
     """Raise ``ModelNotFound`` unless ``name`` (any case) is the served model's id, its file
-    name or stem, or one of ``limits.model_aliases``."""
+    name or stem, one of ``limits.model_aliases`` or a LoRA adapter's name."""
+    if find_adapter(name, info) is not None:
+        return
     path = Path(info.path)
     names = {n.lower() for n in (info.name, path.name, path.stem)} | limits.model_aliases
     if name.strip().lower() not in names:

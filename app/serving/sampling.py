@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import TypeVar
 
-from app.engine.types import SamplingParams
+from app.engine.types import ModelInfo, SamplingParams
 from app.schemas.common import SamplingRequest
+from app.serving.policy import Limits, ModelChoice, choose_model
 from app.serving.schema_check import SchemaPolicy
 from app.serving.structured import response_grammar
 
@@ -37,3 +38,9 @@ def sampling_params(
 
 def _pick(value: T | None, default: T) -> T:
     return default if value is None else value
+
+
+def model_choice(body: SamplingRequest, info: ModelInfo, limits: Limits) -> ModelChoice:
+    """The model (or LoRA adapter) the request names, with llama-server's ``lora`` list."""
+    lora = [(entry.id, entry.scale) for entry in body.lora or ()]
+    return choose_model(body.model, info, limits, lora)

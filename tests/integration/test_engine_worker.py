@@ -12,6 +12,7 @@ import multiprocessing
 import os
 import signal
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import pytest
 
@@ -22,6 +23,8 @@ from app.engine.types import (
     EngineConfig,
     FinishReason,
     GenerationRequest,
+    LoraAdapter,
+    LoraScale,
     SamplingParams,
     TokenEvent,
 )
@@ -30,6 +33,7 @@ from app.errors import (
     EngineCrashed,
     EngineDead,
     EngineNotReady,
+    InvalidRequest,
 )
 from tests.support.fake_worker import fake_vocabulary, slow_fake_backend
 
@@ -185,3 +189,28 @@ def test_the_pipe_stays_blocking_under_uvloop() -> None:
             await engine.stop()
 
     assert uvloop.run(blocking_after_start())
+
+
+async def test_lora_adapters_over_the_pipe() -> None:
+    adapters = (LoraAdapter(0, "v1.2", "/a.gguf"), LoraAdapter(1, "v1.3", "/b.gguf", 0.5))
+    engine = WorkerEngine(
+        replace(CONFIG, lora=adapters),
+        backend_factory=slow_fake_backend,
+        vocabulary=fake_vocabulary,
+    )
+    await engine.start()
+    try:
+        assert await engine.lora_adapters() == adapters
+        assert [a.scale for a in await engine.lora_adapters({0: 0.25})] == [0.25, 0.5]
+        with pytest.raises(InvalidRequest, match="no LoRA adapter with id 3"):
+            await engine.lora_adapters({3: 1.0})  # refused in the worker, raised here
+        with pytest.raises(InvalidRequest, match="no LoRA adapter with id 7"):
+            engine.submit(GenerationRequest("bad", "hi", GREEDY, lora=(LoraScale(7),)))
+        base = await events_of(engine.submit(request("base")))
+        tuned = await events_of(
+            engine.submit(GenerationRequest("tuned", "hello", GREEDY, lora=(LoraScale(1),)))
+        )
+        assert tuned[-1].finish_reason is FinishReason.LENGTH
+        assert [e.token_id for e in tuned] != [e.token_id for e in base]
+    finally:
+        await engine.stop()

@@ -7,10 +7,16 @@ batch token lands at the next free position of its sequence, so scheduler bookke
 mistakes fail loudly. The next token is a function of the sequence's whole history (so
 prefix reuse and batching cannot change the output); a ``reply`` function can script it.
 Every decode batch is recorded for assertions on batch composition.
+
+LoRA adapters: ``set_adapters`` applies a set to the following decodes (recorded per batch
+in ``batch_adapters``); each KV cell remembers the set it was computed under, a decode that
+extends cells computed under another set raises (a cached prefix reused across adapters),
+and a non-empty set changes the replies (it is part of the history the reply sees).
 """
 
 from __future__ import annotations
 
+import pickle
 import threading
 import time
 import zlib
@@ -19,7 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from app.engine.backend import BatchToken, DecodeError
-from app.engine.types import Grammar, ModelInfo, SamplingParams
+from app.engine.types import AdapterSet, Grammar, LoraAdapter, ModelInfo, SamplingParams
 from app.errors import InvalidRequest
 from tests.support.fake_engine import fake_model_info
 
@@ -168,6 +174,11 @@ class FakeBackend:
         self.closed = False
         self.owner: threading.Thread | None = None
         self.embedder: FakeEmbedder | None = None
+        self.adapters: AdapterSet = ()
+        self.lora: tuple[LoraAdapter, ...] = ()  # the adapters ``info`` lists
+        self.adapter_switches = 0
+        self.batch_adapters: list[AdapterSet] = []
+        self.cell_sets: list[list[AdapterSet]] = [[] for _ in range(n_slots)]
 
     @property
     def n_slots(self) -> int:
@@ -182,7 +193,8 @@ class FakeBackend:
         return self._n_batch
 
     def info(self) -> ModelInfo:
-        return replace(fake_model_info(self._n_slots, self._n_ctx_slot), n_vocab=N_VOCAB)
+        info = fake_model_info(self._n_slots, self._n_ctx_slot)
+        return replace(info, n_vocab=N_VOCAB, adapters=self.lora)
 
     def tokenize(self, text: str, *, add_special: bool, parse_special: bool = True) -> list[int]:
         self.tokenized.append((text, parse_special))
@@ -236,14 +248,32 @@ class FakeBackend:
             if fill[bt.seq_id] >= self._n_ctx_slot:
                 raise DecodeError(1, f"seq {bt.seq_id}: no KV cell left")
             fill[bt.seq_id] += 1
+        self._check_adapters(batch)
         self.batches.append(list(batch))
+        self.batch_adapters.append(self.adapters)
+        marker = tuple(-1 - i for i, _ in self.adapters)  # adapters change the replies
         outputs: dict[int, tuple[int, ...]] = {}
         for i, bt in enumerate(batch):
             kv = self.kv[bt.seq_id]
             kv.append(bt.token)
+            self.cell_sets[bt.seq_id].append(self.adapters)
             if bt.logits:
-                outputs[i] = tuple(kv)
+                outputs[i] = tuple(kv) + marker
         self.outputs = outputs
+
+    def _check_adapters(self, batch: Sequence[BatchToken]) -> None:
+        """A decode extends only cells computed under the adapter set it runs with."""
+        for bt in batch:
+            if any(s != self.adapters for s in self.cell_sets[bt.seq_id]):
+                raise FakeBackendError(
+                    f"seq {bt.seq_id}: cells of another adapter set reused under {self.adapters}"
+                )
+
+    def set_adapters(self, adapters: AdapterSet) -> None:
+        self.check_thread()
+        if adapters != self.adapters:
+            self.adapter_switches += 1
+        self.adapters = adapters
 
     def check_grammar(self, grammar: Grammar) -> None:
         """The fake takes any grammar with a root rule (it does not constrain anything)."""
@@ -262,16 +292,18 @@ class FakeBackend:
             raise RuntimeError(f"cannot drop positions >= {start_pos} of sequence {seq_id}")
         self.clears.append((seq_id, start_pos))
         del self.kv[seq_id][start_pos:]
+        del self.cell_sets[seq_id][start_pos:]
 
     def save_seq(self, seq_id: int) -> bytes:
         self.check_thread()
         self.saves.append(seq_id)
-        return array("i", self.kv[seq_id]).tobytes()
+        return pickle.dumps((self.kv[seq_id], self.cell_sets[seq_id]))
 
     def load_seq(self, seq_id: int, data: bytes) -> None:
         self.check_thread()
         self.loads.append(seq_id)
-        self.kv[seq_id] = list(array("i", data))
+        tokens, sets = pickle.loads(data)
+        self.kv[seq_id], self.cell_sets[seq_id] = list(tokens), list(sets)
 
     def kv_cells_used(self) -> int:
         return sum(len(kv) for kv in self.kv)

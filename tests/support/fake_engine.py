@@ -9,10 +9,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import zlib
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from app.engine.embeddings import normalize
+from app.engine.lora import AdapterScales
 from app.engine.stream import EventStream
 from app.engine.types import (
     ChatPrompt,
@@ -22,6 +23,7 @@ from app.engine.types import (
     FinishReason,
     GenerationRequest,
     Grammar,
+    LoraAdapter,
     ModelInfo,
     OffloadInfo,
     Timings,
@@ -113,8 +115,14 @@ class FakeEngine:
         start_delay_s: float = 0.0,
         embeddings: bool = False,
         offload: OffloadInfo | None = None,
+        adapters: Sequence[str] = (),
     ) -> None:
         self.offload = offload
+        # LoRA adapters by name (ids in order); requests record their ``lora`` in ``submitted``.
+        self.adapters = tuple(
+            LoraAdapter(i, name, f"/models/{name}.lora.gguf") for i, name in enumerate(adapters)
+        )
+        self._lora = AdapterScales(self.adapters)
         self.reply = reply or (lambda prompt: "Hello from the fake engine, one word at a time.")
         self.token_delay_s = token_delay_s
         self.n_slots = n_slots
@@ -202,6 +210,7 @@ class FakeEngine:
         n_prompt = self.count_tokens(prompt)
         if n_prompt >= self.n_ctx_slot:
             raise ContextLengthExceeded(n_prompt, self.n_ctx_slot)
+        self._lora.resolve(request.lora)  # unknown adapter ids and bad scales: InvalidRequest
         waiting = len(self._live) - len(self._running)
         if len(self._running) >= self.n_slots and waiting >= self.max_queue:
             raise Overloaded(waiting, self.max_queue)
@@ -264,6 +273,13 @@ class FakeEngine:
             live.cancelled = True
             self.aborted.append(request_id)
 
+    async def lora_adapters(
+        self, scales: Mapping[int, float] | None = None
+    ) -> tuple[LoraAdapter, ...]:
+        if scales is not None:
+            self._lora.set_scales(scales)
+        return self._lora.adapters()
+
     def health(self) -> EngineHealth:
         if self.state == "dead":
             return EngineHealth("dead", self.dead_reason)
@@ -289,7 +305,8 @@ class FakeEngine:
     def model_info(self) -> ModelInfo:
         if self.state == "loading":
             raise EngineNotReady("The model is still loading.")
-        return fake_model_info(self.n_slots, self.n_ctx_slot, self.offload)
+        info = fake_model_info(self.n_slots, self.n_ctx_slot, self.offload)
+        return replace(info, adapters=self.adapters)
 
 
 class FailingMidStream(FakeEngine):

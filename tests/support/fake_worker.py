@@ -10,9 +10,11 @@ from tests.support.fake_backend import N_VOCAB, FakeBackend
 
 def slow_fake_backend(config: EngineConfig) -> FakeBackend:
     """A fake backend sized by ``config``, 20 ms per decode (so a test can act mid-stream)."""
-    return FakeBackend(
+    backend = FakeBackend(
         n_slots=config.n_slots, n_ctx_slot=config.n_ctx_slot, n_batch=32, decode_delay_s=0.02
     )
+    backend.lora = config.lora  # as the real loader does: the model info lists them
+    return backend
 
 
 class FakeVocabulary:

@@ -4,8 +4,9 @@
 CRIA's frontend posts ``{"prompt": ...}`` (often as text/plain) to
 ``/{version}/chat/completions`` and reads raw text events: ``v1`` goes through the OpenAI
 chat route (which hands this body here), and CRIA's own model versions (``v1.3``) come to
-the route below. Health never touches the engine thread: it reads the engine's non-blocking
-snapshots, so it answers at once even while every slot is generating.
+the route below; a version that names a LoRA adapter (``--lora v1.3=...``) runs on it.
+Health never touches the engine thread: it reads the engine's non-blocking snapshots, so
+it answers at once even while every slot is generating.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from app.api.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from app.api.metrics import HttpMetrics, render_metrics
 from app.api.openapi import ERROR_RESPONSES, json_body
 from app.api.security import require_api_key
-from app.errors import EngineNotReady
+from app.engine.types import LoraAdapter, OffloadInfo
+from app.errors import EngineError, EngineNotReady
 from app.schemas.cria import CriaPromptRequest, Health, ModelCard
 from app.serving.cria.health import health as health_body
 from app.serving.cria.health import model_card, model_health
@@ -39,11 +41,14 @@ def is_cria_body(body: dict[str, Any]) -> bool:
     return "prompt" in body and "messages" not in body
 
 
-async def create_cria_completion(body: dict[str, Any], call: Call) -> Response:
-    """Stream the raw text of a reply to CRIA's ``{"prompt"}`` body."""
+async def create_cria_completion(
+    body: dict[str, Any], call: Call, version: str | None = None
+) -> Response:
+    """Stream the raw text of a reply to CRIA's ``{"prompt"}`` body (on the LoRA adapter that
+    ``version`` names, if one does)."""
     prompt = parse_body(CriaPromptRequest, body)
     info = call.engine.model_info()
-    generation = await call.off_loop(plan_cria, prompt, info, call.limits, call.request_id)
+    generation = await call.off_loop(plan_cria, prompt, info, call.limits, call.request_id, version)
     return call.sse(cria_pieces(await call.start(generation)))
 
 
@@ -74,8 +79,9 @@ async def create_versioned_chat_completion(version: str, call: CallDep) -> Respo
     body = await json_object(call.request)
     if not is_cria_body(body):
         raise HTTPException(404, "Not Found: OpenAI chat requests go to /v1/chat/completions.")
-    await call.model_engine(version)  # a CRIA version may name a library model (v1.3)
-    return await create_cria_completion(body, call)
+    # A CRIA version may name a library model or a LoRA adapter on one (v1.3).
+    await call.model_engine(version)
+    return await create_cria_completion(body, call, version)
 
 
 @router.get("/health", response_model=Health, responses={503: {"model": Health}})
@@ -116,16 +122,21 @@ async def get_metrics(runtime: RuntimeDep, request: Request) -> PlainTextRespons
     """Prometheus metrics: engine state, slots, queue, KV cells, tokens, offload, HTTP."""
     engine = runtime.engine
     http: HttpMetrics = request.app.state.http_metrics
-    offload = None
+    offload: OffloadInfo | None = None
+    adapters: tuple[LoraAdapter, ...] = ()
     if engine is not None and runtime.health().ready:
         try:
-            offload = engine.model_info().offload
-        except EngineNotReady:
-            offload = None
+            info = engine.model_info()
+            offload = info.offload
+            # Current scales (POST /lora-adapters changes them); a worker call, so only when
+            # the model has adapters at all.
+            adapters = await engine.lora_adapters() if info.adapters else ()
+        except EngineError:  # loading, or the worker is restarting: no model facts now
+            offload, adapters = None, ()
     stats = engine.stats() if engine else None
     # Rendered in a worker thread: the scrape grows with the label sets, and the event loop
     # serves every stream meanwhile.
-    body = await asyncio.to_thread(render_metrics, runtime.health(), stats, http, offload)
+    body = await asyncio.to_thread(render_metrics, runtime.health(), stats, http, offload, adapters)
     return PlainTextResponse(body, media_type=METRICS_CONTENT_TYPE)
 
 

@@ -1,19 +1,21 @@
 """The llama-server family: llama.cpp server's own routes, ``POST /tokenize``,
-``POST /detokenize`` (chats counted too), ``POST /apply-template``, and ``POST /models/load``
-and ``POST /models/unload`` (its router mode's), with OpenAI's error body as llama-server
+``POST /detokenize`` (chats counted too), ``POST /apply-template``, ``POST /models/load``
+and ``POST /models/unload`` (its router mode's), and ``GET``/``POST /lora-adapters``, with
+OpenAI's error body as llama-server
 answers."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
-from app.api.deps import Call, CallDep, get_runtime
+from app.api.deps import Call, CallDep, get_runtime, json_value
 from app.api.family import RouteFamily
 from app.api.openapi import ERROR_RESPONSES, json_body
 from app.api.security import require_api_key
 from app.engine.router import ModelRouter
 from app.errors import EngineNotReady
 from app.schemas.chat import ChatCompletionRequest
+from app.schemas.lora import LoraAdapterInfo, LoraEntry, LoraScaleResult
 from app.schemas.models import ModelLoadResponse, ModelRequest
 from app.schemas.tokenize import (
     ApplyTemplateResponse,
@@ -22,6 +24,7 @@ from app.schemas.tokenize import (
     TokenizeRequest,
     TokenizeResponse,
 )
+from app.serving.llama import lora as lora_serving
 from app.serving.llama import tokenize as serving
 from app.serving.llama.template import apply_template
 
@@ -86,8 +89,37 @@ def _router(call: Call) -> ModelRouter:
     return router
 
 
+# --- LoRA adapters (llama-server's /lora-adapters) -------------------------------------
+lora_router = APIRouter(dependencies=[Depends(require_api_key)], tags=["lora"])
+
+
+@lora_router.get("/lora-adapters", responses=ERROR_RESPONSES)
+async def list_lora_adapters(call: CallDep) -> list[LoraAdapterInfo]:
+    """List the loaded LoRA adapters: id, path, scale, model id and base model."""
+    return await lora_serving.list_adapters(call.engine)
+
+
+@lora_router.post(
+    "/lora-adapters",
+    responses=ERROR_RESPONSES,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {"type": "array", "items": LoraEntry.model_json_schema()}
+                }
+            },
+        }
+    },
+)
+async def set_lora_adapters(call: CallDep) -> LoraScaleResult:
+    """Set the scales of LoRA adapters: ``[{"id": 0, "scale": 0.5}]`` (others keep theirs)."""
+    return await lora_serving.set_scales(call.engine, await json_value(call.request))
+
+
 FAMILY = RouteFamily(
     "llama",
-    (router, models_router),
+    (router, models_router, lora_router),
     body_models=(TokenizeRequest, DetokenizeRequest, ChatCompletionRequest, ModelRequest),
 )

@@ -405,3 +405,42 @@ TokenData = L.llama_token_data
 TokenDataArray = L.llama_token_data_array
 raw_sampler_apply: Any = L.llama_sampler_apply
 raw_get_logits_ith: Any = L.llama_get_logits_ith
+
+
+# ---------------------------------------------------------------------------------------
+# LoRA adapters: handles are ctypes pointer objects (falsy when NULL), freed with the model.
+# ---------------------------------------------------------------------------------------
+AdapterHandle = Any
+
+
+def adapter_lora_init(model: int, path: str) -> AdapterHandle | None:
+    """llama_adapter_lora_init; None on failure (llama.cpp logs why)."""
+    handle = L.llama_adapter_lora_init(model, path.encode())
+    return handle or None
+
+
+def adapter_meta(adapter: AdapterHandle) -> dict[str, str]:
+    """An adapter's GGUF key/values (scalars only, as strings)."""
+    out: dict[str, str] = {}
+    for i in range(int(L.llama_adapter_meta_count(adapter))):
+        key = _read_string(lambda b, n, i=i: L.llama_adapter_meta_key_by_index(adapter, i, b, n))
+        out[key] = _read_string(
+            lambda b, n, i=i: L.llama_adapter_meta_val_str_by_index(adapter, i, b, n)
+        )
+    return out
+
+
+def set_adapters_lora(ctx: int, adapters: list[AdapterHandle], scales: list[float]) -> None:
+    """llama_set_adapters_lora: exactly these adapters and scales from the next decode on.
+
+    llama.cpp skips an unchanged set; a changed one makes the next decode re-reserve the
+    compute graph.
+    """
+    n = len(adapters)
+    if n == 0:
+        L.llama_set_adapters_lora(ctx, None, 0, None)
+        return
+    handles = (L.llama_adapter_lora_p_ctypes * n)(*adapters)
+    values = (ctypes.c_float * n)(*scales)
+    if int(L.llama_set_adapters_lora(ctx, handles, n, values)):
+        raise RuntimeError("llama_set_adapters_lora failed")

@@ -19,7 +19,7 @@ from app.engine.llama import _lib
 from app.engine.llama.embeddings import LlamaEmbedder, resolve_pooling
 from app.engine.llama.grammar import GrammarCache, GrammarState
 from app.engine.llama.sampler import Candidates, LlamaSampler
-from app.engine.types import Grammar, ModelInfo, SamplingParams
+from app.engine.types import AdapterSet, Grammar, ModelInfo, SamplingParams
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +34,14 @@ class LlamaBackend:
     """A model and its context; see ``app.engine.llama.load_backend`` to make one."""
 
     def __init__(
-        self, *, model: int, ctx: int, n_slots: int, n_ctx_slot: int, n_batch: int
+        self,
+        *,
+        model: int,
+        ctx: int,
+        n_slots: int,
+        n_ctx_slot: int,
+        n_batch: int,
+        adapters: Sequence[_lib.AdapterHandle] = (),
     ) -> None:
         self._model: int | None = model
         self._ctx: int | None = ctx
@@ -58,6 +65,8 @@ class LlamaBackend:
         for i in range(n_batch):
             b.n_seq_id[i] = 1
         self._raw_decode = _lib.raw_decode
+        self._adapters = list(adapters)  # LoRA handles by adapter id (freed with the model)
+        self._adapter_set: AdapterSet = ()
 
     # --- facts ---------------------------------------------------------------------------
     @property
@@ -150,6 +159,15 @@ class LlamaBackend:
         rc = self._raw_decode(ctx, self._batch)
         if rc != 0:
             raise self._decode_error(int(rc), n)
+
+    def set_adapters(self, adapters: AdapterSet) -> None:
+        """Apply exactly these LoRA adapters (id, scale) to the following decodes."""
+        if adapters == self._adapter_set:
+            return
+        ctx = self._open_ctx()
+        handles = [self._adapters[i] for i, _ in adapters]
+        _lib.set_adapters_lora(ctx, handles, [scale for _, scale in adapters])
+        self._adapter_set = adapters
 
     def _decode_error(self, rc: int, n: int) -> DecodeError:
         what = _DECODE_ERRORS.get(rc, "fatal error in llama_decode")

@@ -50,4 +50,5 @@ def build_model_info(
         description=_lib.model_desc(model),
         metadata=metadata,
         offload=offload,
+        adapters=tuple(config.lora),
     )

@@ -4,7 +4,8 @@ Order: the file's size (its GGUF header was checked by the caller that resolved 
 ``app.models.registry``) -> init the backend once and load ggml's
 backend modules (GGML_BACKEND_DL builds) -> decide the AMX guard -> plan the GPU offload ->
 load the model (backing off to fewer GPU layers, then the CPU, when loading fails) -> create
-one context with ``n_slots`` per-sequence KV streams.
+one context with ``n_slots`` per-sequence KV streams -> load the LoRA adapters (checked
+against the model, ``app.engine.llama.lora``).
 Every failure is a typed ``ModelNotFound``/``ModelLoadError`` with a readable message;
 llama.cpp returns NULL on failure, so nothing here can crash the process.
 """
@@ -21,6 +22,7 @@ from app.engine.llama.backend import LlamaBackend
 from app.engine.llama.cpu import AmxDecision, decide_amx_guard, default_threads, read_cpu_facts
 from app.engine.llama.devices import list_gpu_devices, load_backends
 from app.engine.llama.info import build_model_info
+from app.engine.llama.lora import load_adapters
 from app.engine.llama.offload import (
     BackendReport,
     ModelFootprint,
@@ -222,12 +224,16 @@ def load_backend(config: EngineConfig, *, amx_guard: bool | None = None) -> Llam
         info = build_model_info(
             model, config, n_ctx_slot=n_ctx_slot, size_bytes=size, offload=offload
         )
+        adapters = load_adapters(
+            model, config.lora, architecture=info.architecture, base_name=info.name
+        )
         backend = LlamaBackend(
             model=model,
             ctx=ctx,
             n_slots=config.n_slots,
             n_ctx_slot=n_ctx_slot,
             n_batch=n_batch,
+            adapters=adapters,
         )
     except BaseException:
         _lib.context_free(ctx)

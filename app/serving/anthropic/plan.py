@@ -21,7 +21,7 @@ from app.schemas.chat import ChatCompletionRequest
 from app.serving.anthropic.convert import chat_request
 from app.serving.chat_template import conversation, render_conversation, template_source
 from app.serving.context import DROPPED_MESSAGES_HEADER, fit_messages, reply_room
-from app.serving.policy import Limits, max_tokens, served_model_name
+from app.serving.policy import Limits, choose_model, max_tokens, served_model_name
 from app.serving.sampling import sampling_params
 from app.serving.tools import ToolCalls, ToolPrompt, tool_prompt
 
@@ -116,7 +116,8 @@ def plan_messages(
     count_tokens: CountTokens,
 ) -> MessagesPlan:
     """Check the request against the served model and limits and build the engine request."""
-    model = served_model_name(body.model, info, limits)
+    choice = choose_model(body.model, info, limits)  # a LoRA adapter's name runs on it
+    model = choice.name
     cap = max_tokens(body.max_tokens, limits, info, default=None)
     if body.thinking is not None and body.thinking.type != "disabled":
         logger.debug("request %s: thinking is accepted but not applied", request_id)
@@ -145,6 +146,7 @@ def plan_messages(
         prompt=rendered.prompt,
         sampling=sampling,
         add_special=rendered.add_bos,
+        lora=choice.lora,
     )
     return MessagesPlan(
         request,

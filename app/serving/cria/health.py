@@ -59,6 +59,7 @@ def health(state: EngineHealth, stats: EngineStats | None, info: ModelInfo | Non
     if info is not None:
         body.model = info.name
         body.offload = offload_state(info.offload)
+        body.adapters = [adapter.name for adapter in info.adapters]
     if stats is not None:
         body.slots_busy = stats.slots_busy
         body.slots_total = stats.slots_total

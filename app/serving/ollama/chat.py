@@ -39,7 +39,7 @@ from app.schemas.ollama import (
 from app.serving.chat_template import needs_bos, render_conversation, template_source
 from app.serving.generation import Finished, collect
 from app.serving.ollama.tools import ollama_calls, openai_view, template_variables
-from app.serving.policy import Limits, max_tokens, served_model_name
+from app.serving.policy import Limits, ModelChoice, choose_model, max_tokens
 from app.serving.reasoning import (
     Reasoning,
     ReasoningPlan,
@@ -67,7 +67,12 @@ def ollama_time(when: float | None = None) -> str:
 def ollama_model_name(requested: str, info: ModelInfo, limits: Limits) -> str:
     """The served id for an Ollama model name (``name`` or ``name:latest``; any name unless
     ``--strict-model-names``, as on the OpenAI routes)."""
-    return served_model_name(requested.removesuffix(":latest") or None, info, limits)
+    return ollama_model_choice(requested, info, limits).name
+
+
+def ollama_model_choice(requested: str, info: ModelInfo, limits: Limits) -> ModelChoice:
+    """The model an Ollama name selects: a LoRA adapter by its name, else the served model."""
+    return choose_model(requested.removesuffix(":latest") or None, info, limits)
 
 
 def sampling_from_options(
@@ -135,7 +140,8 @@ def plan_ollama_chat(
     body: OllamaChatRequest, info: ModelInfo, limits: Limits, request_id: str
 ) -> OllamaPlan:
     """Check a ``/api/chat`` body and build its engine request."""
-    model = ollama_model_name(body.model, info, limits)
+    choice = ollama_model_choice(body.model, info, limits)
+    model = choice.name
     grammar = ollama_grammar(body, limits.schemas)
     if any(message.images for message in body.messages):
         _refuse("messages.images", "image input")
@@ -163,7 +169,7 @@ def plan_ollama_chat(
         grammar=grammar,
         special_text=needs_special_text(fmt, reasoning),
     )
-    request = GenerationRequest(request_id, prompt, sampling, add_special=add_bos)
+    request = GenerationRequest(request_id, prompt, sampling, add_special=add_bos, lora=choice.lora)
     return OllamaPlan(request, model, True, started, tooling.calls, reasoning)
 
 
@@ -171,7 +177,8 @@ def plan_ollama_generate(
     body: OllamaGenerateRequest, info: ModelInfo, limits: Limits, request_id: str
 ) -> OllamaPlan:
     """Check a ``/api/generate`` body and build its engine request."""
-    model = ollama_model_name(body.model, info, limits)
+    choice = ollama_model_choice(body.model, info, limits)
+    model = choice.name
     grammar = ollama_grammar(body, limits.schemas)
     for field, value, what in (
         ("template", body.template, "a custom prompt template (send raw=true instead)"),
@@ -187,7 +194,9 @@ def plan_ollama_generate(
     sampling = replace(sampling_from_options(body.options, limits, info), grammar=grammar)
     if body.raw:
         add_bos = needs_bos(body.prompt, info.bos_token)
-        request = GenerationRequest(request_id, body.prompt, sampling, add_special=add_bos)
+        request = GenerationRequest(
+            request_id, body.prompt, sampling, add_special=add_bos, lora=choice.lora
+        )
         return OllamaPlan(request, model, False, started)
     messages: list[Mapping[str, str]] = [{"role": "user", "content": body.prompt}]
     if body.system is not None:
@@ -195,7 +204,7 @@ def plan_ollama_generate(
     prompt, add_bos = render_conversation(
         messages, info, content_as_text=not limits.parse_special_in_content
     )
-    request = GenerationRequest(request_id, prompt, sampling, add_special=add_bos)
+    request = GenerationRequest(request_id, prompt, sampling, add_special=add_bos, lora=choice.lora)
     return OllamaPlan(request, model, False, started)
 
 

@@ -1,9 +1,10 @@
 """Ollama's model routes (``/api/tags``, ``/api/show``, ``/api/ps``, ``/api/version``).
 
 Lists show the model library (``/api/tags``: every model, ``/api/ps``: the loaded ones,
-until when); a server without a library (an app given one engine) lists that one. ``digest`` is an
-id derived from the file's path, size and modification time (hashing a multi-GiB file per
-request would be slow), not the file's sha256.
+until when); a server without a library (an app given one engine) lists that one. A LoRA
+adapter follows its base model in ``/api/tags``, named by the adapter, its base in
+``details.parent_model``. ``digest`` is an id derived from the file's path, size and
+modification time (hashing a multi-GiB file per request would be slow), not the file's sha256.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from app.engine.router import ModelStatus
-from app.engine.types import ModelInfo, SamplingParams
+from app.engine.types import LoraAdapter, ModelInfo, SamplingParams
 from app.models.gguf import read_gguf
 from app.schemas.ollama import (
     OllamaModel,
@@ -76,9 +77,24 @@ def ollama_model(info: ModelInfo) -> OllamaModel:
     )
 
 
+def adapter_model(adapter: LoraAdapter, base: OllamaModel) -> OllamaModel:
+    """A LoRA adapter as ``/api/tags`` lists it: its base model's details, its own file."""
+    try:
+        size = os.stat(adapter.path).st_size
+    except OSError:
+        size = 0
+    name = f"{adapter.name}:latest"
+    details = base.details.model_copy(update={"parent_model": base.name})
+    digest = hashlib.sha256(f"{base.digest}\0{adapter.path}\0{size}".encode()).hexdigest()
+    return base.model_copy(
+        update={"name": name, "model": name, "size": size, "digest": digest, "details": details}
+    )
+
+
 def tags(info: ModelInfo) -> OllamaTags:
-    """``GET /api/tags``."""
-    return OllamaTags(models=[ollama_model(info)])
+    """``GET /api/tags``: the served model and the LoRA adapters on it."""
+    base = ollama_model(info)
+    return OllamaTags(models=[base, *(adapter_model(a, base) for a in info.adapters)])
 
 
 def running(info: ModelInfo, expires_in_s: float | None = None) -> OllamaRunning:
@@ -119,6 +135,7 @@ def library_tags(statuses: Sequence[ModelStatus]) -> OllamaTags:
         if status.state == "ready" and status.engine is not None:
             info = status.engine.model_info()
             models.append(ollama_model(info).model_copy(update=_named(status.entry.id)))
+            models.extend(adapter_model(a, models[-1]) for a in info.adapters)
             continue
         gguf = read_gguf(status.entry.config.model_path)
         details = OllamaModelDetails(
@@ -138,6 +155,7 @@ def library_tags(statuses: Sequence[ModelStatus]) -> OllamaTags:
                 details=details,
             )
         )
+        models.extend(adapter_model(a, models[-1]) for a in status.entry.config.lora)
     return OllamaTags(models=models)
 
 

@@ -32,7 +32,7 @@ from app.serving.context import fit_messages, reply_room
 from app.serving.generation import Finished, collect
 from app.serving.logprobs import LoggedPiece, chat_logprobs, logprobs_of
 from app.serving.openai.plan import ResponsePlan, wire_usage
-from app.serving.policy import Limits, max_tokens, served_model_name
+from app.serving.policy import Limits, max_tokens
 from app.serving.reasoning import (
     Reasoning,
     after_reasoning,
@@ -42,7 +42,7 @@ from app.serving.reasoning import (
     reasoning_syntax,
 )
 from app.serving.render import HOLE, JsonTemplate, RawJson
-from app.serving.sampling import sampling_params
+from app.serving.sampling import model_choice, sampling_params
 from app.serving.schema_check import SchemaCheck, check_reply
 from app.serving.structured import response_schema
 from app.serving.tools import (
@@ -68,7 +68,7 @@ def plan_chat(
     With ``count_tokens`` and ``limits.context_overflow == "truncate"``, a history longer
     than the slot context loses its oldest turns (see ``context.fit_messages``).
     """
-    model = served_model_name(body.model, info, limits)
+    choice = model_choice(body, info, limits)
     asked = body.max_completion_tokens
     if asked is None:
         asked = body.max_tokens
@@ -126,10 +126,14 @@ def plan_chat(
     if sampling.grammar is not None and body.grammar is None:  # a raw GBNF is taken as is
         sampling = replace(sampling, grammar=after_reasoning(sampling.grammar, reasoning))
     request = GenerationRequest(
-        request_id=request_id, prompt=prompt, sampling=sampling, add_special=add_bos
+        request_id=request_id,
+        prompt=prompt,
+        sampling=sampling,
+        add_special=add_bos,
+        lora=choice.lora,
     )
     plan = ResponsePlan.new(
-        request, id_prefix="chatcmpl", model=model, include_usage=body.wants_usage_chunk()
+        request, id_prefix="chatcmpl", model=choice.name, include_usage=body.wants_usage_chunk()
     )
     schema = response_schema(body)
     return replace(

@@ -9,9 +9,9 @@ from app.schemas.completions import Completion, CompletionChoice, CompletionRequ
 from app.serving.generation import Finished, collect
 from app.serving.logprobs import LoggedPiece, completion_logprobs
 from app.serving.openai.plan import ResponsePlan, wire_usage
-from app.serving.policy import Limits, max_tokens, served_model_name
+from app.serving.policy import Limits, max_tokens
 from app.serving.render import HOLE, JsonTemplate, RawJson
-from app.serving.sampling import sampling_params
+from app.serving.sampling import model_choice, sampling_params
 from app.serving.schema_check import unreported
 
 
@@ -19,15 +19,16 @@ def plan_completion(
     body: CompletionRequest, info: ModelInfo, limits: Limits, request_id: str
 ) -> ResponsePlan:
     """Check the request against the served model and limits and build the engine request."""
-    model = served_model_name(body.model, info, limits)
+    choice = model_choice(body, info, limits)
     cap = max_tokens(body.max_tokens, limits, info, default=limits.default_max_tokens)
     request = GenerationRequest(
         request_id=request_id,
         prompt=body.prompt_input(),
         sampling=sampling_params(body, cap, unreported(limits.schemas)),  # no schema_check here
+        lora=choice.lora,
     )
     return ResponsePlan.new(
-        request, id_prefix="cmpl", model=model, include_usage=body.wants_usage_chunk()
+        request, id_prefix="cmpl", model=choice.name, include_usage=body.wants_usage_chunk()
     )
 
 

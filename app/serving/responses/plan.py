@@ -21,7 +21,7 @@ from app.schemas.chat import ChatMessage
 from app.schemas.responses import ResponseObject, ResponsesRequest
 from app.serving.chat_template import conversation, render_conversation, template_source
 from app.serving.context import DROPPED_MESSAGES_HEADER, fit_messages, reply_room
-from app.serving.policy import Limits, max_tokens, served_model_name
+from app.serving.policy import Limits, choose_model, max_tokens, served_model_name
 from app.serving.responses.convert import (
     chat_request,
     chat_tool_choice,
@@ -122,7 +122,8 @@ def plan_response(
     count_tokens: CountTokens | None = None,
 ) -> ResponsesPlan:
     """Check the request against the served model and limits and build the engine request."""
-    model = served_model_name(body.model, info, limits)
+    choice = choose_model(body.model, info, limits)  # a LoRA adapter's name runs on it
+    model = choice.name
     history = conversation_of(body, previous, request_id)
     rendered = render(body, history, info, limits, request_id, count_tokens)
     request = GenerationRequest(
@@ -130,6 +131,7 @@ def plan_response(
         prompt=rendered.prompt,
         sampling=rendered.sampling,
         add_special=rendered.add_bos,
+        lora=choice.lora,
     )
     return ResponsesPlan(
         request=request,
