@@ -124,7 +124,8 @@ ToolChoice = Annotated[
 
 
 class ThinkingConfig(WireRequest):
-    """Extended thinking: accepted; see the README for what this server does with it."""
+    """Extended thinking: ``enabled`` splits the model's reasoning into ``thinking`` blocks,
+    closing it after ``budget_tokens``; ``disabled`` asks the chat template not to think."""
 
     type: Literal["enabled", "disabled", "adaptive"]
     budget_tokens: int | None = Field(None, ge=0)
@@ -186,7 +187,16 @@ class ToolUseBlock(BaseModel):
     input: dict[str, Any]
 
 
-ContentBlock = TextBlock | ToolUseBlock
+class ThinkingBlock(BaseModel):
+    """The model's reasoning before its answer (``signature``: a hash of the text; this
+    server does not check the signatures sent back)."""
+
+    type: Literal["thinking"] = "thinking"
+    thinking: str
+    signature: str
+
+
+ContentBlock = ThinkingBlock | TextBlock | ToolUseBlock
 
 
 class Usage(BaseModel):
@@ -245,10 +255,20 @@ class InputJsonDelta(BaseModel):
     partial_json: str
 
 
+class ThinkingDelta(BaseModel):
+    type: Literal["thinking_delta"] = "thinking_delta"
+    thinking: str
+
+
+class SignatureDelta(BaseModel):
+    type: Literal["signature_delta"] = "signature_delta"
+    signature: str
+
+
 class ContentBlockDeltaEvent(BaseModel):
     type: Literal["content_block_delta"] = "content_block_delta"
     index: int
-    delta: TextDelta | InputJsonDelta
+    delta: TextDelta | InputJsonDelta | ThinkingDelta | SignatureDelta
 
 
 class ContentBlockStopEvent(BaseModel):

@@ -152,7 +152,8 @@ class TextConfig(WireRequest):
 
 
 class ReasoningConfig(WireRequest):
-    """``reasoning``: accepted and echoed (this server runs no reasoning summaries)."""
+    """``reasoning``: ``effort`` goes to the chat template (``none``: asked not to think);
+    echoed. No summaries are written: the reasoning comes as ``reasoning_text``."""
 
     effort: str | None = None
     summary: str | None = None
@@ -218,7 +219,24 @@ class OutputFunctionCall(BaseModel):
     status: ItemStatus
 
 
-OutputItem = OutputMessage | OutputFunctionCall
+class ReasoningText(BaseModel):
+    """A reasoning item's text (the model's own thinking, not a summary)."""
+
+    type: Literal["reasoning_text"] = "reasoning_text"
+    text: str
+
+
+class OutputReasoning(BaseModel):
+    """The model's reasoning before its answer (``summary`` stays empty: none is written)."""
+
+    type: Literal["reasoning"] = "reasoning"
+    id: str
+    status: ItemStatus
+    summary: list[Any] = Field(default_factory=list)
+    content: list[ReasoningText] = Field(default_factory=list)
+
+
+OutputItem = OutputReasoning | OutputMessage | OutputFunctionCall
 
 
 class InputTokensDetails(BaseModel):
@@ -334,7 +352,7 @@ class ContentPartEvent(ResponseEvent):
     item_id: str
     output_index: int
     content_index: int = 0
-    part: OutputText
+    part: OutputText | ReasoningText
 
 
 class OutputTextDeltaEvent(ResponseEvent):
@@ -355,6 +373,24 @@ class OutputTextDoneEvent(ResponseEvent):
     content_index: int = 0
     text: str
     logprobs: list[Any] = Field(default_factory=list)
+
+
+class ReasoningTextDeltaEvent(ResponseEvent):
+    """``response.reasoning_text.delta``: a piece of reasoning."""
+
+    item_id: str
+    output_index: int
+    content_index: int = 0
+    delta: str
+
+
+class ReasoningTextDoneEvent(ResponseEvent):
+    """``response.reasoning_text.done``: the whole reasoning text of a part."""
+
+    item_id: str
+    output_index: int
+    content_index: int = 0
+    text: str
 
 
 class FunctionCallArgumentsDeltaEvent(ResponseEvent):

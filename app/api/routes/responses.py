@@ -29,11 +29,11 @@ from app.schemas.responses import (
     ResponseObject,
     ResponsesRequest,
 )
-from app.serving.render import RawJson
 from app.serving.responses.events import (
     Event,
     OnDone,
     ResponseBuilder,
+    event_name,
     final_response,
     response_events,
 )
@@ -43,8 +43,6 @@ from app.serving.responses.store import ResponseStore
 logger = logging.getLogger(__name__)
 
 router = APIRouter(dependencies=[Depends(require_api_key)], tags=["responses"])
-
-DELTA_EVENT = "response.output_text.delta"  # the one event type sent as pre-rendered JSON
 
 
 def response_store(call: Call) -> ResponseStore:
@@ -59,8 +57,7 @@ async def _named(
     """Each event with its name; a failure becomes ``error`` + ``response.failed``."""
     try:
         async for event in events:
-            name = DELTA_EVENT if isinstance(event, RawJson) else event.type
-            yield NamedEvent(name, event)
+            yield NamedEvent(event_name(event), event)
     except Exception as exc:  # the 200 went out: report the failure in-band
         if isinstance(exc, EngineError):
             logger.info("response stream ended with %s: %s", type(exc).__name__, exc.message)

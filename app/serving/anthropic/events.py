@@ -1,14 +1,17 @@
 """Engine output -> Anthropic's stream events and its ``message`` object.
 
 A stream is ``message_start`` (usage with the prompt's tokens), then content blocks, each
-``content_block_start``, deltas (``text_delta`` for text, one ``input_json_delta`` holding a
-tool call's whole input) and ``content_block_stop``; a ``ping`` after the first block
-starts; then ``message_delta`` (stop reason, final usage) and ``message_stop``. Text blocks
-open when text comes, so a reply that is only tool calls has only ``tool_use`` blocks.
+``content_block_start``, deltas (``thinking_delta`` and a closing ``signature_delta`` for
+reasoning, ``text_delta`` for text, one ``input_json_delta`` holding a tool call's whole
+input) and ``content_block_stop``; a ``ping`` after the first block starts; then
+``message_delta`` (stop reason, final usage) and ``message_stop``. Blocks open when their
+kind of output comes, so a reply that is only tool calls has only ``tool_use`` blocks, and
+the reasoning (which the model writes first) is the first block.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -27,15 +30,19 @@ from app.schemas.anthropic import (
     MessageStartEvent,
     MessageStopEvent,
     PingEvent,
+    SignatureDelta,
     StreamEvent,
     TextBlock,
     TextDelta,
+    ThinkingBlock,
+    ThinkingDelta,
     ToolUseBlock,
     Usage,
 )
 from app.serving.anthropic.convert import stop_reason, wire_usage
 from app.serving.anthropic.plan import MessagesPlan
 from app.serving.generation import Finished, collect
+from app.serving.reasoning import Reasoning
 from app.serving.render import HOLE, JsonTemplate, NamedEvent
 from app.serving.tools import ParsedCall, call_message_parts, split_tool_calls
 
@@ -63,6 +70,17 @@ def tool_use_block(call: ParsedCall) -> ToolUseBlock:
     )
 
 
+def signature(thinking: str) -> str:
+    """A thinking block's ``signature``: a stable hash of its text (clients send the block
+    back with it; nothing is encrypted, and this server does not check it)."""
+    return hashlib.sha256(thinking.encode()).hexdigest()
+
+
+def thinking_block(thinking: str) -> ThinkingBlock:
+    """The reasoning as a ``thinking`` block, signed."""
+    return ThinkingBlock(thinking=thinking, signature=signature(thinking))
+
+
 def start_event(plan: MessagesPlan) -> MessageStartEvent:
     """``message_start``: the message with no content yet, and the prompt's tokens."""
     usage = Usage(input_tokens=plan.prompt_tokens, output_tokens=0)
@@ -85,18 +103,22 @@ class BlockWriter:
 
     def __init__(self) -> None:
         self.index = 0
-        self._text: JsonTemplate | None = None  # the open text block's delta template
+        self._kind: str | None = None  # the open block's kind: "text" or "thinking"
+        self._delta: JsonTemplate | None = None  # the open block's delta template
+        self._thought: list[str] = []  # the open thinking block's text (for its signature)
         self._pinged = False
 
     def text(self, piece: str) -> list[NamedEvent]:
         """Events for a text piece (opening a text block first if none is open)."""
-        events: list[NamedEvent] = []
-        if self._text is None:
-            events += self._start(TextBlock(text=""))
-            delta = ContentBlockDeltaEvent(index=self.index, delta=TextDelta(text=HOLE))
-            self._text = JsonTemplate(delta)
-        events.append(NamedEvent("content_block_delta", self._text.fill(piece)))
-        return events
+        events = self._ensure("text", TextBlock(text=""), TextDelta(text=HOLE))
+        return [*events, self._fill(piece)]
+
+    def thinking(self, piece: str) -> list[NamedEvent]:
+        """Events for a piece of reasoning (opening a thinking block first if none is open)."""
+        block = ThinkingBlock(thinking="", signature="")
+        events = self._ensure("thinking", block, ThinkingDelta(thinking=HOLE))
+        self._thought.append(piece)
+        return [*events, self._fill(piece)]
 
     def tool_use(self, call: ParsedCall) -> list[NamedEvent]:
         """Events for a whole tool call: its block, its input as one delta, its end."""
@@ -111,13 +133,18 @@ class BlockWriter:
         return events
 
     def close(self) -> list[NamedEvent]:
-        """End the open text block, if any."""
-        if self._text is None:
+        """End the open text or thinking block, if any (a thinking block gets its
+        ``signature_delta`` first)."""
+        if self._kind is None:
             return []
-        self._text = None
-        stop = named(ContentBlockStopEvent(index=self.index))
+        events = []
+        if self._kind == "thinking":
+            sign = SignatureDelta(signature=signature("".join(self._thought)))
+            events.append(named(ContentBlockDeltaEvent(index=self.index, delta=sign)))
+        events.append(named(ContentBlockStopEvent(index=self.index)))
+        self._kind, self._delta, self._thought = None, None, []
         self.index += 1
-        return [stop]
+        return events
 
     def ping(self) -> list[NamedEvent]:
         """The stream's ping, once (after the first block started, or before the end)."""
@@ -125,6 +152,21 @@ class BlockWriter:
             return []
         self._pinged = True
         return [named(PingEvent())]
+
+    def _ensure(
+        self, kind: str, block: ContentBlock, delta: TextDelta | ThinkingDelta
+    ) -> list[NamedEvent]:
+        """Open a block of ``kind`` unless one is open (closing a block of the other kind)."""
+        if self._kind == kind:
+            return []
+        events = [*self.close(), *self._start(block)]
+        self._kind = kind
+        self._delta = JsonTemplate(ContentBlockDeltaEvent(index=self.index, delta=delta))
+        return events
+
+    def _fill(self, piece: str) -> NamedEvent:
+        assert self._delta is not None
+        return NamedEvent("content_block_delta", self._delta.fill(piece))
 
     def _start(self, block: ContentBlock) -> list[NamedEvent]:
         start = named(ContentBlockStartEvent(index=self.index, content_block=block))
@@ -137,9 +179,11 @@ async def message_events(
     """Anthropic's event sequence for a reply (see the module docstring)."""
     yield named(start_event(plan))
     writer = BlockWriter()
-    items = stream if plan.tool_calls is None else split_tool_calls(stream, plan.tool_calls)
-    async for item in items:
-        if isinstance(item, str):
+    async for item in _items(plan, stream):
+        if isinstance(item, Reasoning):
+            for event in writer.thinking(item.text):
+                yield event
+        elif isinstance(item, str):
             for event in writer.text(item):
                 yield event
         elif isinstance(item, ParsedCall):
@@ -151,17 +195,29 @@ async def message_events(
             return
 
 
+def _items(plan: MessagesPlan, stream: AsyncIterator[str | Finished]) -> AsyncIterator[Any]:
+    """The reply's items: reasoning split out, then tool calls."""
+    items: AsyncIterator[Any] = stream
+    if plan.reasoning is not None:
+        items = plan.reasoning.split(items)
+    if plan.tool_calls is not None:
+        items = split_tool_calls(items, plan.tool_calls)
+    return items
+
+
 async def message_answer(plan: MessagesPlan, stream: AsyncIterator[str | Finished]) -> Message:
-    """The whole reply as one ``message``."""
+    """The whole reply as one ``message``: thinking, text, then tool calls."""
     content: list[ContentBlock] = []
-    if plan.tool_calls is None:
+    if plan.tool_calls is None and plan.reasoning is None:
         result = await collect(stream)
         finished = result.finished
         if result.text:
             content.append(TextBlock(text=result.text))
     else:
-        parts, finished = await _collect_calls(split_tool_calls(stream, plan.tool_calls))
+        parts, thought, finished = await _collect_parts(_items(plan, stream))
         text, calls = call_message_parts(parts)
+        if thought:
+            content.append(thinking_block(thought))
         if text:
             content.append(TextBlock(text=text))
         content += [tool_use_block(call) for call in calls]
@@ -175,12 +231,16 @@ async def message_answer(plan: MessagesPlan, stream: AsyncIterator[str | Finishe
     )
 
 
-async def _collect_calls(
-    items: AsyncIterator[str | ParsedCall | Finished],
-) -> tuple[list[str | ParsedCall], Finished]:
+async def _collect_parts(
+    items: AsyncIterator[Any],
+) -> tuple[list[str | ParsedCall], str, Finished]:
     parts: list[str | ParsedCall] = []
+    thoughts: list[str] = []
     async for item in items:
         if isinstance(item, Finished):
-            return parts, item
-        parts.append(item)
+            return parts, "".join(thoughts), item
+        if isinstance(item, Reasoning):
+            thoughts.append(item.text)
+        else:
+            parts.append(item)
     raise GenerationFailed("The engine's stream ended without a final event.")

@@ -3,8 +3,10 @@
 The request is rewritten as a chat conversation (``convert.chat_request``), then goes the
 way every chat goes: the template's checks, the tool kernel (prompt, grammar, how calls are
 parsed back), context fitting, the chat template, the sampling settings and the token cap
-of ``policy``. ``thinking`` is accepted and not applied: this server runs no separate
-reasoning phase yet, so no ``thinking`` blocks come back and ``budget_tokens`` has no effect.
+of ``policy``. When the template thinks (``<think>`` and the like, see ``reasoning``), the
+reply's reasoning is split out into ``thinking`` blocks; ``thinking.budget_tokens`` is the
+reasoning budget (the engine closes the block after that many tokens), and ``disabled``
+asks the template not to think, as a zero budget does on chat completions.
 Rendering and counting are CPU work: the routes run these functions in a worker thread.
 """
 
@@ -16,12 +18,25 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from app.engine.types import ChatPrompt, GenerationRequest, ModelInfo
-from app.schemas.anthropic import CountTokensRequest, CountTokensResponse, MessagesRequest
+from app.schemas.anthropic import (
+    CountTokensRequest,
+    CountTokensResponse,
+    MessagesRequest,
+    ThinkingConfig,
+)
 from app.schemas.chat import ChatCompletionRequest
 from app.serving.anthropic.convert import chat_request
 from app.serving.chat_template import conversation, render_conversation, template_source
 from app.serving.context import DROPPED_MESSAGES_HEADER, fit_messages, reply_room
 from app.serving.policy import Limits, choose_model, max_tokens, served_model_name
+from app.serving.reasoning import (
+    ReasoningPlan,
+    after_reasoning,
+    budgeted,
+    needs_special_text,
+    plan_reasoning,
+    reasoning_syntax,
+)
 from app.serving.sampling import sampling_params
 from app.serving.tools import ToolCalls, ToolPrompt, tool_prompt
 
@@ -41,6 +56,7 @@ class MessagesPlan:
     prompt_tokens: int  # the rendered prompt's tokens (message_start's usage)
     tool_calls: ToolCalls | None = None  # with tools: parse calls out of the reply
     dropped_messages: int = 0  # oldest messages left out to fit the context
+    reasoning: ReasoningPlan | None = None  # the template thinks: split it into thinking blocks
 
     def headers(self) -> dict[str, str]:
         """Response headers that describe the plan (what was dropped to fit, if anything)."""
@@ -81,8 +97,11 @@ def render_prompt(
     count: Callable[[str, bool], int] | None = None,
     room: int = 0,
     content_as_text: bool = True,
+    variables: Mapping[str, Any] | None = None,
 ) -> Rendered:
-    """The prompt for ``chat``; with ``count``, the oldest turns that do not fit are dropped."""
+    """The prompt for ``chat``; with ``count``, the oldest turns that do not fit are dropped.
+
+    ``variables`` are extra template variables (``enable_thinking``)."""
     conversation(chat.messages)  # the checks on the messages
     tooling = tool_prompt(chat, template_source(info))
     messages: list[Mapping[str, Any]] = list(tooling.messages)
@@ -91,7 +110,7 @@ def render_prompt(
         fitted = fit_messages(
             messages,
             prompt_tokens=lambda kept: count(
-                *_text(render_conversation(kept, info, "", tooling.template_tools))
+                *_text(render_conversation(kept, info, "", tooling.template_tools, variables))
             ),
             message_tokens=lambda message: count(str(message.get("content") or ""), False),
             n_ctx=info.n_ctx_slot,
@@ -99,7 +118,11 @@ def render_prompt(
         )
         messages, dropped = fitted.messages, fitted.dropped
     prompt, add_bos = render_conversation(
-        messages, info, tools=tooling.template_tools, content_as_text=content_as_text
+        messages,
+        info,
+        tools=tooling.template_tools,
+        variables=variables,
+        content_as_text=content_as_text,
     )
     return Rendered(prompt, add_bos, tooling, dropped)
 
@@ -119,8 +142,7 @@ def plan_messages(
     choice = choose_model(body.model, info, limits)  # a LoRA adapter's name runs on it
     model = choice.name
     cap = max_tokens(body.max_tokens, limits, info, default=None)
-    if body.thinking is not None and body.thinking.type != "disabled":
-        logger.debug("request %s: thinking is accepted but not applied", request_id)
+    budget, variables = thinking_settings(body.thinking, limits)
     chat = chat_request(body)
     counter = _Counter(count_tokens)
     fit = limits.context_overflow == "truncate"
@@ -130,6 +152,7 @@ def plan_messages(
         count=counter if fit else None,
         room=reply_room(cap, info.n_ctx_slot),
         content_as_text=not limits.parse_special_in_content,
+        variables=variables,
     )
     if rendered.dropped:
         logger.info(
@@ -138,9 +161,17 @@ def plan_messages(
             rendered.dropped,
             len(chat.messages),
         )
+    reasoning = plan_reasoning(
+        str(rendered.prompt), reasoning_syntax(template_source(info), limits.reasoning_format)
+    )
     sampling = sampling_params(chat, cap)
     if rendered.tooling.grammar is not None:
-        sampling = replace(sampling, grammar=rendered.tooling.grammar)
+        grammar = after_reasoning(rendered.tooling.grammar, reasoning)
+        sampling = replace(sampling, grammar=grammar)
+    calls = rendered.tooling.calls
+    fmt = calls.fmt if calls is not None else None
+    sampling = replace(sampling, special_text=needs_special_text(fmt, reasoning))
+    sampling = budgeted(sampling, reasoning, budget)
     request = GenerationRequest(
         request_id=request_id,
         prompt=rendered.prompt,
@@ -153,9 +184,24 @@ def plan_messages(
         message_id=f"msg_{request_id}",
         model=model,
         prompt_tokens=counter(str(rendered.prompt), rendered.add_bos),
-        tool_calls=rendered.tooling.calls,
+        tool_calls=calls,
         dropped_messages=rendered.dropped,
+        reasoning=reasoning,
     )
+
+
+def thinking_settings(
+    thinking: ThinkingConfig | None, limits: Limits
+) -> tuple[int | None, dict[str, Any]]:
+    """The reasoning budget and template variables for ``thinking``: ``enabled`` budgets
+    ``budget_tokens``; ``disabled`` is a zero budget and ``enable_thinking=false`` (as a zero
+    ``reasoning_budget`` on chat completions); absent or ``adaptive``, the server's default."""
+    budget = limits.reasoning_budget
+    if thinking is not None and thinking.type == "enabled" and thinking.budget_tokens is not None:
+        budget = thinking.budget_tokens
+    if thinking is not None and thinking.type == "disabled":
+        budget = 0
+    return budget, ({"enable_thinking": False} if budget == 0 else {})
 
 
 def count_message_tokens(
@@ -163,7 +209,8 @@ def count_message_tokens(
 ) -> CountTokensResponse:
     """The tokens the whole request's prompt takes (system, tools, messages), nothing fitted."""
     served_model_name(body.model, info, limits)
-    rendered = render_prompt(chat_request(body), info)
+    _, variables = thinking_settings(body.thinking, limits)
+    rendered = render_prompt(chat_request(body), info, variables=variables)
     return CountTokensResponse(
         input_tokens=count_tokens(str(rendered.prompt), add_special=rendered.add_bos)
     )

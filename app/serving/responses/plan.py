@@ -3,8 +3,12 @@
 The conversation is the stored history of ``previous_response_id`` (if any) plus the new
 ``input``, with ``instructions`` first; it is rendered with the model's chat template, fitted
 to the slot context (``context.fit_messages``), and sampled with the rules of chat
-completions (``tool_prompt``, ``sampling_params``). Planning renders templates and counts
-tokens: the routes run it in a worker thread, off the event loop.
+completions (``tool_prompt``, ``sampling_params``). When the template thinks, the reply's
+reasoning is split out (``reasoning``) into a ``reasoning`` output item, under the server's
+reasoning budget; ``reasoning.effort`` goes to the template as ``reasoning_effort`` (as on
+chat completions), and ``none`` asks it not to think, as a zero budget does.
+Planning renders templates and counts tokens: the routes run it in a worker thread, off
+the event loop.
 """
 
 from __future__ import annotations
@@ -19,9 +23,22 @@ from typing import Any
 from app.engine.types import ChatPrompt, GenerationRequest, ModelInfo, SamplingParams
 from app.schemas.chat import ChatMessage
 from app.schemas.responses import ResponseObject, ResponsesRequest
-from app.serving.chat_template import conversation, render_conversation, template_source
+from app.serving.chat_template import (
+    conversation,
+    render_conversation,
+    template_source,
+    template_variables,
+)
 from app.serving.context import DROPPED_MESSAGES_HEADER, fit_messages, reply_room
 from app.serving.policy import Limits, choose_model, max_tokens, served_model_name
+from app.serving.reasoning import (
+    ReasoningPlan,
+    after_reasoning,
+    budgeted,
+    needs_special_text,
+    plan_reasoning,
+    reasoning_syntax,
+)
 from app.serving.responses.convert import (
     chat_request,
     chat_tool_choice,
@@ -47,6 +64,7 @@ class ResponsesPlan:
     tool_calls: ToolCalls | None = None
     dropped_messages: int = 0
     store: bool = True
+    reasoning: ReasoningPlan | None = None  # the template thinks: split out a reasoning item
 
     def headers(self) -> dict[str, str]:
         """Response headers that describe the plan (what was dropped to fit, if anything)."""
@@ -64,6 +82,7 @@ class Rendered:
     dropped: int
     tool_calls: ToolCalls | None
     sampling: SamplingParams
+    reasoning: ReasoningPlan | None = None
 
 
 def conversation_of(
@@ -84,7 +103,9 @@ def render(
     """Render the conversation (fitted to the context when ``count_tokens`` is given)."""
     chat = chat_request(body, history, request_id)
     conversation(chat.messages)  # the checks chat completions make on the messages
-    tooling = tool_prompt(chat, template_source(info), limits.tool_call_format)
+    template = template_source(info)
+    tooling = tool_prompt(chat, template, limits.tool_call_format)
+    budget, variables = reasoning_settings(body, limits)
     messages: list[Mapping[str, Any]] = list(tooling.messages)
     dropped = 0
     cap = max_tokens(body.max_output_tokens, limits, info, default=limits.default_max_tokens)
@@ -92,7 +113,7 @@ def render(
         fitted = fit_messages(
             messages,
             prompt_tokens=lambda kept: count_tokens(
-                str(render_conversation(kept, info, "", tooling.template_tools)[0])
+                str(render_conversation(kept, info, "", tooling.template_tools, variables)[0])
             ),
             message_tokens=lambda message: count_tokens(str(message.get("content") or "")),
             n_ctx=info.n_ctx_slot,
@@ -105,12 +126,29 @@ def render(
         messages,
         info,
         tools=tooling.template_tools,
+        variables=variables,
         content_as_text=not limits.parse_special_in_content,
     )
+    reasoning = plan_reasoning(str(prompt), reasoning_syntax(template, limits.reasoning_format))
     sampling = sampling_params(chat, cap)
     if tooling.grammar is not None:
-        sampling = replace(sampling, grammar=tooling.grammar)
-    return Rendered(prompt, add_bos, dropped, tooling.calls, sampling)
+        sampling = replace(sampling, grammar=after_reasoning(tooling.grammar, reasoning))
+    fmt = tooling.calls.fmt if tooling.calls is not None else None
+    sampling = replace(sampling, special_text=needs_special_text(fmt, reasoning))
+    sampling = budgeted(sampling, reasoning, budget)
+    return Rendered(prompt, add_bos, dropped, tooling.calls, sampling, reasoning)
+
+
+def reasoning_settings(body: ResponsesRequest, limits: Limits) -> tuple[int | None, dict[str, Any]]:
+    """The reasoning budget and template variables for ``reasoning.effort``: ``none`` is a
+    zero budget and ``enable_thinking=false``; another effort is passed as
+    ``reasoning_effort``; the budget is the server's."""
+    effort = body.reasoning.effort if body.reasoning is not None else None
+    budget = 0 if effort == "none" else limits.reasoning_budget
+    variables = template_variables(None, effort if effort not in (None, "none") else None)
+    if budget == 0:
+        variables.setdefault("enable_thinking", False)
+    return budget, variables
 
 
 def plan_response(
@@ -140,6 +178,7 @@ def plan_response(
         tool_calls=rendered.tool_calls,
         dropped_messages=rendered.dropped,
         store=body.store is not False,
+        reasoning=rendered.reasoning,
     )
 
 
