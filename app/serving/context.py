@@ -23,6 +23,12 @@ Message = Mapping[str, Any]
 DROPPED_MESSAGES_HEADER = "X-Context-Dropped-Messages"
 """The response header that says how many oldest messages were left out to fit."""
 
+
+def dropped_headers(dropped: int) -> dict[str, str]:
+    """Response headers that say how many oldest messages were dropped to fit (none: {})."""
+    return {DROPPED_MESSAGES_HEADER: str(dropped)} if dropped else {}
+
+
 REPLY_ROOM_SHARE = 4
 """Without a max_tokens, a truncated prompt leaves a quarter of the context for the reply."""
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from app.engine.types import GenerationRequest, Usage
 from app.schemas.common import CompletionUsage, PromptTokensDetails
-from app.serving.context import DROPPED_MESSAGES_HEADER
+from app.serving.context import dropped_headers
 from app.serving.reasoning import ReasoningPlan
 from app.serving.tools import ToolCalls
 
@@ -28,9 +28,7 @@ class ResponsePlan:
 
     def headers(self) -> dict[str, str]:
         """Response headers that describe the plan (what was dropped to fit, if anything)."""
-        if not self.dropped_messages:
-            return {}
-        return {DROPPED_MESSAGES_HEADER: str(self.dropped_messages)}
+        return dropped_headers(self.dropped_messages)
 
     @classmethod
     def new(

@@ -29,7 +29,7 @@ from app.serving.chat_template import (
     template_source,
     template_variables,
 )
-from app.serving.context import DROPPED_MESSAGES_HEADER, fit_messages, reply_room
+from app.serving.context import dropped_headers, fit_messages, reply_room
 from app.serving.policy import Limits, choose_model, max_tokens, served_model_name
 from app.serving.reasoning import (
     ReasoningPlan,
@@ -68,9 +68,7 @@ class ResponsesPlan:
 
     def headers(self) -> dict[str, str]:
         """Response headers that describe the plan (what was dropped to fit, if anything)."""
-        if not self.dropped_messages:
-            return {}
-        return {DROPPED_MESSAGES_HEADER: str(self.dropped_messages)}
+        return dropped_headers(self.dropped_messages)
 
 
 @dataclass(frozen=True)
