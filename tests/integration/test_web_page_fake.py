@@ -199,7 +199,13 @@ def test_loading_server_says_so(context: Any) -> None:
         assert health(server).status_code == 503
         page = context.new_page()
         page.goto(server.base_url)
-        wait_until(page, "() => document.getElementById('status-dot').dataset.state === 'loading'")
+        # The page's first markup already says "loading" (while it connects): wait for the
+        # health check's own label, then the model name it sets in the same step.
+        wait_until(
+            page,
+            "() => document.getElementById('status-label').textContent === 'Loading the model…'",
+        )
+        assert page.get_attribute("#status-dot", "data-state") == "loading"
         assert page.text_content("#model-name") == "Model loading…"
         send(page, "Hello?")
         assert "The model is still loading" in error_card(page)
