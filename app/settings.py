@@ -276,7 +276,12 @@ class Settings(BaseSettings):
         description="Layers to offload to the GPU: a number, 'all', or 'auto' (as many as fit).",
     )
     threads: int | None = Field(
-        None, ge=1, description="CPU threads (default: the physical cores this process may use)."
+        None,
+        ge=1,
+        description=(
+            "CPU threads (default: the physical cores this process may use, fewer while "
+            "other processes keep cores busy; a number fixes them)."
+        ),
     )
     batch_size: int = Field(
         512, ge=16, description="Max tokens per decode step (prompt chunks plus decode tokens)."

@@ -314,6 +314,13 @@ def vocab_is_eog(vocab: int, token: int) -> bool:
 # Batches and decode (hot path: the backend binds these raw functions locally)
 # ---------------------------------------------------------------------------------------
 raw_decode: Any = L.llama_decode
+
+
+def set_n_threads(ctx: int, n_threads: int, n_threads_batch: int) -> None:
+    """Threads for the following decodes (generation, and prompt batches)."""
+    L.llama_set_n_threads(ctx, n_threads, n_threads_batch)
+
+
 raw_sampler_sample: Any = L.llama_sampler_sample
 raw_sampler_accept: Any = L.llama_sampler_accept
 

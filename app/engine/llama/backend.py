@@ -19,6 +19,7 @@ from app.engine.llama import _lib
 from app.engine.llama.embeddings import LlamaEmbedder, resolve_pooling
 from app.engine.llama.grammar import GrammarCache, GrammarState
 from app.engine.llama.sampler import Candidates, LlamaSampler
+from app.engine.llama.threads import ThreadGovernor
 from app.engine.types import AdapterSet, Grammar, ModelInfo, SamplingParams
 
 logger = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ class LlamaBackend:
         n_ctx_slot: int,
         n_batch: int,
         adapters: Sequence[_lib.AdapterHandle] = (),
+        governor: ThreadGovernor | None = None,
     ) -> None:
         self._model: int | None = model
         self._ctx: int | None = ctx
@@ -67,6 +69,8 @@ class LlamaBackend:
         self._raw_decode = _lib.raw_decode
         self._adapters = list(adapters)  # LoRA handles by adapter id (freed with the model)
         self._adapter_set: AdapterSet = ()
+        # Decode threads follow the neighbours' CPU use (None: the context's threads, fixed).
+        self._governor = governor if governor is not None and governor.adaptive else None
 
     # --- facts ---------------------------------------------------------------------------
     @property
@@ -156,9 +160,19 @@ class LlamaBackend:
             seqs[i][0] = t.seq_id
             out[i] = t.logits
         self._batch.n_tokens = n
+        governor = self._governor
+        if governor is not None:
+            threads = governor.poll()
+            if threads is not None:
+                _lib.set_n_threads(ctx, threads, threads)
         rc = self._raw_decode(ctx, self._batch)
         if rc != 0:
             raise self._decode_error(int(rc), n)
+
+    @property
+    def decode_threads(self) -> int | None:
+        """The threads decodes use now when they follow the machine's load, else None."""
+        return self._governor.threads if self._governor is not None else None
 
     def set_adapters(self, adapters: AdapterSet) -> None:
         """Apply exactly these LoRA adapters (id, scale) to the following decodes."""

@@ -31,6 +31,7 @@ from app.engine.llama.offload import (
     offload_info,
     plan_offload,
 )
+from app.engine.llama.threads import ThreadGovernor
 from app.engine.types import EngineConfig
 from app.errors import ModelLoadError, ModelNotFound
 
@@ -227,7 +228,10 @@ def load_backend(config: EngineConfig, *, amx_guard: bool | None = None) -> Llam
         adapters = load_adapters(
             model, config.lora, architecture=info.architecture, base_name=info.name
         )
+        n_threads = config.n_threads or default_threads()
+        governor = ThreadGovernor(n_threads, adaptive=config.n_threads is None)
         backend = LlamaBackend(
+            governor=governor,
             model=model,
             ctx=ctx,
             n_slots=config.n_slots,
