@@ -131,8 +131,10 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     if isinstance(value, dict):  # an inline table (presets); TOML has no null: None is left out
-        items = (f"{_toml_value(str(k))} = {_toml_value(v)}" for k, v in value.items())
-        return "{" + ", ".join(i for i, v in zip(items, value.values()) if v is not None) + "}"
+        items = [
+            f"{_toml_value(str(k))} = {_toml_value(v)}" for k, v in value.items() if v is not None
+        ]
+        return "{" + ", ".join(items) + "}"
     if isinstance(value, int | float):
         return str(value)
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'

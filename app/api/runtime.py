@@ -13,6 +13,7 @@ import contextlib
 import functools
 import logging
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 from app.api.errors import ServerDraining
 from app.api.library import (
@@ -21,12 +22,13 @@ from app.api.library import (
     memory_budget,
     model_names,
     read_library,
+    rescan,
     vram_budget,
 )
 from app.engine.protocol import Engine
 from app.engine.router import ModelEntry, ModelRouter
 from app.engine.types import EngineConfig, EngineHealth
-from app.errors import EngineDead, EngineError, EngineNotReady, ModelLoadError
+from app.errors import EngineDead, EngineError, EngineNotReady, ModelInUse, ModelLoadError
 from app.logging_setup import configure_logging
 from app.settings import Settings
 
@@ -76,6 +78,17 @@ def engine_factory(settings: Settings) -> Callable[[EngineConfig], Engine]:
 
 
 SWEEP_INTERVAL_S = 1.0
+
+
+def _remove_inside(entry: ModelEntry, models_dir: Path) -> Path:
+    """Delete ``entry``'s file if it is inside ``models_dir`` (``ModelInUse`` otherwise)."""
+    root = models_dir.expanduser().resolve()
+    given = Path(entry.config.model_path).expanduser()
+    path = given.parent.resolve() / given.name  # a link itself is removed, not its target
+    if not path.is_relative_to(root):
+        raise ModelInUse(f"The model '{entry.id}' is outside the models folder; kept.")
+    path.unlink(missing_ok=True)
+    return path
 
 
 class EngineRuntime:
@@ -143,6 +156,24 @@ class EngineRuntime:
                 await router.engine(None, keep_alive_s)
             return engine
         return await router.engine(name, keep_alive_s)
+
+    async def rescan(self) -> None:
+        """Read the models folder again (after a pull): new files join the library."""
+        if self.router is not None:
+            added, removed = await rescan(self.router, self.settings)
+            logger.info("library rescanned: %d added, %d removed", len(added), len(removed))
+
+    async def delete_model(self, name: str) -> Path:
+        """Remove a library model's file (``/api/delete``): unloaded first if loaded and
+        idle; the default model, pinned models and busy ones are refused (``ModelInUse``)."""
+        router = self.router
+        if router is None:
+            raise ModelInUse("This server has no model library; nothing can be removed.")
+        entry = await router.release(name)
+        path = await asyncio.to_thread(_remove_inside, entry, self.settings.models_dir)
+        router.forget(entry.id)
+        logger.info("removed model %s (%s)", entry.id, path)
+        return path
 
     def _log_ready(self) -> None:
         engine = self.engine

@@ -29,7 +29,7 @@ from typing import Literal
 
 from app.engine.protocol import Engine
 from app.engine.types import EngineConfig
-from app.errors import EngineError, ModelLoadError, ModelNotFound, Overloaded
+from app.errors import EngineError, ModelInUse, ModelLoadError, ModelNotFound, Overloaded
 
 logger = logging.getLogger(__name__)
 
@@ -212,6 +212,22 @@ class ModelRouter:
             return False
         await self._unload(model, "asked")
         return True
+
+    async def release(self, name: str) -> ModelEntry:
+        """Unload the model ``name`` names so its file can be removed (``/api/delete``).
+
+        ``ModelNotFound`` for a name outside the library; ``ModelInUse`` for the default
+        model, a pinned model, or one that is loading or running requests."""
+        model = self._models[self.resolve_strict(name).id]
+        entry = model.entry
+        if entry.id == self.default_id or entry.pinned:
+            why = "the default model" if entry.id == self.default_id else "pinned"
+            raise ModelInUse(f"The model '{entry.id}' is {why}; it cannot be removed.")
+        if model.state == "loading" or not self._idle(model):
+            raise ModelInUse(f"The model '{entry.id}' is in use; retry when it is idle.")
+        if model.engine is not None:
+            await self._unload(model, "its file is being removed")
+        return entry
 
     async def sweep(self) -> list[str]:
         """Unload models whose keep_alive ran out or that were idle too long; their ids."""

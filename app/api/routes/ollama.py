@@ -1,6 +1,6 @@
 """Ollama's API (``/api/chat``, ``/api/generate``, ``/api/embed``, ``/api/embeddings``,
-``/api/tags``, ``/api/show``, ``/api/ps``, ``/api/version``), so apps and libraries that speak
-Ollama work unchanged.
+``/api/tags``, ``/api/show``, ``/api/ps``, ``/api/pull``, ``/api/delete``, ``/api/version``),
+so apps and libraries that speak Ollama work unchanged.
 
 Streams are NDJSON, as Ollama sends them; errors are Ollama's ``{"error": "..."}`` with the
 statuses of the shared error table.
@@ -9,6 +9,7 @@ statuses of the shared error table.
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 from fastapi import APIRouter, Depends, Response
 
@@ -17,14 +18,17 @@ from app.api.family import RouteFamily
 from app.api.ndjson import line
 from app.api.openapi import ERROR_RESPONSES, json_body
 from app.api.security import require_api_key
+from app.errors import InvalidRequest
 from app.schemas.common import ErrorDetail
 from app.schemas.ollama import (
     OllamaChatRequest,
+    OllamaDeleteRequest,
     OllamaEmbedRequest,
     OllamaError,
     OllamaGenerateRequest,
     OllamaLegacyEmbedRequest,
     OllamaModelRequest,
+    OllamaPullRequest,
     OllamaRunning,
     OllamaShow,
     OllamaTags,
@@ -42,6 +46,7 @@ from app.serving.ollama.chat import (
     plan_ollama_generate,
 )
 from app.serving.ollama.embeddings import ollama_embed, ollama_legacy_embed
+from app.serving.ollama.pull import pull_answer, pull_lines, pull_reference
 
 router = APIRouter(dependencies=[Depends(require_api_key)], tags=["ollama"])
 
@@ -142,6 +147,44 @@ async def ollama_show_model(call: CallDep) -> OllamaShow:
     return ollama_models.show(info, embeddings=call.settings.embeddings)
 
 
+@router.post(
+    "/api/pull",
+    response_model=None,
+    responses=ERROR_RESPONSES,
+    openapi_extra=json_body(OllamaPullRequest),
+)
+async def ollama_pull_model(call: CallDep, runtime: RuntimeDep) -> Response:
+    """Fetch a model into the models folder (``hf://owner/repo/file.gguf``, an http(s) URL
+    of a .gguf file, or a built-in name); NDJSON progress unless ``"stream": false``. The
+    library is read again before ``success``, so the model is then listed and loadable."""
+    body = await call.body(OllamaPullRequest)
+    ref = pull_reference(body)
+
+    async def rescan(_: Path) -> None:
+        await runtime.rescan()
+
+    if body.stream:
+        return call.ndjson(pull_lines(ref, call.settings.models_dir, rescan))
+    return await call.json(pull_answer(ref, call.settings.models_dir, rescan))
+
+
+@router.delete(
+    "/api/delete",
+    response_model=None,
+    responses=ERROR_RESPONSES,
+    openapi_extra=json_body(OllamaDeleteRequest),
+)
+async def ollama_delete_model(call: CallDep, runtime: RuntimeDep) -> Response:
+    """Remove a library model's file (404 for an unknown name). A loaded, idle model is
+    unloaded first; the default model, pinned models and busy ones are refused (409)."""
+    body = await call.body(OllamaDeleteRequest)
+    name = (body.model or body.name or "").strip()
+    if not name:
+        raise InvalidRequest("Name the model to delete in 'model'.", param="model")
+    await runtime.delete_model(name)
+    return Response(status_code=200)
+
+
 @router.get("/api/version")
 async def ollama_version() -> OllamaVersion:
     """The Ollama API version these routes follow."""
@@ -157,6 +200,8 @@ FAMILY = RouteFamily(
         OllamaModelRequest,
         OllamaEmbedRequest,
         OllamaLegacyEmbedRequest,
+        OllamaPullRequest,
+        OllamaDeleteRequest,
     ),
     error_shape=ollama_error,
 )
