@@ -14,6 +14,7 @@ from pathlib import Path
 from fastapi import APIRouter, Depends, Response
 
 from app.api.deps import Call, CallDep, EngineDep, RuntimeDep
+from app.api.disconnect import CLIENT_CLOSED_REQUEST, ClientGone
 from app.api.family import RouteFamily
 from app.api.ndjson import line
 from app.api.openapi import ERROR_RESPONSES, json_body
@@ -165,7 +166,11 @@ async def ollama_pull_model(call: CallDep, runtime: RuntimeDep) -> Response:
 
     if body.stream:
         return call.ndjson(pull_lines(ref, call.settings.models_dir, rescan))
-    return await call.json(pull_answer(ref, call.settings.models_dir, rescan))
+    try:
+        last = await call.result(pull_answer(ref, call.settings.models_dir, rescan))
+    except ClientGone:
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
+    return Response(line(last), media_type="application/json")
 
 
 @router.delete(
