@@ -254,6 +254,15 @@ class EngineRuntime:
             return EngineHealth("loading", f"resolving the model '{self.settings.model}'")
         return engine.health()
 
+    def check_listing(self) -> None:
+        """Model lists answer once the default model is up, and still when its worker
+        crashed (restarting or failed: the list says so per model); 503 while loading or
+        draining, as every other route."""
+        crashed = self.health().state in ("restarting", "failed", "dead")
+        if crashed and self.failure is None and self.router is not None and not self.draining:
+            return
+        self.ready_engine()
+
     def ready_engine(self) -> Engine:
         """The engine if it takes requests; else the error that says why not."""
         if self.draining:

@@ -94,8 +94,10 @@ async def test_pull_without_stream_and_its_errors(
     offline = await client.post("/api/pull", json={"name": "hf://o/r/x.gguf", "stream": False})
     assert offline.status_code == 502
     assert "HF_HUB_OFFLINE" in offline.json()["error"]
-    unknown = await client.post("/api/pull", json={"model": "llama3:8b", "stream": False})
-    assert unknown.status_code == 400
+    for stream in (False, True):  # checked before the stream starts
+        unknown = await client.post("/api/pull", json={"model": "llama3:8b", "stream": stream})
+        assert unknown.status_code == 400
+        assert "Cannot pull 'llama3:8b'" in unknown.json()["error"]
 
 
 async def test_delete_refuses_the_default_and_pinned_models(

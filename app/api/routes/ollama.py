@@ -13,7 +13,7 @@ from pathlib import Path
 
 from fastapi import APIRouter, Depends, Response
 
-from app.api.deps import Call, CallDep, EngineDep, RuntimeDep
+from app.api.deps import Call, CallDep, RuntimeDep
 from app.api.disconnect import CLIENT_CLOSED_REQUEST, ClientGone
 from app.api.family import RouteFamily
 from app.api.ndjson import line
@@ -123,19 +123,21 @@ async def ollama_create_embedding(call: CallDep) -> Response:
 
 
 @router.get("/api/tags")
-async def ollama_list_models(runtime: RuntimeDep, engine: EngineDep) -> OllamaTags:
+async def ollama_list_models(runtime: RuntimeDep) -> OllamaTags:
     """List the models of the library (Ollama)."""
+    runtime.check_listing()
     if runtime.router is None:
-        return ollama_models.tags(engine.model_info())
+        return ollama_models.tags(runtime.ready_engine().model_info())
     statuses = runtime.router.status()
     return await asyncio.to_thread(ollama_models.library_tags, statuses)
 
 
 @router.get("/api/ps")
-async def ollama_list_running(runtime: RuntimeDep, engine: EngineDep) -> OllamaRunning:
+async def ollama_list_running(runtime: RuntimeDep) -> OllamaRunning:
     """List the loaded models (Ollama), with when each unloads."""
+    runtime.check_listing()
     if runtime.router is None:
-        return ollama_models.running(engine.model_info())
+        return ollama_models.running(runtime.ready_engine().model_info())
     return ollama_models.library_running(runtime.router.status())
 
 

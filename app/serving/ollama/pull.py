@@ -13,17 +13,19 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 from app.errors import InvalidRequest
-from app.models.pull import PullStatus, pull
+from app.models.pull import PullStatus, pull, source_of
 from app.schemas.ollama import OllamaPullRequest, OllamaPullStatus
 
 _END = object()
 
 
 def pull_reference(body: OllamaPullRequest) -> str:
-    """The reference a pull names (``model``, else ``name``)."""
+    """The reference a pull names (``model``, else ``name``), checked before any line is
+    sent (a reference this server cannot fetch is a 400, not a failed stream)."""
     ref = (body.model or body.name or "").strip()
     if not ref:
         raise InvalidRequest("Name the model to pull in 'model'.", param="model")
+    source_of(ref)
     return ref
 
 
