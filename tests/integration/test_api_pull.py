@@ -32,7 +32,7 @@ async def library_app(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, 
     options = {
         "model": str(models / "alpha.gguf"),
         "models_dir": models,
-        "presets": {"beta": {"alias": "bee", "ctx-size": 128, "pinned": True}},
+        "presets": {"beta": {"alias": "bee", "ctx-size": 128, "pinned": True, "embeddings": True}},
     }
     async with app_client(FakeEngine(), **options) as (client, app):
         runtime = app.state.runtime
@@ -119,3 +119,7 @@ async def test_a_preset_shows_in_health_and_models(
     bee = next(m for m in models if m["id"] == "bee")
     assert (bee["context_length"], bee["pinned"], bee["state"]) == (128, True, "unloaded")
     assert (await client.get("/v1/models/beta")).json()["id"] == "bee"
+    shown = (await client.post("/api/show", json={"model": "bee"})).json()
+    assert shown["capabilities"] == ["completion", "embedding"]
+    alpha = (await client.post("/api/show", json={"model": "alpha"})).json()
+    assert alpha["capabilities"] == ["completion"]

@@ -48,6 +48,7 @@ from app.serving.ollama.chat import (
 )
 from app.serving.ollama.embeddings import ollama_embed, ollama_legacy_embed
 from app.serving.ollama.pull import pull_answer, pull_lines, pull_reference
+from app.settings import find_preset
 
 router = APIRouter(dependencies=[Depends(require_api_key)], tags=["ollama"])
 
@@ -142,12 +143,19 @@ async def ollama_list_running(runtime: RuntimeDep) -> OllamaRunning:
 
 
 @router.post("/api/show", responses=ERROR_RESPONSES, openapi_extra=json_body(OllamaModelRequest))
-async def ollama_show_model(call: CallDep) -> OllamaShow:
+async def ollama_show_model(call: CallDep, runtime: RuntimeDep) -> OllamaShow:
     """Describe a model (Ollama): details, parameters, template, metadata."""
     body = await call.body(OllamaModelRequest)
-    info = (await call.model_engine(body.model or body.name or None)).model_info()
-    ollama_model_name(body.model or body.name or "", info, call.limits)
-    return ollama_models.show(info, embeddings=call.settings.embeddings)
+    name = body.model or body.name or None
+    info = (await call.model_engine(name)).model_info()
+    ollama_model_name(name or "", info, call.limits)
+    embeddings = call.settings.embeddings
+    if runtime.router is not None:  # a preset may turn embeddings on or off for this model
+        entry = runtime.router.resolve(name)
+        found = find_preset(call.settings.presets, {entry.id, *entry.names, info.path})
+        if found is not None and found[1].embeddings is not None:
+            embeddings = found[1].embeddings
+    return ollama_models.show(info, embeddings=embeddings)
 
 
 @router.post(
