@@ -132,6 +132,21 @@ class EngineRuntime:
             logger.error("the engine failed to start", exc_info=exc)
         else:
             self._log_ready()
+            await self._load_pinned()
+
+    async def _load_pinned(self) -> None:
+        """Load the pinned models after the default one (a preset's ``pinned``: meant to be
+        ready, such as an embedding model next to the chat model); a failure is logged and
+        shown as that model's state, and a request retries it."""
+        router = self.router
+        if router is None:
+            return
+        for status in router.status():
+            if status.entry.pinned and status.state == "unloaded":
+                try:
+                    await router.load(status.entry.id)
+                except EngineError as exc:
+                    logger.error("pinned model %s did not load: %s", status.entry.id, exc.message)
 
     async def _sweep(self) -> None:
         while True:

@@ -3,6 +3,7 @@ router's per-model restarting/failed states, removing a model (fake engines, tin
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import replace
 from pathlib import Path
@@ -264,3 +265,26 @@ def test_the_vram_probe_runs_in_a_process_and_finds_no_gpu_here(
     # The query itself, in a spawned process: a GPU's free bytes, or None on a CPU host.
     found = vram.probe_free_vram()
     assert found is None or found > 0
+
+
+async def test_pinned_models_load_after_the_default_one() -> None:
+    from app.api.runtime import EngineRuntime
+
+    entries = [gpu_entry("d", 0), gpu_entry("p", 0, pinned=True), gpu_entry("a", 0)]
+    router = ModelRouter(entries, lambda _: FakeEngine(), default_id="d", max_loaded=3)
+
+    async def build(_: Settings) -> ModelRouter:
+        return router
+
+    runtime = EngineRuntime(Settings())
+    runtime.start_loading(build)
+    for _ in range(200):
+        if {s.entry.id: s.state for s in router.status()}["p"] == "ready":
+            break
+        await asyncio.sleep(0.01)
+    assert {s.entry.id: s.state for s in router.status()} == {
+        "d": "ready",
+        "p": "ready",
+        "a": "unloaded",
+    }
+    await runtime.stop()
