@@ -107,3 +107,13 @@ def test_a_builtin_model_offline_is_a_failed_download(
     with pytest.raises(DownloadFailed, match="could not download model 'smollm2'"):
         pull("smollm2", tmp_path, lambda _: None)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_cria_models_pull_takes_a_url(files: FileServer, tmp_path: Path) -> None:
+    from app.cli import main
+
+    assert (
+        main(["models", "pull", "--models-dir", str(tmp_path), f"{files.url}/m/tiny.Q4_1.gguf"])
+        == 0
+    )
+    assert (tmp_path / "tiny.Q4_1.gguf").read_bytes() == GGUF
