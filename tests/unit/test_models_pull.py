@@ -112,8 +112,8 @@ def test_a_builtin_model_offline_is_a_failed_download(
 def test_cria_models_pull_takes_a_url(files: FileServer, tmp_path: Path) -> None:
     from app.cli import main
 
-    assert (
-        main(["models", "pull", "--models-dir", str(tmp_path), f"{files.url}/m/tiny.Q4_1.gguf"])
-        == 0
-    )
+    args = ["models", "--models-dir", str(tmp_path), "pull", f"{files.url}/m/tiny.Q4_1.gguf"]
+    assert main(args) == 0
     assert (tmp_path / "tiny.Q4_1.gguf").read_bytes() == GGUF
+    offline = ["models", "--models-dir", str(tmp_path), "pull", "http://127.0.0.1:9/x.gguf"]
+    assert main(offline) == 1
