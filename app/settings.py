@@ -531,11 +531,7 @@ class Settings(BaseSettings):
 
     def gpu_layers(self) -> GpuLayers:
         """``n_gpu_layers`` as the engine takes it (-1 means all)."""
-        if self.n_gpu_layers == "auto":
-            return "auto"
-        if self.n_gpu_layers == "all" or int(self.n_gpu_layers) < 0:
-            return "all"
-        return int(self.n_gpu_layers)
+        return parse_gpu_layers(self.n_gpu_layers)
 
     def engine_config(self, model_path: Path) -> EngineConfig:
         """The engine's view of these settings, for a resolved model file."""
