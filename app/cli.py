@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import ValidationError
 from pydantic.fields import FieldInfo
 
-from app.errors import ModelLoadError, ModelNotFound
+from app.errors import DownloadFailed, InvalidRequest, ModelLoadError, ModelNotFound
 from app.models.commands import add_models_parser
 from app.settings import SECRET_FIELDS, ConfigFileError, Settings, field_docs, load_settings
 from app.settings import settings_table_markdown as settings_table
@@ -130,6 +130,11 @@ def _toml_value(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):  # an inline table (presets); TOML has no null: None is left out
+        items = [
+            f"{_toml_value(str(k))} = {_toml_value(v)}" for k, v in value.items() if v is not None
+        ]
+        return "{" + ", ".join(items) + "}"
     if isinstance(value, int | float):
         return str(value)
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
@@ -170,7 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         text = _validation_message(exc) if isinstance(exc, ValidationError) else str(exc)
         print(f"cria: {text}", file=sys.stderr)
         return 2
-    except (ModelNotFound, ModelLoadError) as exc:
+    except (ModelNotFound, ModelLoadError, DownloadFailed, InvalidRequest) as exc:
         print(f"cria: {exc.message}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

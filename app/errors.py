@@ -76,3 +76,11 @@ class RequestCancelled(EngineError):
 
 class EngineCrashed(EngineError):
     """The engine process died under a running request (it restarts; the client may retry)."""
+
+
+class DownloadFailed(EngineError):
+    """A model could not be fetched (offline, the source refused, or it is not a GGUF)."""
+
+
+class ModelInUse(EngineError):
+    """The model cannot be removed now: it is the default or a pinned model, or it is busy."""

@@ -6,16 +6,17 @@ Nothing here reads the environment at import time: ``Settings()`` reads it when 
 
 from __future__ import annotations
 
+import json
 import math
 import tomllib
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -24,6 +25,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from app.engine.router import name_key
 from app.engine.types import EngineConfig, GpuLayers, LoraAdapter
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -101,6 +103,98 @@ def parse_lora(spec: str, base_dir: Path | None = None) -> tuple[str, str, float
     if base_dir is not None and not resolved.is_absolute() and not resolved.exists():
         resolved = base_dir / resolved
     return name, str(resolved), scale
+
+
+# --- per-model presets (``[presets.NAME]`` tables of the config file) ---------------------
+# A preset's values override the server-wide settings for that model only; what it leaves
+# out comes from them. Keys are matched like request names (any case, with or without .gguf):
+# a library id, a file name, a built-in name or the --model reference. See the README.
+
+
+def parse_gpu_layers(value: str) -> GpuLayers:
+    """``n_gpu_layers`` text (a number, ``all``, ``auto``; -1 means all) as the engine takes it."""
+    value = value.strip().lower()
+    if value == "auto":
+        return "auto"
+    if value == "all" or (value.lstrip("-").isdigit() and int(value) == -1):
+        return "all"
+    if value.isdigit():
+        return int(value)
+    raise ValueError("n_gpu_layers must be a number, 'all' or 'auto'")
+
+
+class ModelPreset(BaseModel):
+    """One model's settings (``[presets.NAME]`` in the config file); None: the server's."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        populate_by_name=True,
+        alias_generator=lambda name: name.replace("_", "-"),
+    )
+
+    alias: str | None = Field(None, min_length=1)
+    ctx_size: int | None = Field(None, ge=64)
+    parallel: int | None = Field(None, ge=1, le=64)
+    n_gpu_layers: str | None = None
+    chat_template_file: Path | None = None
+    system_prompt: str | None = None
+    embeddings: bool | None = None
+    pinned: bool = False
+
+    @field_validator("n_gpu_layers", mode="before")
+    @classmethod
+    def _gpu_layers(cls, value: object) -> object:
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        if isinstance(value, str):
+            parse_gpu_layers(value)
+        return value
+
+    @field_validator("chat_template_file")
+    @classmethod
+    def _template_file(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"chat template file {value} does not exist")
+        return value
+
+    def apply(self, config: EngineConfig) -> EngineConfig:
+        """``config`` with this preset's values in place of the server-wide ones."""
+        changes: dict[str, Any] = {}
+        if self.alias:
+            changes["model_alias"] = self.alias
+        if self.ctx_size is not None:
+            changes["n_ctx_slot"] = self.ctx_size
+        if self.parallel is not None:
+            changes["n_slots"] = self.parallel
+        if self.n_gpu_layers is not None:
+            changes["n_gpu_layers"] = parse_gpu_layers(self.n_gpu_layers)
+        if self.chat_template_file is not None:
+            changes["chat_template"] = self.chat_template_file.read_text(encoding="utf-8")
+        if self.system_prompt is not None:
+            changes["system_prompt"] = self.system_prompt
+        if self.embeddings is not None:
+            changes["embeddings"] = self.embeddings
+        return replace(config, **changes)
+
+
+def presets_value(value: object) -> object:
+    """Presets from a flag or ``CRIA_PRESETS``: a JSON object (the config file gives a table)."""
+    if isinstance(value, str):
+        try:
+            return json.loads(value) if value.strip() else {}
+        except ValueError as exc:
+            raise ValueError(f"presets must be a JSON object of tables: {exc}") from exc
+    return value
+
+
+def find_preset(presets: dict[str, ModelPreset], names: set[str]) -> tuple[str, ModelPreset] | None:
+    """The preset whose key is one of ``names`` (compared as request names are)."""
+    keys = {name_key(name) for name in names}
+    for key, preset in presets.items():
+        if name_key(key) in keys:
+            return key, preset
+    return None
 
 
 def _split_list(value: object) -> object:
@@ -269,6 +363,20 @@ class Settings(BaseSettings):
         description="Unload a model (other than --model's) after this many idle seconds "
         "(0: never by time).",
     )
+    models_vram: int = Field(
+        0,
+        ge=0,
+        description="MiB of GPU memory the loaded models may take together (their offloaded "
+        "layers' share of weights + KV); 0: the GPUs' free memory at start less 1 GiB "
+        "(no check without a GPU).",
+    )
+    presets: Annotated[dict[str, ModelPreset], NoDecode] = Field(
+        default_factory=dict,
+        description="Per-model settings: a [presets.NAME] table per model in the config file "
+        "(NAME: a library id, file name or built-in name; keys alias, ctx-size, parallel, "
+        "n-gpu-layers, chat-template-file, system-prompt, embeddings, pinned), or a JSON object "
+        "of them as flag or variable. They override the settings above for that model.",
+    )
     parallel: int = Field(4, ge=1, le=64, description="Slots: sequences generated in parallel.")
     ctx_size: int = Field(2048, ge=64, description="Context tokens per slot.")
     n_gpu_layers: str = Field(
@@ -393,6 +501,11 @@ class Settings(BaseSettings):
     def _lists(cls, value: object) -> object:
         return _split_list(value)
 
+    @field_validator("presets", mode="before")
+    @classmethod
+    def _presets(cls, value: object) -> object:
+        return presets_value(value)
+
     @field_validator("cors_origin")
     @classmethod
     def _origins(cls, value: list[str]) -> list[str]:
@@ -423,11 +536,7 @@ class Settings(BaseSettings):
 
     def gpu_layers(self) -> GpuLayers:
         """``n_gpu_layers`` as the engine takes it (-1 means all)."""
-        if self.n_gpu_layers == "auto":
-            return "auto"
-        if self.n_gpu_layers == "all" or int(self.n_gpu_layers) < 0:
-            return "all"
-        return int(self.n_gpu_layers)
+        return parse_gpu_layers(self.n_gpu_layers)
 
     def engine_config(self, model_path: Path) -> EngineConfig:
         """The engine's view of these settings, for a resolved model file."""

@@ -22,12 +22,14 @@ from app.api.family import DEFAULT_FAMILY, RouteFamily, family_of
 from app.api.metrics import HttpMetrics, retry_after_estimate
 from app.errors import (
     ContextLengthExceeded,
+    DownloadFailed,
     EngineCrashed,
     EngineDead,
     EngineError,
     EngineNotReady,
     GenerationFailed,
     InvalidRequest,
+    ModelInUse,
     ModelLoadError,
     ModelNotFound,
     NotFound,
@@ -99,6 +101,8 @@ ERROR_TABLE: Mapping[type[EngineError], ErrorSpec] = {
     EngineDead: ErrorSpec(503, "server_error", "engine_dead"),
     EngineCrashed: ErrorSpec(503, "server_error", "engine_crashed"),
     ModelLoadError: ErrorSpec(503, "server_error", "model_load_failed"),
+    DownloadFailed: ErrorSpec(502, "server_error", "download_failed"),
+    ModelInUse: ErrorSpec(409, "invalid_request_error", "model_in_use"),
     # The engine cancels a request someone still reads only when it stops (shutdown).
     RequestCancelled: ErrorSpec(503, "server_error", "server_shutting_down"),
     GenerationFailed: ErrorSpec(500, "server_error", "generation_failed"),

@@ -27,6 +27,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from app.engine.router import ModelStatus
 from app.engine.types import EngineHealth, EngineStats, LoraAdapter, OffloadInfo
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -300,6 +301,49 @@ class LoraCollector(Collector):
         yield family
 
 
+MODEL_STATES = ("unloaded", "loading", "ready", "restarting", "failed")
+
+
+class ModelsCollector(Collector):
+    """Each library model's state, restarts and estimates, labelled by model."""
+
+    def __init__(self, models: Sequence[ModelStatus]) -> None:
+        self.models = models
+
+    def collect(self) -> Iterator[Metric]:
+        if not self.models:
+            return
+        state = GaugeMetricFamily(
+            "cria_model_state", "1 for each model's current state.", labels=["model", "state"]
+        )
+        restarts = CounterMetricFamily(
+            "cria_model_restarts",
+            "Times the model's engine process was restarted after it died.",
+            labels=["model"],
+        )
+        ram = GaugeMetricFamily(
+            "cria_model_memory_estimate_bytes", "RAM the model takes loaded.", labels=["model"]
+        )
+        vram = GaugeMetricFamily(
+            "cria_model_vram_estimate_bytes", "GPU memory the model takes loaded.", labels=["model"]
+        )
+        why = GaugeMetricFamily(
+            "cria_model_last_error",
+            "1, labelled with the model's last load or engine error.",
+            labels=["model", "error"],
+        )
+        for status in self.models:
+            model = status.entry.id
+            for name in MODEL_STATES:
+                state.add_metric([model, name], int(status.state == name))
+            restarts.add_metric([model], status.restarts)
+            ram.add_metric([model], status.entry.memory_bytes)
+            vram.add_metric([model], status.entry.vram_bytes)
+            if status.last_error:
+                why.add_metric([model, status.last_error], 1)
+        yield from (state, restarts, ram, vram, why)
+
+
 class _Joined(Collector):
     """Several collectors exposed as one (what generate_latest reads)."""
 
@@ -317,10 +361,12 @@ def render_metrics(
     http: HttpMetrics,
     offload: OffloadInfo | None = None,
     adapters: Sequence[LoraAdapter] = (),
+    models: Sequence[ModelStatus] = (),
 ) -> bytes:
     """The whole exposition document (text format 0.0.4)."""
     parts = (
         EngineCollector(health, stats),
+        ModelsCollector(models),
         OffloadCollector(offload),
         LoraCollector(adapters),
         http.registry,

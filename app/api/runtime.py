@@ -13,29 +13,28 @@ import contextlib
 import functools
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
 from pathlib import Path
 
 from app.api.errors import ServerDraining
+from app.api.library import (
+    default_model_id,
+    free_vram,
+    memory_budget,
+    model_names,
+    read_library,
+    rescan,
+    vram_budget,
+)
 from app.engine.protocol import Engine
 from app.engine.router import ModelEntry, ModelRouter
 from app.engine.types import EngineConfig, EngineHealth
-from app.errors import EngineDead, EngineError, EngineNotReady, ModelLoadError
+from app.errors import EngineDead, EngineError, EngineNotReady, ModelInUse, ModelLoadError
 from app.logging_setup import configure_logging
-from app.models.builtin import BUILTIN_MODELS
-from app.models.library import LibraryModel, kv_bytes, scan_library
-from app.settings import Settings, parse_lora
+from app.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 RouterFactory = Callable[[Settings], Awaitable[ModelRouter]]
-
-
-def default_model_id(settings: Settings, path: Path | None = None) -> str:
-    """The default model's id: ``--model-alias``, else the file's (or the reference's) stem."""
-    if settings.model_alias:
-        return settings.model_alias
-    return (path or Path(settings.model)).name.removesuffix(".gguf")
 
 
 def single_model_router(settings: Settings, engine: Engine) -> ModelRouter:
@@ -49,32 +48,18 @@ def single_model_router(settings: Settings, engine: Engine) -> ModelRouter:
     return ModelRouter([entry], lambda _: engine, default_id=entry.id, max_loaded=1)
 
 
-def model_names(settings: Settings) -> frozenset[str]:
-    """Names that mean the --model model besides its id: the reference as typed
-    (``smollm2``, a path, ``hf://...``), its alias, built-in names of the same file, and its
-    LoRA adapters' names (a request naming one runs on this model, with the adapter)."""
-    names = {settings.model, Path(settings.model).name, Path(settings.model).stem}
-    names |= {name for name, spec in BUILTIN_MODELS.items() if spec.filename in names}
-    if settings.model_alias:
-        names.add(settings.model_alias)
-    names |= {parse_lora(spec)[0] for spec in settings.lora}  # its LoRA adapters run on it
-    return frozenset(name.strip() for name in names if name.strip())
-
-
 async def build_library_router(settings: Settings) -> ModelRouter:
-    """Resolve the --model model (may download) and scan the models folder; one router over
-    them, each model served by a llama engine built when it is first needed."""
-    from app.models.registry import resolve_model
-
-    path = await asyncio.to_thread(resolve_model, settings.model, settings.models_dir)
-    library = await asyncio.to_thread(scan_library, settings.models_dir)
-    entries = library_entries(settings, path, library)
+    """Resolve the --model model (may download), scan the models folder and read the free
+    VRAM; one router over them, each model served by a llama engine built when first needed."""
+    free = await free_vram()
+    entries = await read_library(settings, has_gpu=free is not None)
     return ModelRouter(
         entries,
         engine_factory(settings),
         default_id=entries[0].id,
         max_loaded=settings.max_loaded_models,
         memory_budget_bytes=memory_budget(settings),
+        vram_budget_bytes=vram_budget(settings, free),
         idle_unload_s=settings.idle_unload or None,
         strict_names=settings.strict_model_names,
     )
@@ -92,52 +77,18 @@ def engine_factory(settings: Settings) -> Callable[[EngineConfig], Engine]:
     return functools.partial(WorkerEngine, setup_logging=setup)
 
 
-def library_entries(
-    settings: Settings, default_path: Path, library: list[LibraryModel]
-) -> list[ModelEntry]:
-    """The router's entries: the --model model first, then the rest of the library."""
-    cells = settings.parallel * settings.ctx_size
-
-    def estimate(model: LibraryModel | None, path: Path) -> int:
-        size = path.stat().st_size
-        return size + (kv_bytes(model.info, cells, settings.kv_cache_type) if model else 0)
-
-    same = next((m for m in library if m.path.resolve() == default_path.resolve()), None)
-    default = ModelEntry(
-        default_model_id(settings, default_path),
-        settings.engine_config(default_path),
-        names=model_names(settings) | (same.names | {same.id} if same else frozenset()),
-        pinned=True,
-        memory_bytes=estimate(same, default_path),
-    )
-    entries = [default]
-    for model in library:
-        if model is same:
-            continue
-        # --lora adapters belong to the --model model only.
-        config = replace(settings.engine_config(model.path), model_alias=model.id, lora=())
-        entries.append(
-            ModelEntry(model.id, config, model.names, False, estimate(model, model.path))
-        )
-    return entries
-
-
-def memory_budget(settings: Settings) -> int | None:
-    """Bytes the loaded models may take: ``--models-memory`` MiB, else the RAM available now
-    (``MemAvailable``) less a margin; None when it cannot be read."""
-    if settings.models_memory:
-        return settings.models_memory * 2**20
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return max(0, int(line.split()[1]) * 1024 - MEMORY_MARGIN_BYTES)
-    except OSError:
-        return None
-    return None
-
-
-MEMORY_MARGIN_BYTES = 1 << 30  # left for the server itself, the OS and compute buffers
 SWEEP_INTERVAL_S = 1.0
+
+
+def _remove_inside(entry: ModelEntry, models_dir: Path) -> Path:
+    """Delete ``entry``'s file if it is inside ``models_dir`` (``ModelInUse`` otherwise)."""
+    root = models_dir.expanduser().resolve()
+    given = Path(entry.config.model_path).expanduser()
+    path = given.parent.resolve() / given.name  # a link itself is removed, not its target
+    if not path.is_relative_to(root):
+        raise ModelInUse(f"The model '{entry.id}' is outside the models folder; kept.")
+    path.unlink(missing_ok=True)
+    return path
 
 
 class EngineRuntime:
@@ -181,6 +132,21 @@ class EngineRuntime:
             logger.error("the engine failed to start", exc_info=exc)
         else:
             self._log_ready()
+            await self._load_pinned()
+
+    async def _load_pinned(self) -> None:
+        """Load the pinned models after the default one (a preset's ``pinned``: meant to be
+        ready, such as an embedding model next to the chat model); a failure is logged and
+        shown as that model's state, and a request retries it."""
+        router = self.router
+        if router is None:
+            return
+        for status in router.status():
+            if status.entry.pinned and status.state == "unloaded":
+                try:
+                    await router.load(status.entry.id)
+                except EngineError as exc:
+                    logger.error("pinned model %s did not load: %s", status.entry.id, exc.message)
 
     async def _sweep(self) -> None:
         while True:
@@ -205,6 +171,24 @@ class EngineRuntime:
                 await router.engine(None, keep_alive_s)
             return engine
         return await router.engine(name, keep_alive_s)
+
+    async def rescan(self) -> None:
+        """Read the models folder again (after a pull): new files join the library."""
+        if self.router is not None:
+            added, removed = await rescan(self.router, self.settings)
+            logger.info("library rescanned: %d added, %d removed", len(added), len(removed))
+
+    async def delete_model(self, name: str) -> Path:
+        """Remove a library model's file (``/api/delete``): unloaded first if loaded and
+        idle; the default model, pinned models and busy ones are refused (``ModelInUse``)."""
+        router = self.router
+        if router is None:
+            raise ModelInUse("This server has no model library; nothing can be removed.")
+        entry = await router.release(name)
+        path = await asyncio.to_thread(_remove_inside, entry, self.settings.models_dir)
+        router.forget(entry.id)
+        logger.info("removed model %s (%s)", entry.id, path)
+        return path
 
     def _log_ready(self) -> None:
         engine = self.engine
@@ -284,6 +268,15 @@ class EngineRuntime:
         if engine is None:
             return EngineHealth("loading", f"resolving the model '{self.settings.model}'")
         return engine.health()
+
+    def check_listing(self) -> None:
+        """Model lists answer once the default model is up, and still when its worker
+        crashed (restarting or failed: the list says so per model); 503 while loading or
+        draining, as every other route."""
+        crashed = self.health().state in ("restarting", "failed", "dead")
+        if crashed and self.failure is None and self.router is not None and not self.draining:
+            return
+        self.ready_engine()
 
     def ready_engine(self) -> Engine:
         """The engine if it takes requests; else the error that says why not."""

@@ -5,9 +5,12 @@ case, with or without ``.gguf`` or ``:latest``) and hands back that model's engi
 first when it is not loaded (concurrent requests for a loading model wait for the same load).
 What may stay loaded is bounded by a count (``max_loaded``) and a memory budget (the entries'
 estimates): to make room, the least recently used idle model that is not pinned is unloaded.
-Models also unload after ``idle_unload_s`` without use, or when a request's ``keep_alive``
-runs out (Ollama's; 0 unloads at once). Pinned models and the default model (the one
-``--model`` names, which /health reports on) never unload by time or to make room.
+A model offloaded to a GPU splits its estimate between RAM (``memory_bytes``) and VRAM
+(``vram_bytes``); each has its budget. Models also unload after ``idle_unload_s`` without
+use, or when a request's ``keep_alive`` runs out (Ollama's; 0 unloads at once). Pinned models
+and the default model (the one ``--model`` names, which /health reports on) never unload.
+A loaded model's state follows its engine: ``restarting`` while its worker process restarts
+after a crash, ``failed`` once it gave up (the worker's reason is ``last_error``).
 
 The router only schedules loads and unloads: each engine is whatever the factory builds (an
 in-process ``LlamaEngine`` or an engine in a worker process). Event loop only.
@@ -26,11 +29,11 @@ from typing import Literal
 
 from app.engine.protocol import Engine
 from app.engine.types import EngineConfig
-from app.errors import EngineError, ModelLoadError, ModelNotFound, Overloaded
+from app.errors import EngineError, ModelInUse, ModelLoadError, ModelNotFound, Overloaded
 
 logger = logging.getLogger(__name__)
 
-ModelState = Literal["unloaded", "loading", "ready", "failed"]
+ModelState = Literal["unloaded", "loading", "ready", "restarting", "failed"]
 EngineFactory = Callable[[EngineConfig], Engine]
 
 
@@ -42,7 +45,8 @@ class ModelEntry:
     config: EngineConfig
     names: frozenset[str] = frozenset()  # more names that select it (any case)
     pinned: bool = False
-    memory_bytes: int = 0  # weights + KV for its slot configuration (an estimate)
+    memory_bytes: int = 0  # weights + KV for its slot configuration in RAM (an estimate)
+    vram_bytes: int = 0  # the share of weights + KV offloaded to the GPU (an estimate)
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,7 @@ class ModelStatus:
     load_s: float | None
     last_error: str | None
     expires_in_s: float | None  # when it unloads by itself, from now (None: it stays)
+    restarts: int = 0  # times its worker process was restarted after a crash
 
 
 def name_key(name: str) -> str:
@@ -89,6 +94,7 @@ class ModelRouter:
         default_id: str,
         max_loaded: int = 2,
         memory_budget_bytes: int | None = None,
+        vram_budget_bytes: int | None = None,
         idle_unload_s: float | None = None,
         strict_names: bool = False,
         clock: Callable[[], float] = time.monotonic,
@@ -97,19 +103,48 @@ class ModelRouter:
         if default_id not in self._models:
             raise ValueError(f"the default model {default_id!r} is not among the entries")
         self._names: dict[str, str] = {}
-        for model in self._models.values():
-            entry = model.entry
-            for name in (entry.id, *entry.names):
-                self._names.setdefault(name_key(name), entry.id)
+        self._index_names()
         self._factory = factory
         self.default_id = default_id
         self.max_loaded = max(1, max_loaded)
         self.memory_budget_bytes = memory_budget_bytes
+        self.vram_budget_bytes = vram_budget_bytes
         self.idle_unload_s = idle_unload_s
         self.strict_names = strict_names
         self._clock = clock
 
     # ------------------------------------------------------------------ names
+    def _index_names(self) -> None:
+        self._names = {}
+        for model in self._models.values():
+            entry = model.entry
+            for name in (entry.id, *entry.names):
+                self._names.setdefault(name_key(name), entry.id)
+
+    def update_entries(self, entries: Iterable[ModelEntry]) -> tuple[list[str], list[str]]:
+        """Take a rescanned library: new entries join, entries no longer there leave (unless
+        loaded, or the default model); known ones keep their state. Returns (added, removed)."""
+        fresh = {entry.id: entry for entry in entries}
+        added = [i for i in fresh if i not in self._models]
+        removed = [
+            i
+            for i, m in self._models.items()
+            if i not in fresh and i != self.default_id and m.engine is None and m.task is None
+        ]
+        for model_id in removed:
+            del self._models[model_id]
+        for model_id in added:
+            self._models[model_id] = _Loaded(fresh[model_id])
+        self._index_names()
+        return added, removed
+
+    def forget(self, model_id: str) -> None:
+        """Drop an unloaded entry (its file was deleted)."""
+        model = self._models.get(model_id)
+        if model is not None and model.engine is None and model_id != self.default_id:
+            del self._models[model_id]
+            self._index_names()
+
     def resolve(self, name: str | None) -> ModelEntry:
         """The entry ``name`` selects; no name (or, unless strict, an unknown one): the
         default model. Raises ``ModelNotFound`` listing the models otherwise."""
@@ -168,15 +203,31 @@ class ModelRouter:
 
     async def unload(self, name: str) -> bool:
         """Unload a model now (``POST /models/unload``, ``keep_alive: 0``); False if it was
-        not loaded or is the default model (which always stays: /health reports it). Other
-        pinned models unload only when asked by name like this."""
+        not loaded, is the default model (which always stays: /health reports it) or is
+        pinned (pinned models are never unloaded)."""
         model = self._models[self.resolve(name).id]
-        if model.entry.id == self.default_id:
+        if self._kept(model):
             return False
         if model.state not in ("ready", "failed") or model.engine is None:
             return False
         await self._unload(model, "asked")
         return True
+
+    async def release(self, name: str) -> ModelEntry:
+        """Unload the model ``name`` names so its file can be removed (``/api/delete``).
+
+        ``ModelNotFound`` for a name outside the library; ``ModelInUse`` for the default
+        model, a pinned model, or one that is loading or running requests."""
+        model = self._models[self.resolve_strict(name).id]
+        entry = model.entry
+        if entry.id == self.default_id or entry.pinned:
+            why = "the default model" if entry.id == self.default_id else "pinned"
+            raise ModelInUse(f"The model '{entry.id}' is {why}; it cannot be removed.")
+        if model.state == "loading" or not self._idle(model):
+            raise ModelInUse(f"The model '{entry.id}' is in use; retry when it is idle.")
+        if model.engine is not None:
+            await self._unload(model, "its file is being removed")
+        return entry
 
     async def sweep(self) -> list[str]:
         """Unload models whose keep_alive ran out or that were idle too long; their ids."""
@@ -227,9 +278,15 @@ class ModelRouter:
                 expires = max(0.0, model.expires_at - now)
             elif self.idle_unload_s is not None:
                 expires = max(0.0, model.last_used + self.idle_unload_s - now)
-        return ModelStatus(
-            model.entry, model.state, model.engine, model.load_s, model.last_error, expires
-        )
+        state, error, restarts = model.state, model.last_error, 0
+        if model.state == "ready" and model.engine is not None:
+            health = model.engine.health()
+            restarts = health.restarts
+            if health.state == "restarting":
+                state, error = "restarting", health.reason
+            elif health.state in ("failed", "dead"):
+                state, error = "failed", health.reason or health.state
+        return ModelStatus(model.entry, state, model.engine, model.load_s, error, expires, restarts)
 
     async def _ensure_loaded(self, model: _Loaded) -> Engine:
         if model.state == "ready" and model.engine is not None:
@@ -286,11 +343,15 @@ class ModelRouter:
         loaded = [m for m in others if m.state in ("ready", "loading")]
         if len(loaded) + 1 > self.max_loaded:
             return False
-        if self.memory_budget_bytes is None:
-            return True
-        used = sum(m.entry.memory_bytes for m in loaded)
-        # A model larger than the whole budget may still load alone.
-        return not loaded or used + incoming.entry.memory_bytes <= self.memory_budget_bytes
+        # A model larger than a whole budget may still load alone.
+        entry = incoming.entry
+        for budget, need, used in (
+            (self.memory_budget_bytes, entry.memory_bytes, [m.entry.memory_bytes for m in loaded]),
+            (self.vram_budget_bytes, entry.vram_bytes, [m.entry.vram_bytes for m in loaded]),
+        ):
+            if budget is not None and loaded and need and sum(used) + need > budget:
+                return False
+        return True
 
     def _victim(self, incoming: _Loaded) -> _Loaded | None:
         candidates = [

@@ -263,6 +263,7 @@ class ModelInfo:
     metadata: Mapping[str, str]  # all GGUF key/values as strings (large arrays omitted)
     offload: OffloadInfo
     adapters: tuple[LoraAdapter, ...] = ()  # LoRA adapters loaded on this model (load scales)
+    system_prompt: str = ""  # the model's preset system prompt ("": none)
 
 
 @dataclass(frozen=True)
@@ -339,4 +340,5 @@ class EngineConfig:
     embeddings: bool = False  # open a second, pooled context on the model for embed()
     embeddings_pooling: Literal["auto", "mean", "last", "cls"] = "auto"
     chat_template: str | None = None  # replaces the model's own template (--chat-template-file)
+    system_prompt: str = ""  # a preset's: chats without a system message get it first
     lora: tuple[LoraAdapter, ...] = ()  # LoRA adapters to load on the model (ids 0..n-1)

@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from app.models.pull import pull
 from app.models.registry import LocalModel, list_models, remove_model, resolve_model
 
 
@@ -34,7 +35,10 @@ def _row(model: LocalModel) -> dict[str, str | int]:
 
 def cmd_pull(args: argparse.Namespace, models_dir: Path) -> int:
     """Download (or find) a model and print where it is."""
-    path = resolve_model(args.ref, models_dir, download=True)
+    if args.ref.startswith(("http://", "https://")):  # as Ollama's /api/pull takes them
+        path = pull(args.ref, models_dir, lambda _: None)
+    else:
+        path = resolve_model(args.ref, models_dir, download=True)
     print(path)
     return 0
 
@@ -73,7 +77,9 @@ def add_models_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     actions = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
     pull = actions.add_parser(
-        "pull", help="Fetch a model: smollm2, hf://owner/repo/file.gguf, a name or a path."
+        "pull",
+        help="Fetch a model: smollm2, hf://owner/repo/file.gguf, an http(s) URL of a .gguf "
+        "file, a name or a path.",
     )
     pull.add_argument("ref", help="Model reference.")
     pull.set_defaults(models_handler=cmd_pull)

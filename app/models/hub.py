@@ -59,7 +59,8 @@ def parse_hub_ref(ref: str) -> HubRef:
     return HubRef("/".join(parts[:2]), "/".join(parts[2:]), revision or None)
 
 
-def _offline() -> bool:
+def offline() -> bool:
+    """Whether HF_HUB_OFFLINE is set (read now, not at import)."""
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
@@ -71,8 +72,8 @@ def fetch_hub(ref: HubRef, models_dir: Path, *, download: bool = True) -> Path:
     local = Path(models_dir) / ref.filename
     if local.is_file():
         return local
-    offline = _offline() or not download
-    where = f"{local} (offline)" if offline else f"the hub ({ref})"
+    offline_now = offline() or not download
+    where = f"{local} (offline)" if offline_now else f"the hub ({ref})"
     try:
         path = hf_hub_download(
             ref.repo_id,
@@ -81,7 +82,7 @@ def fetch_hub(ref: HubRef, models_dir: Path, *, download: bool = True) -> Path:
             local_dir=models_dir,
             endpoint=os.environ.get("HF_ENDPOINT") or None,
             token=os.environ.get("HF_TOKEN") or None,
-            local_files_only=offline,
+            local_files_only=offline_now,
         )
     except (LocalEntryNotFoundError, OfflineModeIsEnabled):
         raise ModelNotFound(

@@ -51,9 +51,13 @@ class ModelHealth(BaseModel):
     """One model of the library in ``/health``."""
 
     id: str
-    state: Literal["ready", "loading", "unloaded", "failed"]
+    state: Literal["ready", "loading", "unloaded", "restarting", "failed"]
     pinned: bool = False
-    memory_estimate_bytes: int = 0
+    memory_estimate_bytes: int = 0  # in RAM
+    vram_estimate_bytes: int = 0  # on the GPU (the offloaded layers' share)
+    restarts: int = 0  # times its worker process was restarted after a crash
+    context_length: int | None = None  # context tokens per slot (its preset's or the server's)
+    slots: int | None = None
     load_s: float | None = None
     expires_in_s: float | None = None
     last_error: str | None = None

@@ -16,7 +16,9 @@ class Model(BaseModel):
     object: Literal["model"] = "model"
     created: int
     owned_by: str
-    state: Literal["loaded", "loading", "unloaded", "failed"] | None = None  # this server's
+    state: Literal["loaded", "loading", "unloaded", "restarting", "failed"] | None = (
+        None  # this server's
+    )
     parent: str | None = Field(None, description="The base model of a LoRA adapter.")
     root: str | None = Field(None, description="A LoRA adapter's file.")
 

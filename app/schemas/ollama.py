@@ -107,6 +107,32 @@ class OllamaModelRequest(WireRequest):
     verbose: bool = False
 
 
+class OllamaPullRequest(WireRequest):
+    """``POST /api/pull``: ``model`` (``name`` in older clients) to fetch into the library:
+    ``hf://owner/repo/file.gguf``, an http(s) URL of a .gguf file, or a built-in name."""
+
+    model: str | None = None
+    name: str | None = None
+    insecure: bool = False  # accepted, unused (downloads always check TLS)
+    stream: bool = True
+
+
+class OllamaPullStatus(BaseModel):
+    """One line of ``/api/pull``'s progress (the last one says ``success``)."""
+
+    status: str
+    digest: str | None = None
+    total: int | None = None
+    completed: int | None = None
+
+
+class OllamaDeleteRequest(WireRequest):
+    """``DELETE /api/delete``: the library model to remove (``model``, or ``name``)."""
+
+    model: str | None = None
+    name: str | None = None
+
+
 class OllamaEmbedRequest(WireRequest):
     """``POST /api/embed``: one text or a list (an input too long is a 400, not truncated)."""
 

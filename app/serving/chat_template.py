@@ -200,10 +200,12 @@ def render_conversation(
     whose special-token text is parsed everywhere, as before.
 
     ``system_prompt`` goes first when the conversation has none (CRIA's contract only: an
-    OpenAI request is rendered as sent; some templates refuse a system turn).
+    OpenAI request is rendered as sent; some templates refuse a system turn). A model's
+    preset system prompt (``info.system_prompt``) takes its place for every chat family:
+    every chat of every route is rendered here.
     """
     check_chat_cost(messages, info.n_ctx_slot)
-    conversation = with_system_prompt(messages, system_prompt)
+    conversation = with_system_prompt(messages, info.system_prompt or system_prompt)
     kwargs: dict[str, Any] = {
         "bos_token": info.bos_token,
         "eos_token": info.eos_token,

@@ -114,6 +114,15 @@ def test_repeated_crashes_leave_the_engine_failed_and_the_server_up(
     metrics = httpx.get(f"{server.base_url}/metrics", timeout=10).text
     assert 'cria_engine_state{state="failed"} 1.0' in metrics
     assert "crashed 3 times" in metrics
+    # The model's own state says so too: /health models[], /metrics per model, /v1/models.
+    (model,) = health["models"]
+    assert model["state"] == "failed"
+    assert model["restarts"] >= 2
+    assert "crashed 3 times" in model["last_error"]
+    model_id = model["id"]
+    assert f'cria_model_state{{model="{model_id}",state="failed"}} 1.0' in metrics
+    listed = httpx.get(f"{server.base_url}/v1/models", timeout=10).json()["data"]
+    assert [m["state"] for m in listed if m["id"] == model_id] == ["failed"]
     page = httpx.get(f"{server.base_url}/", timeout=10)
     assert page.status_code == 200
     refused = httpx.post(f"{server.base_url}/v1/chat/completions", json=chat(4, stream=False))

@@ -136,7 +136,10 @@ async def get_metrics(runtime: RuntimeDep, request: Request) -> PlainTextRespons
     stats = engine.stats() if engine else None
     # Rendered in a worker thread: the scrape grows with the label sets, and the event loop
     # serves every stream meanwhile.
-    body = await asyncio.to_thread(render_metrics, runtime.health(), stats, http, offload, adapters)
+    models = runtime.router.status() if runtime.router is not None else []
+    body = await asyncio.to_thread(
+        render_metrics, runtime.health(), stats, http, offload, adapters, models
+    )
     return PlainTextResponse(body, media_type=METRICS_CONTENT_TYPE)
 
 

@@ -75,7 +75,8 @@ async def load_model(call: CallDep) -> ModelLoadResponse:
     "/models/unload", responses=ERROR_RESPONSES, openapi_extra=json_body(ModelRequest)
 )
 async def unload_model(call: CallDep) -> ModelLoadResponse:
-    """Unload a model now (not the default model, which serves /health)."""
+    """Unload a model now (not the default model, which serves /health, nor a pinned one:
+    ``success`` false)."""
     body = await call.body(ModelRequest)
     router = _router(call)
     entry = router.resolve_strict(body.model)

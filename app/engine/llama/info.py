@@ -51,4 +51,5 @@ def build_model_info(
         metadata=metadata,
         offload=offload,
         adapters=tuple(config.lora),
+        system_prompt=config.system_prompt,
     )

@@ -36,7 +36,13 @@ def _owner(info: ModelInfo) -> str:
     return info.metadata.get("general.organization") or "cria-server"
 
 
-WIRE_STATE = {"ready": "loaded", "loading": "loading", "unloaded": "unloaded", "failed": "failed"}
+WIRE_STATE = {
+    "ready": "loaded",
+    "loading": "loading",
+    "unloaded": "unloaded",
+    "restarting": "restarting",
+    "failed": "failed",
+}
 
 
 def library_model(status: ModelStatus) -> Model:

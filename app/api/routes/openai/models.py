@@ -21,10 +21,12 @@ router = APIRouter(dependencies=[Depends(require_api_key)], tags=["models"])
 
 
 @router.get("/v1/models")
-async def list_models(runtime: RuntimeDep, engine: EngineDep) -> ModelList:
-    """List the models of the library (each with its LoRA adapters), whether each is loaded."""
+async def list_models(runtime: RuntimeDep) -> ModelList:
+    """List the models of the library (each with its LoRA adapters), whether each is loaded
+    (also while a model, the default one included, is restarting or failed)."""
+    runtime.check_listing()
     if runtime.router is None:
-        return model_list(engine.model_info())
+        return model_list(runtime.ready_engine().model_info())
     return library_list(runtime.router.status())
 
 
