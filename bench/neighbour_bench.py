@@ -92,13 +92,13 @@ async def eight_streams(client: httpx.AsyncClient, url: str, tokens: int) -> flo
     return sum(r.tokens for r in results) / (time.perf_counter() - start)
 
 
-async def run(server: Server, kind: str, tokens: int) -> tuple[float, float]:
+async def run(server: Server, kind: str, tokens: int, batch_tokens: int) -> tuple[float, float]:
     limits = httpx.Limits(max_connections=16, max_keepalive_connections=16)
     async with httpx.AsyncClient(timeout=600, limits=limits) as client:
         await stream_chat(client, server.url, question(1), 8)  # warm-up
         with neighbour(kind):
             single = statistics.median(await one_stream(client, server.url, tokens))
-            batched = await eight_streams(client, server.url, tokens)
+            batched = await eight_streams(client, server.url, batch_tokens)
     return single, batched
 
 
@@ -123,14 +123,18 @@ def main() -> None:
     )
     parser.add_argument("--ctx", type=int, default=1024, help="context tokens per slot")
     parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--batch-tokens", type=int, default=32, help="per stream, 8 streams")
     parser.add_argument("--neighbours", default="quiet,busy,compile")
+    parser.add_argument("--servers", default="", help="substrings of the settings to run")
     args = parser.parse_args()
     print(f"{'neighbour':10}{'server':22}{'1 stream':>10}{'8 streams':>11}  tokens/s")
     for kind in args.neighbours.split(","):
         for name, start in settings(args):
+            if args.servers and not any(w in name for w in args.servers.split(",")):
+                continue
             server = start()
             try:
-                single, batched = asyncio.run(run(server, kind, args.tokens))
+                single, batched = asyncio.run(run(server, kind, args.tokens, args.batch_tokens))
             finally:
                 stop(server)
             print(f"{kind:10}{name:22}{single:10.1f}{batched:11.1f}", flush=True)

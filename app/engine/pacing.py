@@ -6,6 +6,13 @@ The pacer measures, step by step, what a decode-only step costs and what one pro
 adds, and lets a chunk cost about as much as one decode step - so while a long prompt
 arrives, the running streams' gaps stay near twice their steady value, and the prompt still
 goes in at about half the machine. A fixed budget (``--prefill-budget N``) overrides it.
+
+The tail of a prompt is not cut up: when all the prompt tokens waiting fit in
+``TAIL_STEPS`` budgets, they go in one step. On a CPU a prompt token costs about what a
+decode token does (a chat's next turn, 27 new tokens after 1,300 cached ones, cost 5.7 ms a
+token at 8 a step and a decode step 40 ms), so four small steps lose the streams as much
+time as one step of the whole tail, and the new request's first token came 4 steps later:
+its time to first token in a 6-user chat went from 0.35 s to one step.
 Pure bookkeeping; the scheduler feeds it timings.
 """
 
@@ -13,6 +20,7 @@ from __future__ import annotations
 
 MIN_TOKENS = 8  # a prompt always advances by at least this much per step
 START_TOKENS = 32  # before anything was measured
+TAIL_STEPS = 4  # waiting prompt tokens that fit in this many budgets go in one step
 WEIGHT = 0.2  # of the newest measurement in the running means
 
 
@@ -25,13 +33,18 @@ class PrefillPacer:
         self.decode_s: float | None = None  # a decode-only step
         self.token_s: float | None = None  # what one prompt token adds to a step
 
-    def budget(self) -> int:
-        """Prompt tokens the next step may carry beside its decode tokens."""
+    def budget(self, waiting: int = 0) -> int:
+        """Prompt tokens the next step may carry beside its decode tokens, when ``waiting``
+        prompt tokens wait to be decoded."""
         if self._fixed:
             return self._fixed
         if self.decode_s is None or not self.token_s:
-            return min(START_TOKENS, self._n_batch)
-        return max(MIN_TOKENS, min(self._n_batch, int(self.decode_s / self.token_s)))
+            paced = min(START_TOKENS, self._n_batch)
+        else:
+            paced = max(MIN_TOKENS, min(self._n_batch, int(self.decode_s / self.token_s)))
+        if paced < waiting <= TAIL_STEPS * paced:
+            return min(waiting, self._n_batch)
+        return paced
 
     def observe(self, n_decode: int, n_prompt: int, seconds: float) -> None:
         """One decode's shape and wall time."""

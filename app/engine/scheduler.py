@@ -336,7 +336,8 @@ class Scheduler:
                 parts.append(_Part(seq, [seq.generated[-1]], True))
                 room -= 1
         if parts:  # streams are decoding: a prompt may take only its share of the step
-            room = min(room, self._pacer.budget())
+            waiting = sum(s.n_prompt - s.n_past for s in running if s.state is SeqState.PREFILLING)
+            room = min(room, self._pacer.budget(waiting))
         for seq in running:
             if room <= 0:
                 break

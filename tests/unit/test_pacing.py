@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.engine.pacing import MIN_TOKENS, START_TOKENS, PrefillPacer
+from app.engine.pacing import MIN_TOKENS, START_TOKENS, TAIL_STEPS, PrefillPacer
 
 
 def test_a_fixed_budget_wins() -> None:
@@ -43,3 +43,16 @@ def test_a_mixed_step_before_any_decode_only_step_is_not_guessed() -> None:
     pacer = PrefillPacer(0, 512)
     pacer.observe(3, 20, 0.1)
     assert pacer.token_s is None
+
+
+def test_a_short_tail_goes_in_one_step_a_long_prompt_is_paced() -> None:
+    pacer = PrefillPacer(0, 512)
+    pacer.observe(3, 0, 0.040)
+    pacer.observe(3, 8, 0.040 + 8 * 0.0057)  # a prompt token costs about a decode token
+    assert pacer.budget() == MIN_TOKENS
+    assert pacer.budget(27) == 27  # a chat's next turn: one step, not four
+    assert pacer.budget(TAIL_STEPS * MIN_TOKENS) == TAIL_STEPS * MIN_TOKENS
+    assert pacer.budget(TAIL_STEPS * MIN_TOKENS + 1) == MIN_TOKENS  # a long prompt
+    assert pacer.budget(5) == MIN_TOKENS  # fits anyway
+    assert PrefillPacer(16, 512).budget(40) == 16  # a fixed budget still wins
+    assert PrefillPacer(0, 20).budget(60) == 20  # never more than a batch
