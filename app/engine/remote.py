@@ -177,7 +177,7 @@ class WorkerEngine:
 
     async def _spawn(self) -> ModelInfo:
         """Start a worker and wait for READY; raises ``ModelLoadError`` if it fails."""
-        context = multiprocessing.get_context("spawn")
+        context = _worker_context()
         parent, child = context.Pipe()
         proc = context.Process(
             target=worker_main, args=(child, *self._worker_args), name="cria-engine", daemon=True
@@ -523,3 +523,21 @@ async def _events(request_id: str, queue: _Queue) -> AsyncIterator[TokenEvent]:
             yield event
             if event.finish_reason is not None:
                 return
+
+
+WORKER_PRELOAD = ("app.engine.worker", "app.engine.llama.loader")
+
+
+def _worker_context() -> multiprocessing.context.BaseContext:
+    """Workers start from a fork server that has already imported the engine and llama.cpp.
+
+    A spawned worker started a new interpreter and imported all of that for every model
+    load (and, under the ``cria`` script, the whole CLI again as the main module): about a
+    quarter of a second of every model switch. The fork server pays it once; it imports
+    only, so it holds no llama context, no GPU state and no engine threads when it forks.
+    """
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(list(WORKER_PRELOAD))
+    return context

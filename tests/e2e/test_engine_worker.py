@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.server import ServerProcess, real_model_env, running_server
+from tests.support.server import ServerProcess, engine_processes, real_model_env, running_server
 from tests.support.sse_client import EventSourceParser, SSEEvent
 
 NO_END = {"0": -100, "1": -100, "2": -100}  # SmolLM2's end tokens: never stop early
@@ -42,14 +42,9 @@ def server(model_path: Path) -> Iterator[ServerProcess]:
 
 
 def engine_pid(server: ServerProcess) -> int:
-    """The worker: the server's child started by multiprocessing's spawn (not its tracker)."""
-    tasks = Path(f"/proc/{server.process.pid}/task").iterdir()  # started from any thread
-    children = [c for task in tasks for c in (task / "children").read_text().split()]
-    for child in children:
-        cmdline = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ")
-        if b"spawn_main" in cmdline and b"resource_tracker" not in cmdline:
-            return int(child)
-    raise AssertionError(f"no engine process among {children}")
+    """The one engine worker process of this single-model server."""
+    (pid,) = engine_processes(server)
+    return pid
 
 
 def wait_for_health(server: ServerProcess, status: str, within: float = 120.0) -> dict[str, Any]:

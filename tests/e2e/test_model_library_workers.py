@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from tests.e2e.test_model_library import link_or_copy
-from tests.support.server import ServerProcess, real_model_env, running_server
+from tests.support.server import ServerProcess, engine_processes, real_model_env, running_server
 from tests.support.sse_client import EventSourceParser, SSEEvent
 
 NO_END = {"0": -100, "1": -100, "2": -100}  # SmolLM2's end tokens: never stop early
@@ -66,20 +66,6 @@ def server(model_path: Path, tmp_path: Path) -> Iterator[ServerProcess]:
 @pytest.fixture
 def idle_server(model_path: Path, tmp_path: Path) -> Iterator[ServerProcess]:
     yield from library_server(model_path, tmp_path, idle_unload="2")
-
-
-def workers(server: ServerProcess) -> set[int]:
-    """The server's engine processes: children started by multiprocessing's spawn."""
-    found: set[int] = set()
-    for task in Path(f"/proc/{server.process.pid}/task").iterdir():
-        for child in (task / "children").read_text().split():
-            try:
-                cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
-            except FileNotFoundError:
-                continue  # exited meanwhile
-            if b"spawn_main" in cmdline and b"resource_tracker" not in cmdline:
-                found.add(int(child))
-    return found
 
 
 def states(server: ServerProcess) -> dict[str, str]:
@@ -134,9 +120,9 @@ def content_chunks(events: list[SSEEvent]) -> int:
 
 def test_a_killed_worker_ends_only_its_own_stream(server: ServerProcess) -> None:
     complete(server, "alpha")
-    before = workers(server)
+    before = engine_processes(server)
     complete(server, "beta")  # beta's worker is the one that appears now
-    (beta_worker,) = workers(server) - before
+    (beta_worker,) = engine_processes(server) - before
 
     # A long stream on alpha, running in a thread while beta's stream is killed.
     alpha_events: list[SSEEvent] = []
@@ -190,7 +176,7 @@ def test_idle_models_unload_and_the_pinned_one_stays(idle_server: ServerProcess)
 
 def test_sigterm_drains_every_worker(server: ServerProcess) -> None:
     complete(server, "beta")
-    running = workers(server)
+    running = engine_processes(server)
     assert len(running) >= 2  # alpha's, beta's (and the pinned gamma's)
     results: dict[str, list[SSEEvent]] = {}
     started = {m: threading.Event() for m in ("alpha", "beta")}

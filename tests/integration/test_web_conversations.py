@@ -147,7 +147,13 @@ def test_export_delete_import_restores_both(
     assert sidebar_titles(page) == []
     page.set_input_files("#import-file", str(exported))
     wait_until(page, "() => document.querySelectorAll('#conversation-list .conv').length === 2")
-    assert "Imported 2 conversations" in page.inner_text("#banner")
+    # The banner follows the list's render (after the store's write resolves): wait for it.
+    wait_until(
+        page,
+        "(t) => document.querySelector('#banner-text').textContent.includes(t)",
+        arg="Imported 2 conversations",
+    )
+    assert not page.is_hidden("#banner")
     page.reload()
     wait_until(page, READY)
     assert sorted(sidebar_titles(page)) == ["First topic", "Second topic"]

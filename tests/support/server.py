@@ -148,3 +148,39 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=5)
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())  # started from any thread
+    except FileNotFoundError:
+        return found
+    for task in tasks:
+        try:
+            found += [int(c) for c in (task / "children").read_text().split()]
+        except FileNotFoundError:
+            continue
+    return found
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+    except FileNotFoundError:
+        return b""  # exited meanwhile
+
+
+def engine_processes(server: ServerProcess) -> set[int]:
+    """The server's engine worker processes: children of its multiprocessing fork server
+    (or, where there is none, children started by spawn), not the resource tracker."""
+    found: set[int] = set()
+    for child in _children(server.process.pid):
+        cmdline = _cmdline(child)
+        if b"resource_tracker" in cmdline:
+            continue
+        if b"forkserver" in cmdline:
+            found.update(pid for pid in _children(child) if _cmdline(pid))
+        elif b"spawn_main" in cmdline:
+            found.add(child)
+    return found
