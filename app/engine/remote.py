@@ -28,6 +28,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from collections.abc import Sequence as Seq
 from dataclasses import replace
 from multiprocessing.connection import Connection
+from multiprocessing.context import ForkServerContext, SpawnContext
 from multiprocessing.process import BaseProcess
 from time import monotonic
 from typing import Any, Protocol
@@ -528,7 +529,7 @@ async def _events(request_id: str, queue: _Queue) -> AsyncIterator[TokenEvent]:
 WORKER_PRELOAD = ("app.engine.worker", "app.engine.llama.loader")
 
 
-def _worker_context() -> multiprocessing.context.BaseContext:
+def _worker_context() -> SpawnContext | ForkServerContext:
     """Workers start from a fork server that has already imported the engine and llama.cpp.
 
     A spawned worker started a new interpreter and imported all of that for every model
