@@ -34,6 +34,15 @@ DEFAULT_MIN_SIMILARITY = 0.5
 MIN_SAVE_TOKENS = 16
 """Conversations shorter than this are not worth a host-RAM copy."""
 
+COPY_RATIO = 16
+"""A shared prefix is copied from another slot (or a saved conversation) below the similarity
+threshold when the cells copied are at most this many times the prompt tokens it saves: a
+copied cell costs a memory copy out and back, a prompt token a forward pass (about a
+thousandth of that on a CPU, a twentieth through a GPU's host link)."""
+
+MIN_COPY_TOKENS = 8
+"""Fewer saved prompt tokens than this are not worth a copy."""
+
 
 @dataclass(eq=False)
 class Slot:
@@ -96,7 +105,17 @@ def choose_slot(
     if best >= 0:
         return best, best_len
     empty_first = min(range(len(free)), key=lambda i: (len(free[i].cached) > 0, free[i].last_used))
+    # The slot's conversation gives way either way: the prefix it shares with the prompt
+    # (a chat template's header, a system prompt) stays.
+    taken = free[empty_first]
+    if use_cache and taken.reusable and taken.cached:
+        return empty_first, min(common_prefix_len(taken.cached, prompt), len(prompt) - 1)
     return empty_first, 0
+
+
+def worth_copying(cells: int, saved: int) -> bool:
+    """Whether copying ``cells`` KV cells to skip prefilling ``saved`` prompt tokens pays."""
+    return saved >= MIN_COPY_TOKENS and cells <= COPY_RATIO * saved
 
 
 class KVManager:
@@ -137,13 +156,8 @@ class KVManager:
         )
         slot = free[index]
         restored = 0
-        if use_cache and self.host_cache is not None:
-            entry, n = self.host_cache.best(prompt, limit=len(prompt) - 1, adapters=adapters)
-            # The same rule as for slots: restore only a conversation the prompt mostly
-            # continues, not a stranger that shares the template header.
-            if entry is not None and n > reuse and n >= self._min_similarity * len(entry.tokens):
-                self._evict(slot, keep=0)
-                reuse = restored = self._restore(slot, entry, n)
+        if use_cache:
+            reuse, restored = self._copy_prefix(slot, prompt, reuse, adapters)
         if len(slot.tokens) > reuse:
             self._evict(slot, keep=reuse)
         slot.adapters = adapters
@@ -171,6 +185,50 @@ class KVManager:
         slot.tokens = []
 
     # --- internals -------------------------------------------------------------------------
+    def _copy_prefix(
+        self, slot: Slot, prompt: Sequence[int], reuse: int, adapters: AdapterSet
+    ) -> tuple[int, int]:
+        """Give ``slot`` a longer cached prefix of ``prompt`` than its own ``reuse`` tokens,
+        from a saved conversation or another slot, when that pays; (reused, restored)."""
+        limit = len(prompt) - 1
+        entry, n_saved = None, 0
+        if self.host_cache is not None:
+            entry, n_saved = self.host_cache.best(prompt, limit=limit, adapters=adapters)
+        source, n_slot = None, 0
+        for other in self.slots:
+            if other is slot or other.adapters != adapters or not other.tokens:
+                continue
+            n = min(common_prefix_len(other.tokens, prompt), limit)
+            if n > n_slot:
+                source, n_slot = other, n
+        # A conversation the prompt mostly continues is restored (as for slots); one that only
+        # shares a header or a system prompt is copied when the copy costs less than the
+        # prefill it saves, so a new chat does not prefill what every slot already holds.
+        if entry is not None and n_saved > reuse and n_saved >= n_slot:
+            size = len(entry.tokens)
+            if n_saved >= self._min_similarity * size or worth_copying(size, n_saved - reuse):
+                self._evict(slot, keep=0)
+                restored = self._restore(slot, entry, n_saved)
+                return restored, restored
+        if source is not None and worth_copying(len(source.tokens), n_slot - reuse):
+            self._evict(slot, keep=0)
+            return self._copy_slot(slot, source, n_slot), 0
+        return reuse, 0
+
+    def _copy_slot(self, slot: Slot, source: Slot, keep: int) -> int:
+        """Copy ``source``'s cells into the empty ``slot`` and keep the first ``keep``."""
+        try:
+            self._backend.load_seq(slot.seq_id, self._backend.save_seq(source.seq_id))
+        except RuntimeError as exc:
+            logger.info("could not copy slot %d into %d: %s", source.seq_id, slot.seq_id, exc)
+            self._backend.clear_seq(slot.seq_id, 0)
+            slot.tokens = []
+            return 0
+        slot.tokens = list(source.tokens)
+        if keep < len(slot.tokens):
+            self._trim(slot, keep)
+        return len(slot.tokens)
+
     def _evict(self, slot: Slot, keep: int) -> None:
         """Drop a slot's cells from ``keep`` on, saving the conversation first if it is lost."""
         cache = self.host_cache

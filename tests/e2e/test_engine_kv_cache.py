@@ -65,7 +65,8 @@ async def test_a_conversation_restored_from_host_ram_continues_as_if_it_never_le
         assert usage1 is not None
         other = await generate(engine, "b1", OTHER_CHAT, PARAMS)
         assert other[-1].usage is not None
-        assert other[-1].usage.cached_prompt_tokens == 0  # the moon chat was not kept in cells
+        # The moon chat was not kept in cells: only the template header both chats start with.
+        assert other[-1].usage.cached_prompt_tokens < 8
         host = engine.stats().host_cache
         assert host is not None
         assert host.saves >= 1
@@ -86,15 +87,55 @@ async def test_a_conversation_restored_from_host_ram_continues_as_if_it_never_le
         kept1 = await generate(kept, "a1", first, PARAMS)
         kept2 = await generate(kept, "a2", second, PARAMS)  # its cells never left the slot
         assert kept2[-1].usage == usage2
-        # Without host RAM, the other chat's turn costs the whole history.
+        # Without host RAM, the other chat's turn costs the whole history (all but the
+        # template header both chats start with).
         await generate(kept, "b1", OTHER_CHAT, PARAMS)
         again = await generate(kept, "a2-again", second, PARAMS)
         assert again[-1].usage is not None
-        assert again[-1].usage.cached_prompt_tokens == 0
+        assert again[-1].usage.cached_prompt_tokens < 8
     assert text_of(kept1) == reply1
     assert len(text_of(turn2)) > 10
     assert text_of(turn2) == text_of(kept2)
     assert turn2[-1].finish_reason == kept2[-1].finish_reason
+
+
+LONG_SYSTEM = (
+    "You are the help desk of a small town library. Answer in one or two short sentences, "
+    "be friendly, never invent opening hours, and suggest asking a librarian when unsure."
+)
+
+
+async def test_a_new_chat_copies_a_shared_system_prompt_from_another_slot(
+    model_path: Path,
+) -> None:
+    """A new chat that shares only the system prompt with a busier slot gets those cells by
+    copy, into an empty slot, and writes what it writes when the same cells are reused in
+    place; the first chat keeps its slot."""
+    question_a = "What is a library card?"
+    chat_a = chatml(question_a, system=LONG_SYSTEM)
+    chat_b = chatml("Can I borrow a film?", system=LONG_SYSTEM)
+    params = SamplingParams(temperature=0.0, max_tokens=48, ignore_eos=True)
+    async with engine_on(model_path, n_slots=2) as engine:
+        a1 = await generate(engine, "a1", chat_a, params)
+        b1 = await generate(engine, "b1", chat_b, params)
+        history = ((question_a, text_of(a1)),)
+        a_next = chatml("And a lost one?", system=LONG_SYSTEM, history=history)
+        a2 = await generate(engine, "a2", a_next, PARAMS)
+    async with engine_on(model_path, n_slots=1) as engine:  # the same cells, kept in place
+        await generate(engine, "a1", chat_a, params)
+        in_place = await generate(engine, "b1", chat_b, params)
+    copied, kept = b1[-1].usage, in_place[-1].usage
+    assert copied is not None
+    assert kept is not None
+    assert copied.cached_prompt_tokens == kept.cached_prompt_tokens > 30  # the system prompt
+    assert text_of(b1) == text_of(in_place)
+    # Chat A's 48-token reply left its slot below the similarity rule for chat B (a copy, not
+    # a takeover), so A's next turn found its whole history where it left it.
+    usage_a1, usage_a2 = a1[-1].usage, a2[-1].usage
+    assert usage_a1 is not None
+    assert usage_a2 is not None
+    history_tokens = usage_a1.prompt_tokens + usage_a1.completion_tokens
+    assert usage_a2.cached_prompt_tokens >= history_tokens - RETOKENIZATION_SLACK
 
 
 class PoisonedBackend:

@@ -38,7 +38,8 @@ def test_a_long_cache_is_not_wiped_for_the_shared_template_header() -> None:
 
 def test_without_a_match_or_an_empty_slot_the_least_recently_used_slot_is_taken() -> None:
     free = [view(HEADER + prompt_of(50, 1), 7), view(HEADER + prompt_of(50, 2), 3)]
-    assert choose_slot(free, HEADER + prompt_of(9, 3), use_cache=True) == (1, 0)
+    # Its conversation gives way, but the header it shares with the prompt stays.
+    assert choose_slot(free, HEADER + prompt_of(9, 3), use_cache=True) == (1, len(HEADER))
 
 
 def test_similarity_threshold_decides_whether_a_partial_match_counts() -> None:
@@ -142,10 +143,60 @@ def test_an_evicted_conversation_is_restored_from_host_ram_with_the_same_output(
             assert stats is not None
             assert (stats.hits, stats.restored_tokens) == (1, len(chat_a) + 3)
         else:
-            # B's cache shares only the template header: no match, prefilled from scratch
-            assert final.usage.cached_prompt_tokens == 0
+            # B's cache shares only the template header: that much is kept
+            assert final.usage.cached_prompt_tokens == len(HEADER)
         texts[host] = h.text("a2")
     assert texts[True] == texts[False]
+
+
+SYSTEM = prompt_of(32, 300)  # a system prompt every chat of an application starts with
+
+
+def test_a_new_chat_copies_the_shared_system_prompt_and_the_old_chat_keeps_its_slot() -> None:
+    texts = {}
+    for cache in (True, False):
+        backend = FakeBackend(n_slots=2, n_ctx_slot=256, n_batch=64)
+        h = Harness(backend, host_cache=HostPromptCache(1 << 20) if cache else None)
+        old = SYSTEM + prompt_of(60, 1)  # shares 32 of 96 cells: below the similarity rule
+        h.submit("old", old, params())
+        h.run()
+        new = SYSTEM + prompt_of(10, 2)
+        h.submit("new", new, params())
+        h.run()
+        final = h.final("new")
+        assert final is not None
+        assert final.usage is not None
+        if cache:
+            # The empty slot got the system prompt's cells from the other slot (a copy,
+            # not a prefill: the one save is the copy reading slot 0), and the old chat stayed.
+            assert final.usage.cached_prompt_tokens == len(SYSTEM)
+            assert backend.saves == [0]
+            assert backend.loads == [1]
+            assert backend.kv[0][: len(old)] == old
+        texts[cache] = h.text("new")
+        h.submit("old2", old + h.tokens("old")[:-1] + prompt_of(3, 3), params())
+        h.run()
+        again = h.final("old2")
+        assert again is not None
+        assert again.usage is not None
+        if cache:
+            assert again.usage.cached_prompt_tokens == len(old) + 3  # its slot was kept
+    assert texts[True] == texts[False]  # the copied cells are the same as prefilled ones
+
+
+def test_a_long_conversation_is_not_copied_for_a_short_shared_header() -> None:
+    backend = FakeBackend(n_slots=2, n_ctx_slot=1024, n_batch=256)
+    h = Harness(backend, host_cache=HostPromptCache(1 << 22))
+    h.submit("long", HEADER + prompt_of(600, 1), params())  # 612 cells vs 8 saved tokens
+    h.run()
+    h.submit("new", HEADER + prompt_of(10, 2), params())
+    h.run()
+    final = h.final("new")
+    assert final is not None
+    assert final.usage is not None
+    assert final.usage.cached_prompt_tokens == 0
+    assert backend.saves == []
+    assert backend.loads == []
 
 
 def test_cancelled_stream_keeps_its_cache_for_the_next_turn() -> None:
