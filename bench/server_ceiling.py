@@ -2,12 +2,13 @@
 
 With a backend that costs nothing (``instant_backend``: no model, a token per sequence
 per step, O(1) work per token), everything measured is the server itself: the engine's
-scheduler and output stage, the IPC to the API process (``--engine-process on``), the OpenAI chat route,
-JSON and SSE framing, uvicorn. For 8 and 32 concurrent streamed chats (``--tokens`` each,
-ignore_eos, greedy), it prints aggregate tokens/s and the CPU microseconds per token of the
-API process, of the engine worker process, and of the client (a separate process: by default a
-byte-level SSE reader, ``--client httpx`` for a typical client; counted so that its share is
-known, since on a 2-core machine it competes with the server).
+scheduler and output stage, the IPC to the API process (``--engine-process on``), the
+OpenAI chat route, JSON and SSE framing, uvicorn. For 8 and 32 concurrent streamed chats
+(``--tokens`` each, ignore_eos, greedy), it prints aggregate tokens/s and the CPU
+microseconds per token of the API process, of the engine worker process, and of the client
+(a separate process: by default a byte-level SSE reader, ``--client httpx`` for a typical
+client; counted so that its share is known, since on a 2-core machine it competes with the
+server).
 
     python bench/server_ceiling.py                     # both engine modes, 8 and 32 clients
     python bench/server_ceiling.py --engine-process off --clients 8
