@@ -266,6 +266,13 @@ def tokenize(vocab: int, data: bytes, add_special: bool, parse_special: bool = T
         capacity = -n
 
 
+def tokenize_address() -> int:
+    """The address of the native ``llama_tokenize`` (for libraries that call it themselves)."""
+    address = ctypes.cast(L.llama_tokenize, ctypes.c_void_p).value
+    assert address is not None
+    return address
+
+
 def token_piece(vocab: int, token: int, special: bool = False) -> bytes:
     """llama_token_to_piece: raw bytes of the piece (control tokens rendered if ``special``)."""
     size = 32

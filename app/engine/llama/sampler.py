@@ -23,7 +23,7 @@ import numpy as np
 
 from app.engine.backend import SamplingDeadEnd
 from app.engine.llama import _lib
-from app.engine.llama.grammar import GrammarState, SingleCandidate
+from app.engine.llama.grammar_state import GrammarState
 from app.engine.llama.logprobs import token_logprob
 from app.engine.types import SamplingParams, TokenLogprob
 
@@ -78,7 +78,7 @@ class Candidates:
     One per backend: samplers run one at a time on the engine thread.
     """
 
-    __slots__ = ("_ids", "array", "data", "n_vocab", "ref", "single")
+    __slots__ = ("_ids", "array", "data", "n_vocab", "ref")
 
     def __init__(self, n_vocab: int) -> None:
         self.n_vocab = n_vocab
@@ -87,7 +87,6 @@ class Candidates:
         pointer = self.data.ctypes.data_as(ctypes.POINTER(_lib.TokenData))
         self.array = _lib.TokenDataArray(data=pointer, size=n_vocab, selected=-1, sorted=False)
         self.ref = ctypes.byref(self.array)
-        self.single = SingleCandidate()
 
     def load(self, ctx: int, batch_index: int) -> None:
         """Fill the array with the logits of batch token ``batch_index``."""
@@ -179,13 +178,13 @@ class LlamaSampler:
         constrained = grammar is not None and grammar.active
         if constrained:
             assert grammar is not None
-            _lib.raw_sampler_apply(grammar.handle, cand.ref)
+            grammar.mask(cand)
         if pre is not None:
             _lib.raw_sampler_apply(pre, cand.ref)
         logits = cand.data["logit"].copy()  # still in token id order
         _lib.raw_sampler_apply(chain, cand.ref)
         token = cand.selected()
-        if constrained and grammar is not None and not grammar.allows(token, cand.single.array):
+        if constrained and grammar is not None and not grammar.allows(token):
             return self._dead_end()
         if pre is not None:
             _lib.raw_sampler_accept(pre, token)
@@ -201,12 +200,12 @@ class LlamaSampler:
         cand.load(self._ctx, batch_index)
         _lib.raw_sampler_apply(chain, cand.ref)
         token = cand.selected()
-        if grammar.active and not grammar.allows(token, cand.single.array):
+        if grammar.active and not grammar.allows(token):
             cand.load(self._ctx, batch_index)
-            _lib.raw_sampler_apply(grammar.handle, cand.ref)
+            grammar.mask(cand)
             _lib.raw_sampler_apply(chain, cand.ref)
             token = cand.selected()
-            if not grammar.allows(token, cand.single.array):
+            if not grammar.allows(token):
                 return self._dead_end()
         _lib.raw_sampler_accept(chain, token)
         grammar.accept(token)
@@ -231,12 +230,7 @@ class LlamaSampler:
         """Take ``token`` as the next generated token: penalties, and the grammar if active."""
         grammar = self._grammar
         # An active grammar that cannot take the token would throw inside llama.cpp.
-        refused = (
-            grammar is not None
-            and grammar.active
-            and not grammar.allows(token, SingleCandidate().array)
-        )
-        if refused:
+        if grammar is not None and grammar.active and not grammar.allows(token):
             raise RuntimeError("the grammar does not allow the forced token")
         self.accept(token)
         self.last_logprob = None
