@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from llguidance import gbnf_to_lark as _gbnf
@@ -45,16 +46,19 @@ def to_lark(grammar: Grammar) -> str | None:
     """
     if not grammar.json_rules:
         return None
-    placeholders = {rule.name: rule.schema for rule in grammar.json_rules}
-    lines = [grammar.gbnf, *(f'{name} ::= "-"' for name in placeholders)]
-    source = "\n".join(lines)
-    if not re.search(r"(?m)^\s*space\s*::=", grammar.gbnf):
-        source += "\n" + SPACE_RULE
-    rules = _GbnfRules(source)
+    return gbnf_to_lark(grammar.gbnf, {rule.name: rule.schema for rule in grammar.json_rules})
+
+
+def gbnf_to_lark(gbnf: str, schemas: Mapping[str, str]) -> str:
+    """Lark for GBNF ``gbnf`` whose rules ``schemas`` (name -> JSON Schema text) are JSON."""
+    lines = [gbnf, *(f'{name} ::= "-"' for name in schemas)]
+    if not re.search(r"(?m)^\s*space\s*::=", gbnf):
+        lines.append(SPACE_RULE)
+    rules = _GbnfRules("\n".join(lines))
     out = ["%llguidance {}", ""]
     for old, rule in rules.by_old_name.items():
-        if old in placeholders:
-            out.append(f"{rule.name}: %json {json.dumps(guidance_schema(placeholders[old]))}")
+        if old in schemas:
+            out.append(f"{rule.name}: %json {json.dumps(guidance_schema(schemas[old]))}")
         else:
             out.append(str(rule))
     return "\n".join(out) + "\n"
