@@ -273,6 +273,13 @@ WEATHER = ToolDefinition.model_validate(
 
 
 ARGS = '{"city": "Paris", "days": 3}'
+
+
+def _ds(name: str) -> str:
+    """A DeepSeek marker such as ``tool calls begin`` (full-width bars, lower blocks)."""
+    return "<\uff5ctool\u2581" + name.replace("_", "\u2581") + "\uff5c>"
+
+
 CALLS = {  # one call of get_weather as each format writes it
     "qwen3-coder": "<tool_call>\n<function=get_weather>\n<parameter=city>\nParis\n</parameter>\n"
     "<parameter=days>\n3\n</parameter>\n</function>\n</tool_call>",
@@ -280,10 +287,10 @@ CALLS = {  # one call of get_weather as each format writes it
     "generic": f'<tool_call>\n{{"name": "get_weather", "arguments": {ARGS}}}\n</tool_call>',
     "mistral-args": f"[TOOL_CALLS]get_weather[ARGS]{ARGS}",
     "mistral": f'[TOOL_CALLS][{{"name": "get_weather", "arguments": {ARGS}}}]',
-    "deepseek": "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>get_weather\n"
-    f"```json\n{ARGS}\n```<｜tool▁call▁end｜><｜tool▁calls▁end｜>",
-    "deepseek-v3.1": "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>get_weather<｜tool▁sep｜>"
-    f"{ARGS}<｜tool▁call▁end｜><｜tool▁calls▁end｜>",
+    "deepseek": f"{_ds('calls_begin')}{_ds('call_begin')}function{_ds('sep')}get_weather\n"
+    f"```json\n{ARGS}\n```{_ds('call_end')}{_ds('calls_end')}",
+    "deepseek-v3.1": f"{_ds('calls_begin')}{_ds('call_begin')}get_weather{_ds('sep')}"
+    f"{ARGS}{_ds('call_end')}{_ds('calls_end')}",
     "harmony": f"<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>{ARGS}",
     "llama3": f'{{"name": "get_weather", "parameters": {ARGS}}}',
 }
