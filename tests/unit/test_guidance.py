@@ -99,6 +99,8 @@ SAME_GRAMMARS = [
     ),
     # Repetitions and alternatives.
     ('root ::= ("ab" | "a" [0-9]{2,3})+ ("," [A-Z])?', "a12aba345,Q"),
+    # A control token's text in a literal: the token itself (or the text spelled out).
+    ('root ::= "<|im_start|>assistant\\n" [a-z ]+', "<|im_start|>assistant\nhello there"),
 ]
 
 
@@ -106,10 +108,12 @@ SAME_GRAMMARS = [
 def test_llguidance_allows_what_llama_cpp_allows(
     vocab: int, guidance: GuidanceVocab, gbnf: str, text: str
 ) -> None:
-    """Same tokens, except where the grammar forces text: llguidance then keeps only the
-    tokenizer's own spelling of it ("tool", not "t" "oo" "l"); the text is the same."""
-    path = _tokens(vocab, text)
-    lark = gbnf_to_lark(gbnf, {})
+    """Same tokens, except where the grammar forces text (llguidance then keeps only the
+    tokenizer's own spelling of it: "tool", not "t" "oo" "l"; the text is the same) and
+    control tokens inside free text (llguidance lets them through where a literal spells
+    them only)."""
+    path = _lib.tokenize(vocab, text.encode("utf-8"), False, True)  # control tokens parsed
+    lark = gbnf_to_lark(gbnf, {}, guidance.markers)
     steps = zip(
         _native_allowed(vocab, gbnf, path), _guided_allowed(guidance, lark, path), strict=True
     )
@@ -117,19 +121,36 @@ def test_llguidance_allows_what_llama_cpp_allows(
         extra = np.nonzero(guided & ~native)[0]
         assert not extra.size, f"step {step}: llama.cpp refuses {extra[:5].tolist()}"
         kept = [_lib.token_piece(vocab, int(t), special=True) for t in np.nonzero(guided)[0]]
-        for token in np.nonzero(native & ~guided)[0]:  # dropped: a split of forced text
-            piece = _lib.token_piece(vocab, int(token), special=True)
-            assert any(k.startswith(piece) for k in kept), (step, piece, kept[:5])
-    # The last step is the grammar's end: only end-of-generation tokens remain, as in llama.cpp.
-    assert guided.any()
-    assert all(_lib.vocab_is_eog(vocab, int(t)) for t in np.nonzero(guided)[0])
+        for token in np.nonzero(native & ~guided)[0]:  # dropped: a split of forced text,
+            piece = _lib.token_piece(vocab, int(token), special=True)  # or a control token in
+            # free text
+            forced_split = any(k.startswith(piece) or piece.startswith(k) for k in kept)
+            assert forced_split or _lib.vocab_is_control(vocab, int(token)), (step, piece)
+    # Every text is complete at its end: end-of-generation tokens pass there, in both.
+    eog = [t for t in range(native.size) if _lib.vocab_is_eog(vocab, t)]
+    assert native[eog].all()
+    assert guided[eog].all()
+
+
+def test_a_literal_spelling_a_control_token_takes_the_token(
+    vocab: int, guidance: GuidanceVocab
+) -> None:
+    (start,) = _lib.tokenize(vocab, b"<|im_start|>", False, True)
+    assert guidance.markers["<|im_start|>"] == start
+    lark = gbnf_to_lark('root ::= "x<|im_start|>" [a-z]', {}, guidance.markers)
+    constraint = GuidanceConstraint(guidance.compile(lark), guidance)
+    constraint.accept(_tokens(vocab, "x")[0])
+    assert constraint.allows(start)
+    assert constraint.allows(_tokens(vocab, "<")[0])  # or spelled out, as llama.cpp allows
 
 
 def test_end_of_generation_tokens_pass_only_where_the_grammar_is_complete(
     vocab: int, guidance: GuidanceVocab
 ) -> None:
     eog = [t for t in range(_lib.vocab_n_tokens(vocab)) if _lib.vocab_is_eog(vocab, t)]
-    constraint = GuidanceConstraint(guidance.compile(gbnf_to_lark('root ::= "ab"', {})), guidance)
+    constraint = GuidanceConstraint(
+        guidance.compile(gbnf_to_lark('root ::= "ab"', {}, {})), guidance
+    )
     assert set(eog) == guidance.eog
     assert not any(constraint.allows(t) for t in eog)
     for token in _tokens(vocab, "ab"):
@@ -141,7 +162,7 @@ def test_allows_agrees_with_the_mask_over_the_whole_vocabulary(
     vocab: int, guidance: GuidanceVocab
 ) -> None:
     schema = {"type": "object", "properties": {"n": {"type": "integer", "maximum": 50}}}
-    lark = gbnf_to_lark("root ::= answer", {"answer": json.dumps(schema)})
+    lark = gbnf_to_lark("root ::= answer", {"answer": json.dumps(schema)}, {})
     constraint = GuidanceConstraint(guidance.compile(lark), guidance)
     for token in [None, *_tokens(vocab, '{"n": 4')]:
         if token is not None:
@@ -152,7 +173,9 @@ def test_allows_agrees_with_the_mask_over_the_whole_vocabulary(
 
 
 def test_mask_sets_disallowed_logits_to_minus_infinity(vocab: int, guidance: GuidanceVocab) -> None:
-    constraint = GuidanceConstraint(guidance.compile(gbnf_to_lark('root ::= "{"', {})), guidance)
+    constraint = GuidanceConstraint(
+        guidance.compile(gbnf_to_lark('root ::= "{"', {}, {})), guidance
+    )
     cand = Candidates(_lib.vocab_n_tokens(vocab))
     cand.data["id"] = np.arange(cand.n_vocab, dtype=np.int32)
     cand.data["logit"] = 1.0

@@ -313,6 +313,11 @@ def vocab_eos(vocab: int) -> int:
     return int(L.llama_vocab_eos(vocab))
 
 
+def vocab_is_control(vocab: int, token: int) -> bool:
+    """Whether ``token`` is a control token (``<|im_start|>``, ``[TOOL_CALLS]``...)."""
+    return bool(L.llama_vocab_get_attr(vocab, token) & L.LLAMA_TOKEN_ATTR_CONTROL)
+
+
 def vocab_is_eog(vocab: int, token: int) -> bool:
     return bool(L.llama_vocab_is_eog(vocab, token))
 

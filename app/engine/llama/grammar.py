@@ -232,7 +232,7 @@ class GrammarCache:
     def _guided(self, grammar: Grammar) -> tuple[_Compiled, int] | None:
         """llguidance's matcher for a grammar with JSON rules; None: llama.cpp's turn."""
         try:
-            lark = to_lark(grammar)
+            lark = to_lark(grammar, self._guidance.markers)
             if lark is None:
                 return None
             return self._guidance.compile(lark), len(lark)

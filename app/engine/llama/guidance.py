@@ -8,10 +8,14 @@ holds the model's tokenizer as llguidance sees it and one sequence's matcher.
 
 The tokenizer gives each token the bytes llama.cpp's grammar sampler matches
 (``llama_token_to_piece`` with control tokens rendered, as ``llama_grammar_apply_impl``
-reads them), so a token passes here exactly when it would pass there: end-of-generation
-tokens only when the grammar is complete (llguidance's end-of-sequence tokens), and tokens
-with an empty piece or one starting with a NUL byte never (given bytes no grammar spells).
-Building it reads every piece once (a few tenths of a second), on the first schema.
+reads them), so a token passes here when it would pass there: end-of-generation tokens only
+when the grammar is complete (llguidance's end-of-sequence tokens), tokens with an empty
+piece or one starting with a NUL byte never (given bytes no grammar spells). Control tokens
+(``[TOOL_CALLS]``, ``<|channel|>``) are llguidance special tokens: ``guidance_schema``
+writes each literal that spells one as "that text, or that token" (llguidance would
+otherwise force the text spelled out in plain tokens); inside free text (a character
+class) they do not pass, where llama.cpp would let one through. Building the tokenizer reads
+every piece once (a few tenths of a second), on the first schema.
 """
 
 from __future__ import annotations
@@ -34,10 +38,12 @@ logger = logging.getLogger(__name__)
 _UNSPELLABLE = b"\xff"
 
 
-def token_bytes(vocab: int) -> tuple[list[bytes], list[int]]:
-    """Each token's bytes as the grammar sees them, and the end-of-generation tokens."""
+def token_bytes(vocab: int) -> tuple[list[bytes], list[int], dict[str, int]]:
+    """Each token's bytes as the grammar sees them, the end-of-generation tokens, and the
+    other control tokens by text."""
     pieces: list[bytes] = []
     eog: list[int] = []
+    markers: dict[str, int] = {}
     for token in range(_lib.vocab_n_tokens(vocab)):
         piece = _lib.token_piece(vocab, token, special=True)
         if _lib.vocab_is_eog(vocab, token):
@@ -45,8 +51,11 @@ def token_bytes(vocab: int) -> tuple[list[bytes], list[int]]:
             piece = _UNSPELLABLE + piece
         elif not piece or piece[0] == 0:
             piece = _UNSPELLABLE + b"<%d>" % token
+        elif _lib.vocab_is_control(vocab, token):
+            markers.setdefault(piece.decode("utf-8", errors="replace"), token)
+            piece = _UNSPELLABLE + piece
         pieces.append(piece)
-    return pieces, eog
+    return pieces, eog, markers
 
 
 class GuidanceVocab:
@@ -57,6 +66,7 @@ class GuidanceVocab:
         self._lock = threading.Lock()
         self._tokenizer: llguidance.LLTokenizer | None = None
         self._eog: frozenset[int] = frozenset()
+        self._markers: dict[str, int] = {}
 
     @property
     def n_vocab(self) -> int:
@@ -66,7 +76,7 @@ class GuidanceVocab:
     def tokenizer(self) -> llguidance.LLTokenizer:
         with self._lock:
             if self._tokenizer is None:
-                pieces, eog = token_bytes(self._vocab)
+                pieces, eog, self._markers = token_bytes(self._vocab)
                 self._eog = frozenset(eog)
                 # llguidance tokenizes text (it rarely needs to) with llama.cpp's own function.
                 self._tokenizer = llguidance.LLTokenizer.from_llamacpp(  # type: ignore[attr-defined]  # not in its stubs
@@ -83,6 +93,12 @@ class GuidanceVocab:
     def eog(self) -> frozenset[int]:
         """End-of-generation tokens (after ``tokenizer`` was built)."""
         return self._eog
+
+    @property
+    def markers(self) -> dict[str, int]:
+        """Control tokens that are no end of generation, by their text."""
+        self.tokenizer  # noqa: B018 - built on first use
+        return self._markers
 
     def compile(self, lark: str) -> llguidance.LLMatcher:
         """A matcher at the start of ``lark``; raises ``ValueError`` with llguidance's reason

@@ -38,7 +38,7 @@ _SUBSCHEMA_LISTS = ("anyOf", "oneOf", "prefixItems")
 _SUBSCHEMA_ONE = ("items", "additionalProperties", "not", "if", "then", "else", "contains")
 
 
-def to_lark(grammar: Grammar) -> str | None:
+def to_lark(grammar: Grammar, markers: Mapping[str, int] | None = None) -> str | None:
     """The llguidance grammar for ``grammar``; None when it has no JSON rules (raw GBNF).
 
     Raises ``ValueError`` (or the GBNF reader's own errors) when the GBNF part cannot be
@@ -46,15 +46,18 @@ def to_lark(grammar: Grammar) -> str | None:
     """
     if not grammar.json_rules:
         return None
-    return gbnf_to_lark(grammar.gbnf, {rule.name: rule.schema for rule in grammar.json_rules})
+    schemas = {rule.name: rule.schema for rule in grammar.json_rules}
+    return gbnf_to_lark(grammar.gbnf, schemas, markers or {})
 
 
-def gbnf_to_lark(gbnf: str, schemas: Mapping[str, str]) -> str:
-    """Lark for GBNF ``gbnf`` whose rules ``schemas`` (name -> JSON Schema text) are JSON."""
+def gbnf_to_lark(gbnf: str, schemas: Mapping[str, str], markers: Mapping[str, int]) -> str:
+    """Lark for GBNF ``gbnf`` whose rules ``schemas`` (name -> JSON Schema text) are JSON;
+    ``markers``: control tokens by text, which a literal spelling one may also be."""
     lines = [gbnf, *(f'{name} ::= "-"' for name in schemas)]
     if not re.search(r"(?m)^\s*space\s*::=", gbnf):
         lines.append(SPACE_RULE)
     rules = _GbnfRules("\n".join(lines))
+    rules.allow_markers(markers)
     out = ["%llguidance {}", ""]
     for old, rule in rules.by_old_name.items():
         if old in schemas:
@@ -100,6 +103,7 @@ class _GbnfRules:
     """GBNF rules parsed by llguidance's reader, all kept as Lark parser rules."""
 
     def __init__(self, source: str) -> None:
+        self.source = source
         rules = _gbnf.GrammarParser().parse(source)
         for order, rule in enumerate(rules.values()):
             rule.order = order
@@ -120,6 +124,35 @@ class _GbnfRules:
                 raise ValueError(f"rule name {old!r} has no Lark spelling")
             taken.add(new)
             rule.name = new
+
+    def allow_markers(self, markers: Mapping[str, int]) -> None:
+        """Each literal spelling a control token's text takes that token too.
+
+        GBNF matches text, and llama.cpp's grammar sampler lets a control token through
+        where its text fits. llguidance keeps control tokens apart (special tokens, written
+        ``<[id]>``) and would force the text spelled in plain tokens; so the literal is
+        rewritten as ``"before" ("marker" | <[id]>) "after"`` (through the value the
+        reader prints between quotes).
+        """
+        found = {text: token for text, token in markers.items() if text in self.source}
+        found = {text: token for text, token in found.items() if _plain(text)}
+        if not found:
+            return
+        # One pass, longest first: a replacement is never searched again.
+        pattern = re.compile("|".join(re.escape(t) for t in sorted(found, key=len, reverse=True)))
+
+        def either(match: re.Match[str]) -> str:
+            return f'" ("{match.group()}" | <[{found[match.group()]}]>) "'
+
+        for rule in self.by_old_name.values():
+            for node in _descendants(rule):
+                if isinstance(node, _gbnf.LiteralNode) and "\\\\" not in node.value:
+                    node.value = pattern.sub(either, node.value)
+
+
+def _plain(text: str) -> bool:
+    """Whether ``text`` reads the same inside a GBNF literal (no escapes needed)."""
+    return bool(text) and not any(c in text for c in '"\\\n\r\t') and text.isprintable()
 
 
 def _descendants(node: Any) -> list[Any]:
