@@ -264,6 +264,24 @@ def test_objects_take_no_other_keys_and_at_most_one_space(vocab: int, cache: Gra
     }
 
 
+@pytest.mark.parametrize(
+    ("schema", "finished", "runaway"),
+    [
+        ({"type": "integer", "exclusiveMinimum": 0}, "9" * 16, "9" * 17),
+        ({"type": "integer"}, "-" + "9" * 16, "-" + "9" * 17),
+        ({"type": "number", "minimum": 0.5}, "0.987654321", "0.5" + "1" * 9),
+        ({"type": "string", "format": "time"}, '"12:00:00.123456Z"', '"12:00:00.1234567890123Z"'),
+        ({"type": "string", "format": "email"}, '"ada@example.com"', '"' + "a" * 60 + '@b.co"'),
+    ],
+)
+def test_numbers_and_formats_are_bounded_so_a_small_model_finishes(
+    vocab: int, cache: GrammarCache, schema: dict[str, Any], finished: str, runaway: str
+) -> None:
+    grammar = json_grammar(schema, param="response_format")
+    assert _takes(cache.new_constraint(grammar), vocab, finished)
+    assert not _takes(cache.new_constraint(grammar), vocab, runaway)
+
+
 def test_what_llguidance_refuses_falls_back_to_llama_cpp(vocab: int, cache: GrammarCache) -> None:
     unique = {"type": "array", "items": {"type": "integer"}, "uniqueItems": True}
     grammar = json_grammar(unique, param="response_format")

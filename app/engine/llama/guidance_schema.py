@@ -8,11 +8,15 @@ greedy lexeme (``[^<]*`` before ``"\\n</parameter>"`` would eat the newline the 
 needs), so only literals and character classes become lexemes, as short as GBNF's own.
 
 The schemas are the ones serving already checked and bounded (``--json-max-items``,
-``--json-max-string``: our limits apply first). Two defaults follow today's converter
-rather than the JSON Schema spec, so a reply looks the same whichever engine made it: an
-object with ``properties`` and no ``additionalProperties`` takes no other keys (not where
-``allOf`` merges parts, which would make it unsatisfiable), and whitespace between tokens
-is at most one space.
+``--json-max-string``: our limits apply first). A few defaults follow the fallback
+converter rather than the JSON Schema spec, so a reply looks the same whichever engine made
+it and a small model finishes its values: an object with ``properties`` and no
+``additionalProperties`` takes no other keys (not where ``allOf`` merges parts, which would
+make it unsatisfiable); whitespace between tokens is at most one space; a number side
+without a bound stops at 16 digits and a fraction at 9 (``multipleOf`` 1e-9); and the
+string formats whose text could go on (fractions of seconds, emails, host names) get a
+``maxLength``. These only narrow what a reply may be: a reply still validates against the
+schema the client sent.
 
 A grammar without JSON rules (a user's raw GBNF) is not converted: it stays on llama.cpp's
 grammar sampler, which reads every GBNF it accepts exactly.
@@ -32,6 +36,9 @@ from app.engine.types import Grammar
 # As llama-cpp-python's converter: what wrapper grammars mean by ``space``.
 SPACE_RULE = 'space ::= " "?'
 JSON_OPTIONS = {"whitespace_pattern": " ?"}
+NUMBER_LIMIT = 10**16 - 1  # 16 digits, as llama.cpp's own JSON grammar
+FRACTION = 1e-9  # nine fraction digits (llguidance reads multipleOf as a float: 1e-15 is off)
+FORMAT_LENGTHS = {"date-time": 32, "time": 21, "duration": 40, "email": 64, "hostname": 64}
 _NAME = re.compile(r"[a-z][a-z0-9_]*")
 _SUBSCHEMA_MAPS = ("properties", "$defs", "definitions", "patternProperties", "dependentSchemas")
 _SUBSCHEMA_LISTS = ("anyOf", "oneOf", "prefixItems")
@@ -73,30 +80,53 @@ def guidance_schema(schema_text: str) -> Any:
     if schema is True:
         schema = {}
     if isinstance(schema, dict):
-        _close_objects(schema, merged=False)
+        _prepare(schema, merged=False)
         schema = {**schema, "x-guidance": JSON_OPTIONS}
     return schema
 
 
-def _close_objects(node: Any, *, merged: bool) -> None:
-    """Add ``additionalProperties: false`` where today's converter allows no other keys."""
+def _prepare(node: Any, *, merged: bool) -> None:
+    """Close objects and bound numbers and formats (see the module doc), everywhere."""
     if not isinstance(node, dict):
         return
-    has_all_of = "allOf" in node
-    if "properties" in node and "additionalProperties" not in node and not (merged or has_all_of):
+    closable = "properties" in node and not (merged or "allOf" in node)
+    if closable and "additionalProperties" not in node:
         node["additionalProperties"] = False
+    _bound(node)
     for key in _SUBSCHEMA_MAPS:
         value = node.get(key)
         if isinstance(value, dict):
             for child in value.values():
-                _close_objects(child, merged=False)
+                _prepare(child, merged=False)
     for key in _SUBSCHEMA_LISTS:
         for child in node.get(key, ()) if isinstance(node.get(key), list) else ():
-            _close_objects(child, merged=False)
+            _prepare(child, merged=False)
     for key in _SUBSCHEMA_ONE:
-        _close_objects(node.get(key), merged=False)
+        _prepare(node.get(key), merged=False)
     for part in node.get("allOf", ()) if isinstance(node.get("allOf"), list) else ():
-        _close_objects(part, merged=True)
+        _prepare(part, merged=True)
+
+
+def _bound(node: dict[str, Any]) -> None:
+    """Bounds on numbers and some formats (each keyword only binds its own type)."""
+    kinds = node.get("type")
+    kinds = set(kinds) if isinstance(kinds, list) else {kinds}
+    if kinds & {"integer", "number"}:
+        low = _number(node.get("minimum", node.get("exclusiveMinimum")))
+        high = _number(node.get("maximum", node.get("exclusiveMaximum")))
+        if high is None and (low is None or low < NUMBER_LIMIT):
+            node["maximum"] = NUMBER_LIMIT
+        if low is None and (high is None or high > -NUMBER_LIMIT):
+            node["minimum"] = -NUMBER_LIMIT
+        if "number" in kinds and "multipleOf" not in node:
+            node["multipleOf"] = FRACTION
+    length = FORMAT_LENGTHS.get(str(node.get("format")))
+    if "string" in kinds and length is not None and "maxLength" not in node:
+        node["maxLength"] = max(length, node.get("minLength", 0))
+
+
+def _number(value: Any) -> float | None:
+    return value if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 class _GbnfRules:
