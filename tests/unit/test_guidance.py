@@ -282,6 +282,26 @@ def test_numbers_and_formats_are_bounded_so_a_small_model_finishes(
     assert not _takes(cache.new_constraint(grammar), vocab, runaway)
 
 
+@pytest.mark.parametrize(
+    ("fmt", "good", "bad"),
+    [
+        ("email", "ada.l@example.co.uk", "n/com/x@n"),  # llguidance's own email takes it
+        ("date", "2024-02-28", "2024-02-30"),
+        ("date-time", "2024-01-31T23:59:59.5+01:00", "2024-01-31T24:00:00Z"),
+        ("uuid", "123e4567-e89b-12d3-a456-426614174000", "123e4567"),
+        ("ipv4", "192.168.0.1", "192.168.0.01"),
+        ("hostname", "api.example.com", "-bad.example"),
+    ],
+)
+def test_string_formats_are_ours(
+    vocab: int, cache: GrammarCache, fmt: str, good: str, bad: str
+) -> None:
+    grammar = json_grammar({"type": "string", "format": fmt}, param="response_format")
+    assert isinstance(cache.new_constraint(grammar), GuidanceConstraint)
+    assert _takes(cache.new_constraint(grammar), vocab, json.dumps(good))
+    assert not _takes(cache.new_constraint(grammar), vocab, json.dumps(bad))
+
+
 def test_what_llguidance_refuses_falls_back_to_llama_cpp(vocab: int, cache: GrammarCache) -> None:
     unique = {"type": "array", "items": {"type": "integer"}, "uniqueItems": True}
     grammar = json_grammar(unique, param="response_format")

@@ -14,9 +14,9 @@ it and a small model finishes its values: an object with ``properties`` and no
 ``additionalProperties`` takes no other keys (not where ``allOf`` merges parts, which would
 make it unsatisfiable); whitespace between tokens is at most one space; a number side
 without a bound stops at 16 digits and a fraction at 9 (``multipleOf`` 1e-9); and the
-string formats whose text could go on (fractions of seconds, emails, host names) get a
-``maxLength``. These only narrow what a reply may be: a reply still validates against the
-schema the client sent.
+string formats are ours (``json_formats``, as regular expressions): subsets that
+``jsonschema`` and pydantic's ``EmailStr`` accept, short enough to finish. These only
+narrow what a reply may be: a reply still validates against the schema the client sent.
 
 A grammar without JSON rules (a user's raw GBNF) is not converted: it stays on llama.cpp's
 grammar sampler, which reads every GBNF it accepts exactly.
@@ -31,6 +31,7 @@ from typing import Any
 
 from llguidance import gbnf_to_lark as _gbnf
 
+from app.engine.json_formats import FORMATS
 from app.engine.types import Grammar
 
 # As llama-cpp-python's converter: what wrapper grammars mean by ``space``.
@@ -38,7 +39,21 @@ SPACE_RULE = 'space ::= " "?'
 JSON_OPTIONS = {"whitespace_pattern": " ?"}
 NUMBER_LIMIT = 10**16 - 1  # 16 digits, as llama.cpp's own JSON grammar
 FRACTION = 1e-9  # nine fraction digits (llguidance reads multipleOf as a float: 1e-15 is off)
-FORMAT_LENGTHS = {"date-time": 32, "time": 21, "duration": 40, "email": 64, "hostname": 64}
+_GBNF_PART = re.compile(r'"((?:[^"\\]|\\.)*)"|\s+|([^"\s]+)')
+
+
+def _regex(gbnf: str) -> str:
+    """A regular expression for one of ``json_formats``' GBNF expressions (literals,
+    classes, groups, ``|``, ``?`` and ``{m,n}`` only: the two syntaxes then agree)."""
+    parts = []
+    for literal, other in _GBNF_PART.findall(gbnf):
+        parts.append(re.escape(literal) if literal else other)
+    return "".join(parts)
+
+
+# Our format grammars, not llguidance's: each is a subset that jsonschema's (and pydantic's
+# EmailStr's) checks accept, kept short (llguidance's email takes "a/b@c").
+FORMAT_PATTERNS = {name: f"^({_regex(gbnf)})$" for name, gbnf in FORMATS.items()}
 _NAME = re.compile(r"[a-z][a-z0-9_]*")
 _SUBSCHEMA_MAPS = ("properties", "$defs", "definitions", "patternProperties", "dependentSchemas")
 _SUBSCHEMA_LISTS = ("anyOf", "oneOf", "prefixItems")
@@ -120,9 +135,10 @@ def _bound(node: dict[str, Any]) -> None:
             node["minimum"] = -NUMBER_LIMIT
         if "number" in kinds and "multipleOf" not in node:
             node["multipleOf"] = FRACTION
-    length = FORMAT_LENGTHS.get(str(node.get("format")))
-    if "string" in kinds and length is not None and "maxLength" not in node:
-        node["maxLength"] = max(length, node.get("minLength", 0))
+    pattern = FORMAT_PATTERNS.get(str(node.get("format")))
+    if pattern is not None and "pattern" not in node:
+        del node["format"]
+        node["pattern"] = pattern
 
 
 def _number(value: Any) -> float | None:
