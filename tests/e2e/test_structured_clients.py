@@ -60,7 +60,7 @@ def test_pydantic_ai_agent_gets_a_valid_model(server: ServerProcess, native: boo
     provider = OpenAIProvider(base_url=f"{server.base_url}/v1", api_key=KEY)
     model = OpenAIChatModel("any", provider=provider)
     output = NativeOutput(Person) if native else Person
-    agent = Agent(model, output_type=output, output_retries=0)
+    agent = Agent(model, output_type=output, retries=0)
     for seed in SEEDS:
         settings = ModelSettings(temperature=1.0, seed=seed, max_tokens=250)
         result = agent.run_sync("Invent a person.", model_settings=settings)
