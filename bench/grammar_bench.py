@@ -133,7 +133,7 @@ def _compile_time(vocab: int, guidance: GuidanceVocab, schema: dict[str, object]
     g, c = _median_ms(guided), _median_ms(native)
     return (
         f"{check}; compile (median ms): llguidance {g:.2f}, GBNF converter + llama.cpp "
-        f"{c:.2f} ({c / g:.0f}x); cached copy {_median_ms(cached):.3f}"
+        f"{c:.2f} ({c / g:.1f}x); cached copy {_median_ms(cached):.3f}"
     )
 
 
