@@ -266,6 +266,13 @@ def tokenize(vocab: int, data: bytes, add_special: bool, parse_special: bool = T
         capacity = -n
 
 
+def tokenize_address() -> int:
+    """The address of the native ``llama_tokenize`` (for libraries that call it themselves)."""
+    address = ctypes.cast(L.llama_tokenize, ctypes.c_void_p).value
+    assert address is not None
+    return address
+
+
 def token_piece(vocab: int, token: int, special: bool = False) -> bytes:
     """llama_token_to_piece: raw bytes of the piece (control tokens rendered if ``special``)."""
     size = 32
@@ -304,6 +311,11 @@ def vocab_bos(vocab: int) -> int:
 
 def vocab_eos(vocab: int) -> int:
     return int(L.llama_vocab_eos(vocab))
+
+
+def vocab_is_control(vocab: int, token: int) -> bool:
+    """Whether ``token`` is a control token (``<|im_start|>``, ``[TOOL_CALLS]``...)."""
+    return bool(L.llama_vocab_get_attr(vocab, token) & L.LLAMA_TOKEN_ATTR_CONTROL)
 
 
 def vocab_is_eog(vocab: int, token: int) -> bool:

@@ -17,7 +17,8 @@ from typing import Any
 from app.engine.backend import BatchToken, DecodeError
 from app.engine.llama import _lib
 from app.engine.llama.embeddings import LlamaEmbedder, resolve_pooling
-from app.engine.llama.grammar import GrammarCache, GrammarState
+from app.engine.llama.grammar import GrammarCache
+from app.engine.llama.grammar_state import GrammarState
 from app.engine.llama.sampler import Candidates, LlamaSampler
 from app.engine.llama.threads import ThreadGovernor
 from app.engine.types import AdapterSet, Grammar, ModelInfo, SamplingParams
@@ -218,7 +219,7 @@ class LlamaBackend:
             return None
         vocab = self._vocab
         return GrammarState(
-            lambda: self._grammars.new_sampler(grammar),
+            lambda: self._grammars.new_constraint(grammar),
             grammar.trigger,
             self.token_to_bytes,
             lambda text: _lib.tokenize(vocab, text, False),

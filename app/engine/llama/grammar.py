@@ -1,17 +1,18 @@
-"""Grammars for constrained generation: JSON Schema -> GBNF, a compile cache, lazy triggers.
+"""Grammars for constrained generation: which engine enforces a grammar, a compile cache.
 
-JSON Schema rules are converted with llama-cpp-python's maintained converter
-(``llama_cpp.llama_grammar.SchemaConverter``, a port of llama.cpp's
+A grammar with JSON Schema rules (``response_format``, Ollama's ``format``, TGI's JSON
+grammar, tool parameters inside a tool-call format's grammar) goes to llguidance
+(``guidance``, ``guidance_schema``): it compiles schemas in milliseconds and masks the
+vocabulary in a tenth of a millisecond. When llguidance refuses one (a keyword it does not
+implement, such as ``uniqueItems``; GBNF around the rules it cannot read), the grammar falls
+back to the converter here: llama-cpp-python's ``SchemaConverter`` (a port of llama.cpp's
 ``json_schema_to_grammar.py``), extended in ``schema_grammar`` with number ranges, formats
-and ``allOf``, so the GBNF dialect is exactly the one llama.cpp's grammar sampler parses.
-Compiled grammar samplers are kept per grammar in a small LRU (by count and bytes); every
-sequence gets a clone (cloning copies the parsed rules, it does not parse again).
+and ``allOf``, parsed by llama.cpp's grammar sampler. A raw GBNF ``grammar`` (no JSON rules)
+always runs on llama.cpp's grammar sampler, which reads its dialect exactly.
 
-Laziness (a tool call that may start in the middle of a reply) is ours, not llama.cpp's
-``llama_sampler_init_grammar_lazy_patterns``: its trigger replays the triggering token's text
-into the grammar and throws a C++ exception through the C API when that text does not fit,
-which aborts the process under ctypes. Here the text after the trigger is checked token by
-token before the grammar takes it, and a grammar that cannot take it simply stays off.
+Compiled grammars are kept per grammar in a small LRU (by count and bytes); every sequence
+gets its own copy (a clone of the parsed rules, or a copy of llguidance's matcher) wrapped
+as a ``grammar_state.Constraint``. Laziness (tool-call triggers) is in ``grammar_state``.
 """
 
 from __future__ import annotations
@@ -21,12 +22,15 @@ import json
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from llguidance import LLMatcher
 
 from app.engine.llama import _lib
+from app.engine.llama.grammar_state import Constraint, NativeConstraint
+from app.engine.llama.guidance import GuidanceConstraint, GuidanceVocab
+from app.engine.llama.guidance_schema import to_lark
 from app.engine.llama.schema_grammar import new_converter, schema_rules
 from app.engine.types import Grammar
 from app.errors import InvalidRequest
@@ -170,42 +174,73 @@ def _allows_a_first_token(handle: _lib.SamplerHandle, n_vocab: int) -> bool:
 
 
 class GrammarCache:
-    """Compiled grammar samplers by grammar (LRU); hands out clones. Thread-safe."""
+    """Compiled grammars by grammar (LRU); hands out per-sequence constraints. Thread-safe."""
 
     def __init__(self, vocab: int, size: int = CACHE_SIZE, max_bytes: int = CACHE_BYTES) -> None:
         self._vocab = vocab
+        self._guidance = GuidanceVocab(vocab)
         self._size = size
         self._max_bytes = max_bytes
         self._bytes = 0
         self._lock = threading.Lock()
-        self._compiled: OrderedDict[tuple[str, tuple[Any, ...]], _lib.SamplerHandle] = OrderedDict()
-        self._sizes: dict[tuple[str, tuple[Any, ...]], int] = {}
+        self._compiled: OrderedDict[_Key, _Compiled] = OrderedDict()
+        self._sizes: dict[_Key, int] = {}
 
     @property
     def cached_bytes(self) -> int:
-        """Bytes of GBNF source the cached grammars were compiled from."""
+        """Bytes of grammar source (GBNF or llguidance's Lark) the cached grammars came from."""
         return self._bytes
 
     def check(self, grammar: Grammar) -> None:
         """Compile ``grammar`` now (or find it compiled); raises ``InvalidRequest``."""
         self._template(grammar)
 
-    def new_sampler(self, grammar: Grammar) -> _lib.SamplerHandle:
-        """A fresh grammar sampler (at the grammar's start) that the caller owns."""
+    def new_constraint(self, grammar: Grammar) -> Constraint:
+        """A fresh constraint (at the grammar's start) that the caller owns."""
         key = _key(grammar)
         template = self._template(grammar)
-        with self._lock:
-            if key in self._compiled:  # still cached: clone under the lock (not freed meanwhile)
-                return _lib.sampler_clone(self._compiled[key])
-        return _lib.sampler_clone(template)  # pragma: no cover - evicted in between (rare)
+        with self._lock:  # still cached: copy under the lock (not freed meanwhile)
+            template = self._compiled.get(key, template)
+            if isinstance(template, LLMatcher):
+                return GuidanceConstraint(template.deep_copy(), self._guidance)
+            return NativeConstraint(_lib.sampler_clone(template))
 
-    def _template(self, grammar: Grammar) -> _lib.SamplerHandle:
+    def _template(self, grammar: Grammar) -> _Compiled:
         key = _key(grammar)
         with self._lock:
             found = self._compiled.get(key)
             if found is not None:
                 self._compiled.move_to_end(key)
                 return found
+        compiled, size = self._guided(grammar) or self._native(grammar)
+        with self._lock:
+            if key in self._compiled:  # compiled twice at once: keep the first
+                _free(compiled)
+                return self._compiled[key]
+            self._compiled[key] = compiled
+            self._sizes[key] = size
+            self._bytes += size
+            # The newest stays even when alone over the byte bound (its request needs it).
+            while len(self._compiled) > 1 and (
+                len(self._compiled) > self._size or self._bytes > self._max_bytes
+            ):
+                old_key, old = self._compiled.popitem(last=False)
+                self._bytes -= self._sizes.pop(old_key)
+                _free(old)
+        return compiled
+
+    def _guided(self, grammar: Grammar) -> tuple[_Compiled, int] | None:
+        """llguidance's matcher for a grammar with JSON rules; None: llama.cpp's turn."""
+        try:
+            lark = to_lark(grammar, self._guidance.markers)
+            if lark is None:
+                return None
+            return self._guidance.compile(lark), len(lark)
+        except Exception as exc:  # llguidance's reasons; GBNF its reader cannot read
+            logger.info("llguidance refused a grammar (%s); llama.cpp enforces it", exc)
+            return None
+
+    def _native(self, grammar: Grammar) -> tuple[_Compiled, int]:
         gbnf = to_gbnf(grammar)
         problem = repetition_problem(gbnf)
         if problem is not None:
@@ -221,115 +256,26 @@ class GrammarCache:
                 "The grammar allows no text that any token of this model starts.",
                 param=grammar.param,
             )
-        with self._lock:
-            if key in self._compiled:  # compiled twice at once: keep the first
-                _lib.sampler_free(compiled)
-                return self._compiled[key]
-            self._compiled[key] = compiled
-            self._sizes[key] = len(gbnf)
-            self._bytes += len(gbnf)
-            # The newest stays even when alone over the byte bound (its request needs it).
-            while len(self._compiled) > 1 and (
-                len(self._compiled) > self._size or self._bytes > self._max_bytes
-            ):
-                old_key, old = self._compiled.popitem(last=False)
-                self._bytes -= self._sizes.pop(old_key)
-                _lib.sampler_free(old)
-        return compiled
+        return compiled, len(gbnf)
 
     def close(self) -> None:
         """Free every compiled grammar."""
         with self._lock:
-            for handle in self._compiled.values():
-                _lib.sampler_free(handle)
+            for compiled in self._compiled.values():
+                _free(compiled)
             self._compiled.clear()
             self._sizes.clear()
             self._bytes = 0
 
 
+_Key = tuple[str, tuple[Any, ...]]
+_Compiled = _lib.SamplerHandle | LLMatcher
+
+
+def _free(compiled: _Compiled) -> None:
+    if not isinstance(compiled, LLMatcher):  # a matcher goes with its last reference
+        _lib.sampler_free(compiled)
+
+
 def _key(grammar: Grammar) -> tuple[str, tuple[Any, ...]]:
     return grammar.gbnf, grammar.json_rules
-
-
-class GrammarState:
-    """One sequence's grammar: off until its trigger shows up (when it has one), then on.
-
-    ``allows`` and ``apply`` are llama.cpp's grammar apply (never throws); ``accept`` only
-    ever gets tokens that ``allows`` said yes to, so the native accept cannot throw.
-    """
-
-    __slots__ = ("_handle", "_make", "_pending", "_piece", "_tokenize", "_trigger", "active")
-
-    # A lazy grammar whose trigger was followed by text it cannot take stays off for good.
-
-    def __init__(
-        self,
-        make: Callable[[], _lib.SamplerHandle],
-        trigger: str,
-        piece: Callable[[int], bytes],
-        tokenize: Callable[[bytes], list[int]],
-    ) -> None:
-        self._make = make
-        self._trigger = trigger.encode("utf-8")
-        self._piece = piece
-        self._tokenize = tokenize
-        self._pending = bytearray()  # generated text while waiting for the trigger
-        self._handle: _lib.SamplerHandle | None = None if trigger else make()
-        self.active = self._handle is not None
-
-    @property
-    def handle(self) -> _lib.SamplerHandle:
-        assert self._handle is not None
-        return self._handle
-
-    def allows(self, token: int, single: Any) -> bool:
-        """Whether the grammar lets ``token`` come next (``single``: a 1-candidate array)."""
-        single.data[0].id = token
-        single.data[0].logit = 1.0
-        single.size = 1
-        single.selected = -1
-        single.sorted = False
-        _lib.raw_sampler_apply(self.handle, ctypes.byref(single))
-        return bool(single.data[0].logit != float("-inf"))
-
-    def accept(self, token: int) -> None:
-        """Advance the grammar by ``token`` (or look for the trigger while off)."""
-        if self._handle is not None:
-            _lib.raw_sampler_accept(self._handle, token)
-            return
-        if not self._trigger:  # gave up (see _engage)
-            return
-        before = len(self._pending)
-        self._pending += self._piece(token)
-        at = self._pending.find(self._trigger, max(0, before - len(self._trigger) + 1))
-        if at >= 0:
-            self._engage(bytes(self._pending[at + len(self._trigger) :]))
-
-    def _engage(self, rest: bytes) -> None:
-        self._pending.clear()
-        self._handle = self._make()
-        single = SingleCandidate()
-        for token in self._tokenize(rest) if rest else []:
-            if not self.allows(token, single.array):
-                logger.debug("lazy grammar stays off: %r does not fit after the trigger", rest)
-                self.close()
-                self._trigger = b""
-                return
-            _lib.raw_sampler_accept(self._handle, token)
-        self.active = True
-
-    def close(self) -> None:
-        if self._handle is not None:
-            _lib.sampler_free(self._handle)
-            self._handle = None
-        self.active = False
-
-
-class SingleCandidate:
-    """A one-token candidate array, to ask a grammar about one token."""
-
-    __slots__ = ("array", "data")
-
-    def __init__(self) -> None:
-        self.data = (_lib.TokenData * 1)()
-        self.array = _lib.TokenDataArray(data=self.data, size=1, selected=-1, sorted=False)

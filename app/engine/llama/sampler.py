@@ -7,9 +7,11 @@ chain is deterministic: same seed, same prompt, same logits -> same tokens.
 A grammar sits outside the chain, as in llama.cpp's ``common_sampler`` (``grmr`` beside
 ``chain``): the chain samples from the raw logits first, and only when the grammar rejects
 that token are the logits reloaded, masked by the grammar over the whole vocabulary and
-sampled by the chain again (rejection sampling). Masking the whole vocabulary costs
-milliseconds per token (every token's text is matched against the grammar's stacks), so
-doing it only on a rejection keeps constrained decoding near full speed.
+sampled by the chain again (rejection sampling). The grammar is a ``Constraint``: llama.cpp's
+grammar sampler (raw GBNF), whose whole-vocabulary mask costs milliseconds (every token's
+text is matched against the grammar's stacks), or llguidance's matcher (JSON Schemas), whose
+mask is a bitmap computed in about a tenth of a millisecond and applied with numpy. Asking
+about the one drawn token is cheap for both, so the mask is only made on a rejection.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import numpy as np
 
 from app.engine.backend import SamplingDeadEnd
 from app.engine.llama import _lib
-from app.engine.llama.grammar import GrammarState, SingleCandidate
+from app.engine.llama.grammar_state import GrammarState
 from app.engine.llama.logprobs import token_logprob
 from app.engine.types import SamplingParams, TokenLogprob
 
@@ -78,7 +80,7 @@ class Candidates:
     One per backend: samplers run one at a time on the engine thread.
     """
 
-    __slots__ = ("_ids", "array", "data", "n_vocab", "ref", "single")
+    __slots__ = ("_ids", "array", "data", "n_vocab", "ref")
 
     def __init__(self, n_vocab: int) -> None:
         self.n_vocab = n_vocab
@@ -87,7 +89,6 @@ class Candidates:
         pointer = self.data.ctypes.data_as(ctypes.POINTER(_lib.TokenData))
         self.array = _lib.TokenDataArray(data=pointer, size=n_vocab, selected=-1, sorted=False)
         self.ref = ctypes.byref(self.array)
-        self.single = SingleCandidate()
 
     def load(self, ctx: int, batch_index: int) -> None:
         """Fill the array with the logits of batch token ``batch_index``."""
@@ -179,13 +180,13 @@ class LlamaSampler:
         constrained = grammar is not None and grammar.active
         if constrained:
             assert grammar is not None
-            _lib.raw_sampler_apply(grammar.handle, cand.ref)
+            grammar.mask(cand)
         if pre is not None:
             _lib.raw_sampler_apply(pre, cand.ref)
         logits = cand.data["logit"].copy()  # still in token id order
         _lib.raw_sampler_apply(chain, cand.ref)
         token = cand.selected()
-        if constrained and grammar is not None and not grammar.allows(token, cand.single.array):
+        if constrained and grammar is not None and not grammar.allows(token):
             return self._dead_end()
         if pre is not None:
             _lib.raw_sampler_accept(pre, token)
@@ -201,12 +202,12 @@ class LlamaSampler:
         cand.load(self._ctx, batch_index)
         _lib.raw_sampler_apply(chain, cand.ref)
         token = cand.selected()
-        if grammar.active and not grammar.allows(token, cand.single.array):
+        if grammar.active and not grammar.allows(token):
             cand.load(self._ctx, batch_index)
-            _lib.raw_sampler_apply(grammar.handle, cand.ref)
+            grammar.mask(cand)
             _lib.raw_sampler_apply(chain, cand.ref)
             token = cand.selected()
-            if not grammar.allows(token, cand.single.array):
+            if not grammar.allows(token):
                 return self._dead_end()
         _lib.raw_sampler_accept(chain, token)
         grammar.accept(token)
@@ -231,12 +232,7 @@ class LlamaSampler:
         """Take ``token`` as the next generated token: penalties, and the grammar if active."""
         grammar = self._grammar
         # An active grammar that cannot take the token would throw inside llama.cpp.
-        refused = (
-            grammar is not None
-            and grammar.active
-            and not grammar.allows(token, SingleCandidate().array)
-        )
-        if refused:
+        if grammar is not None and grammar.active and not grammar.allows(token):
             raise RuntimeError("the grammar does not allow the forced token")
         self.accept(token)
         self.last_logprob = None
