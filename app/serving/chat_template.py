@@ -310,7 +310,10 @@ def _spans(
     render_kwargs = dict(kwargs)
     if strings and render_kwargs.get("tools"):
         render_kwargs["tools"] = _marked(render_kwargs["tools"], opening, closing)
-    rendered = render_chat(source, marked, **render_kwargs)
+    try:
+        rendered = render_chat(source, marked, **render_kwargs)
+    except InvalidRequest:  # the template refused the markers (it checks a name's shape)
+        return None
     pieces = re.split(f"\ue000{nonce}:([0-9]+|{_OPEN}|{_CLOSE})\ue001", rendered)
     result = _parts(pieces, contents)
     if result is None or result.text != prompt:
