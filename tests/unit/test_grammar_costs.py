@@ -179,3 +179,22 @@ def test_the_grammars_of_tools_and_schemas_pass_the_nullable_bound() -> None:
     assert len(grammars) > 50
     for name, gbnf in grammars:
         assert repetition_problem(gbnf) is None, name
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"type": "array", "items": {"type": "integer"}, "maxItems": 2000},
+        {"type": "array", "items": {"type": "string"}, "minItems": 3, "maxItems": 300},
+        {"type": "string", "minLength": 1, "maxLength": 2000},
+    ],
+)
+def test_counts_the_schema_limits_allow_pass_the_grammar_guard(schema: dict[str, object]) -> None:
+    # The base converter wrote n nested optional groups, which the group-depth guard (256)
+    # refused past ~256: counts up to max_repetition (2,000) are GBNF {m,n} now.
+    from app.engine.llama.grammar import to_gbnf
+
+    gbnf = to_gbnf(json_grammar(schema, param="response_format"))
+    assert repetition_problem(gbnf) is None
+    [answer] = [line for line in gbnf.splitlines() if line.startswith("answer ::=")]
+    assert "?)?)?" not in answer
