@@ -65,6 +65,14 @@ MAX_TOOL_ARGUMENT_DEPTH = Limit(
     "tool_calls[].function.arguments, format, response_format",
     "deeply nested JSON overflows recursive parsers and validators",
 )
+MAX_NULLABLE_REPETITION = Limit(
+    "max_nullable_repetition",
+    4,
+    "grammar, and the grammars of tools and schemas (repetitions of what can match nothing: "
+    "(x?){0,n} counts n, nested ones multiply, ones in a row add)",
+    "llama.cpp's grammar sampler follows every way a run of text spreads over such copies, "
+    "for every token at every step: (x?){0,100} took seconds per token",
+)
 
 TABLE: tuple[Limit, ...] = (
     MAX_MESSAGES,
@@ -73,6 +81,7 @@ TABLE: tuple[Limit, ...] = (
     MAX_EMBEDDING_INPUTS,
     EMBEDDING_TOKENS_PER_CTX_TOKEN,
     MAX_TOOL_ARGUMENT_DEPTH,
+    MAX_NULLABLE_REPETITION,
 )
 """Every limit (the README's table is generated from and checked against this)."""
 

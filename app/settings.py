@@ -436,8 +436,9 @@ class Settings(BaseSettings):
     parse_special_in_content: bool = Field(
         False,
         description="Parse special-token text (such as <|im_end|>) inside chat message "
-        "contents as control tokens (the old behaviour); off: only the chat template's own markers "
-        "are control tokens, so a user cannot forge a system turn.",
+        "contents, tool definitions and history tool calls as control tokens (the old "
+        "behaviour); off: only the chat template's own markers are control tokens, so a user "
+        "cannot forge a system turn.",
     )
     seed: int | None = Field(None, description="Default sampling seed (default: random).")
     embeddings: bool = Field(

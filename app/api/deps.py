@@ -7,7 +7,7 @@ import json
 import re
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Protocol, TypeVar
 
 from fastapi import Depends, Request, Response
 from pydantic import BaseModel, ValidationError
@@ -33,6 +33,18 @@ from app.settings import Settings
 
 W = TypeVar("W", bound=WireRequest)
 T = TypeVar("T")
+
+
+class Plan(Protocol):
+    """What a route family's plan function returns: at least the engine request."""
+
+    @property
+    def request(self) -> GenerationRequest:
+        """The generation the plan asks the engine for."""
+        ...
+
+
+P = TypeVar("P", bound=Plan)
 
 
 def get_runtime(request: Request) -> EngineRuntime:
@@ -213,7 +225,23 @@ class Call:
         """Compile ``request``'s grammar and tokenize its prompt in a worker thread, then
         submit it to the engine; its handle is closed with this call's response."""
         engine = self.engine
-        stream = engine.submit(await self.off_loop(_prepared, engine, request))
+        return self._submit(engine, await self.off_loop(_prepared, engine, request))
+
+    async def start_planned(
+        self, plan: Callable[..., P], *args: Any
+    ) -> tuple[P, AsyncIterator[str | Finished]]:
+        """``plan(*args)``, then its request started as ``start`` does, with the plan and the
+        request's preparation in one worker-thread hop: the plan's own heavy work (rendering
+        the chat template, fitting the chat, checking a JSON schema against its meta-schema)
+        and the request's (converting and compiling the grammar, tokenizing) never run on the
+        event loop, and cost one hop together, cached or not."""
+        engine = self.engine
+        planned, request = await self.off_loop(_planned, engine, plan, args)
+        stream = self._submit(engine, request)
+        return planned, pieces(stream, usage_recorder(self.request))
+
+    def _submit(self, engine: Engine, request: GenerationRequest) -> EventStream:
+        stream = engine.submit(request)
         self._streams.append(stream)
         return stream
 
@@ -270,6 +298,14 @@ def get_call(request: Request, settings: SettingsDep, request_id: RequestIdDep) 
 
 
 CallDep = Annotated[Call, Depends(get_call)]
+
+
+def _planned(
+    engine: Engine, plan: Callable[..., P], args: tuple[Any, ...]
+) -> tuple[P, GenerationRequest]:
+    """A plan and its request prepared (worker thread)."""
+    planned = plan(*args)
+    return planned, _prepared(engine, planned.request)
 
 
 def _prepared(engine: Engine, request: GenerationRequest) -> GenerationRequest:

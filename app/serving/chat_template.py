@@ -226,41 +226,132 @@ def content_spans(
     prompt: str,
     kwargs: dict[str, Any],
 ) -> ChatPrompt:
-    """``prompt`` split into scaffolding and message contents.
+    """``prompt`` split into scaffolding and the request's own text.
 
-    The template is rendered a second time with each string content replaced by a marker
-    that no text contains (a random nonce between private-use characters); the markers'
-    places are the contents' spans. Only when putting the contents back at the markers gives
-    exactly ``prompt`` are the spans trusted; a template that transforms or inspects the
-    contents (trims them, splits on ``</think>``) gets the whole prompt as scaffolding, as
-    before, with a warning.
+    The request's text is the messages' contents and every other string a request puts in
+    the template's reach: tool definitions (names, descriptions, parameter schemas, their
+    keys too), assistant ``tool_calls`` (ids, names, arguments), ``tool_call_id``. The
+    template is rendered a second time with each string content replaced by a marker that
+    no text contains (a random nonce between private-use characters), and each of those
+    other strings between an opening and a closing marker (so that ``tojson`` escapes what
+    is between them as before); the markers' places are the text spans. Only when the marked
+    render, markers removed, is exactly ``prompt`` are the spans trusted. A template that
+    inspects the tools or calls' strings beyond plain identifiers (``type == "string"`` is
+    left alone: see ``_marked``) gets the contents as text and the rest as scaffolding; one
+    that transforms or inspects the contents (trims them, splits on ``</think>``) gets the
+    whole prompt as scaffolding, as before; both with a warning.
     """
     nonce = secrets.token_hex(8)
+    spans = _spans(source, messages, prompt, kwargs, nonce, strings=True)
+    if spans is not None:
+        return spans
+    spans = _spans(source, messages, prompt, kwargs, nonce, strings=False)
+    if spans is not None:
+        logger.warning(
+            "the chat template inspects tool definitions or calls; special-token text in "
+            "them is parsed as control tokens for this request"
+        )
+        return spans
+    logger.warning(
+        "the chat template transforms message contents; special-token text in them is "
+        "parsed as control tokens for this request"
+    )
+    return ChatPrompt((PromptPart(prompt, special=True),))
+
+
+# A string made of these only cannot hold a control token's text (every vocabulary's
+# control tokens have a bracket, bar or other mark: <|im_end|>, [INST], <start_of_turn>),
+# and is left as it is: templates compare such strings (type == "object", name == "python").
+_PLAIN = re.compile(r"[A-Za-z0-9_. -]*")
+_OPEN, _CLOSE = "<", ">"
+
+
+def _marked(value: Any, opening: str, closing: str) -> Any:
+    """``value`` with each string that is not plain between ``opening`` and ``closing``
+    (mapping keys too; the same string is always marked the same way, so templates that
+    look a name up in ``required`` still find it)."""
+    if isinstance(value, str):
+        return value if _PLAIN.fullmatch(value) else f"{opening}{value}{closing}"
+    if isinstance(value, Mapping):
+        return {
+            _marked(k, opening, closing): _marked(v, opening, closing) for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [_marked(item, opening, closing) for item in value]
+    return value
+
+
+def _spans(
+    source: str | None,
+    messages: Sequence[Mapping[str, Any]],
+    prompt: str,
+    kwargs: dict[str, Any],
+    nonce: str,
+    *,
+    strings: bool,
+) -> ChatPrompt | None:
+    """The spans of one marked render (``strings``: tools' and calls' strings marked too),
+    or None when the template did not keep the markers' text as it was."""
+    opening, closing = f"\ue000{nonce}:{_OPEN}\ue001", f"\ue000{nonce}:{_CLOSE}\ue001"
     marked: list[Mapping[str, Any]] = []
     contents: dict[str, str] = {}
     for i, message in enumerate(messages):
+        turn = dict(message)
+        if strings:
+            turn = {
+                k: v if k in ("role", "content") else _marked(v, opening, closing)
+                for k, v in turn.items()
+            }
         content = message.get("content")
         if isinstance(content, str) and content:
-            key = f"{i}"
-            contents[key] = content
-            marked.append({**message, "content": f"\ue000{nonce}:{key}\ue001"})
-        else:
-            marked.append(message)
-    pieces = re.split(f"\ue000{nonce}:([0-9]+)\ue001", render_chat(source, marked, **kwargs))
-    parts = [
-        PromptPart(contents[piece], special=False) if odd else PromptPart(piece, special=True)
-        for odd, piece in _alternating(pieces)
-        if piece
-    ]
-    result = ChatPrompt(tuple(parts))
-    seen = [piece for odd, piece in _alternating(pieces) if odd]
-    if result.text != prompt or sorted(seen) != sorted(contents):
-        logger.warning(
-            "the chat template transforms message contents; special-token text in them is "
-            "parsed as control tokens for this request"
-        )
-        return ChatPrompt((PromptPart(prompt, special=True),))
+            contents[f"{i}"] = content
+            turn["content"] = f"\ue000{nonce}:{i}\ue001"
+        marked.append(turn)
+    render_kwargs = dict(kwargs)
+    if strings and render_kwargs.get("tools"):
+        render_kwargs["tools"] = _marked(render_kwargs["tools"], opening, closing)
+    try:
+        rendered = render_chat(source, marked, **render_kwargs)
+    except InvalidRequest:  # the template refused the markers (it checks a name's shape)
+        return None
+    pieces = re.split(f"\ue000{nonce}:([0-9]+|{_OPEN}|{_CLOSE})\ue001", rendered)
+    result = _parts(pieces, contents)
+    if result is None or result.text != prompt:
+        return None
     return result
+
+
+def _parts(pieces: list[str], contents: Mapping[str, str]) -> ChatPrompt | None:
+    """The spans of a marked render split at its markers (None: a marker out of place, or
+    a content missing or repeated)."""
+    parts: list[PromptPart] = []
+    seen: list[str] = []
+    inside = False
+    for odd, piece in _alternating(pieces):
+        if not odd:
+            _append(parts, PromptPart(piece, special=not inside))
+        elif piece in (_OPEN, _CLOSE):
+            if inside == (piece == _OPEN):  # nested or unbalanced: a string was cut
+                return None
+            inside = piece == _OPEN
+        elif inside or piece not in contents:
+            return None
+        else:
+            seen.append(piece)
+            _append(parts, PromptPart(contents[piece], special=False))
+    if inside or sorted(seen) != sorted(contents):
+        return None
+    return ChatPrompt(tuple(parts))
+
+
+def _append(parts: list[PromptPart], part: PromptPart) -> None:
+    """Add ``part``, joined to the last one when both are text or both scaffolding."""
+    if not part.text:
+        return
+    if parts and parts[-1].special == part.special:
+        parts[-1] = PromptPart(parts[-1].text + part.text, special=part.special)
+    else:
+        parts.append(part)
 
 
 def _alternating(pieces: list[str]) -> list[tuple[bool, str]]:

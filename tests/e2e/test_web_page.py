@@ -172,10 +172,38 @@ def busy_slots(server: ServerProcess) -> int:
     return int(body["slots_busy"]) + int(body["queue_length"])
 
 
+def generated_tokens(server: ServerProcess) -> int:
+    text = httpx.get(f"{server.base_url}/metrics", timeout=5).text
+    for line in text.splitlines():
+        if line.startswith("cria_generated_tokens_total "):
+            return int(float(line.split()[1]))
+    raise AssertionError("cria_generated_tokens_total is not in /metrics")
+
+
+ENDLESS_TOKENS = 900  # with ignore_eos the reply runs to exactly this many tokens
+
+
+def endless_replies(sent: list[dict[str, Any]]) -> Any:
+    """A route handler: the page's chat request with ``ignore_eos`` and a long
+    ``max_tokens`` (the page has no such settings), so that its reply cannot end by itself
+    before ENDLESS_TOKENS tokens; each body sent is added to ``sent``."""
+
+    def handle(route: Any) -> None:
+        body = json.loads(route.request.post_data or "{}")
+        body.update(ignore_eos=True, max_tokens=ENDLESS_TOKENS)
+        sent.append(body)
+        route.continue_(post_data=json.dumps(body))
+
+    return handle
+
+
 def test_stop_ends_the_stream_and_frees_the_slot(context: Any, server: ServerProcess) -> None:
     preset(context, max_tokens=1000, temperature=0.7)
     page = context.new_page()
+    sent: list[dict[str, Any]] = []
+    page.route("**/v1/chat/completions", endless_replies(sent))
     page.goto(server.base_url)
+    before = generated_tokens(server)
     send(page, "Count from 1 to 500, one number per line.")
     page.wait_for_selector(".msg-assistant[data-state='streaming']", timeout=180_000)
     wait_until(
@@ -186,14 +214,22 @@ def test_stop_ends_the_stream_and_frees_the_slot(context: Any, server: ServerPro
     assert busy_slots(server) == 1  # the reply is being generated right now
     assert page.is_visible("#stop")
     page.keyboard.press("Escape")
+    stopped_at = time.monotonic()
     page.wait_for_selector(".msg-assistant[data-state='stopped']", timeout=5_000)
     stopped_text = last_reply(page).locator(".content").inner_text()
     assert stopped_text
     assert last_reply(page).locator(".meta").inner_text().startswith("Stopped")
-    deadline = time.monotonic() + 10  # the engine frees the slot at its next step
+    deadline = stopped_at + 10  # the engine frees the slot at its next step
     while busy_slots(server) and time.monotonic() < deadline:
-        time.sleep(0.1)
+        time.sleep(0.05)
     assert busy_slots(server) == 0
+    freed_s = time.monotonic() - stopped_at
+    # An abort, not an early end: a reply that ignores EOS ends only at ENDLESS_TOKENS; this
+    # one ended far short of that, and its slot was free a moment after Stop.
+    made = generated_tokens(server) - before
+    assert [body["ignore_eos"] for body in sent] == [True]
+    assert 0 < made < ENDLESS_TOKENS // 2, made
+    assert freed_s < 3.0, freed_s
     # The text stays as it was and the page is ready for the next message.
     page.wait_for_timeout(300)
     assert last_reply(page).locator(".content").inner_text() == stopped_text

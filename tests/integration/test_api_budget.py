@@ -161,3 +161,53 @@ async def test_ollama_embed_is_capped_like_openai() -> None:
 @pytest.fixture(autouse=True)
 def _quiet_logs() -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/completions", {"prompt": "hi", "max_tokens": 2}),
+        ("/v1/chat/completions", {"messages": [USER], "max_tokens": 2}),
+    ],
+)
+async def test_the_schema_meta_check_runs_in_the_one_worker_hop(
+    path: str, body: dict[str, object], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The jsonschema meta-schema check (milliseconds, more for a large schema) ran on the
+    # event loop for /v1/completions; now plan and preparation share one worker-thread hop.
+    import asyncio
+    import uuid
+
+    import jsonschema
+
+    from app.api.deps import Call
+
+    where: list[str] = []
+    validator_for = jsonschema.validators.validator_for
+
+    def spy(schema: object, *args: object, **kwargs: object) -> object:
+        try:
+            asyncio.get_running_loop()
+            where.append("event loop")
+        except RuntimeError:
+            where.append("worker thread")
+        return validator_for(schema, *args, **kwargs)  # type: ignore[arg-type]
+
+    hops: list[str] = []
+    off_loop = Call.off_loop
+
+    async def counted(self: Call, work: object, *args: object) -> object:
+        hops.append(getattr(work, "__name__", "?"))
+        return await off_loop(self, work, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(jsonschema.validators, "validator_for", spy)
+    monkeypatch.setattr(Call, "off_loop", counted)
+    schema = {"type": "object", "description": uuid.uuid4().hex}  # not in the check's cache
+    fmt = {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}
+    async with app_client() as (client, _):
+        for _ in range(2):  # the second time the check is cached: still one hop
+            response = await client.post(path, json={**body, "response_format": fmt})
+            assert response.status_code == 200, response.text
+    assert where  # the first request checked the schema
+    assert set(where) == {"worker thread"}
+    assert hops == ["_planned", "_planned"]

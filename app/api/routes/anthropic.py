@@ -73,10 +73,9 @@ async def create_message(call: CallDep) -> Response:
     engine = await call.model_engine(body.model)
     info = engine.model_info()
     # Rendering the template and counting tokens is CPU work: off the event loop.
-    plan = await anyio.to_thread.run_sync(
+    plan, stream = await call.start_planned(
         plan_messages, body, info, call.limits, call.request_id, engine.count_tokens
     )
-    stream = await call.start(plan.request)
     if body.stream:
         return call.sse(message_events(plan, stream), headers=plan.headers(), done=None)
     return await call.json(message_answer(plan, stream), headers=plan.headers())

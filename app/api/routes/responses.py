@@ -90,7 +90,7 @@ async def create_response(call: CallDep) -> Response:
     body = await call.body(ResponsesRequest)
     previous = response_store(call).previous(body.previous_response_id)
     engine = await call.model_engine(body.model)
-    plan = await asyncio.to_thread(
+    plan, stream = await call.start_planned(
         plan_response,
         body,
         previous,
@@ -99,7 +99,6 @@ async def create_response(call: CallDep) -> Response:
         call.request_id,
         engine.count_tokens,
     )
-    stream = await call.start(plan.request)
     on_done = _storing(call, plan)
     if body.stream:
         builder = ResponseBuilder(plan.template)

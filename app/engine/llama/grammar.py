@@ -28,12 +28,14 @@ import numpy as np
 from llguidance import LLMatcher
 
 from app.engine.llama import _lib
+from app.engine.llama.gbnf_nullable import nullable_repetition_product
 from app.engine.llama.grammar_state import Constraint, NativeConstraint
 from app.engine.llama.guidance import GuidanceConstraint, GuidanceVocab
 from app.engine.llama.guidance_schema import to_lark
 from app.engine.llama.schema_grammar import new_converter, schema_rules
 from app.engine.types import Grammar
 from app.errors import InvalidRequest
+from app.limits import MAX_NULLABLE_REPETITION
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +66,8 @@ def to_gbnf(grammar: Grammar) -> str:
 # parser loop until the process runs out of memory. Its parser also recurses once per
 # nested group: a deep enough ( ( ( ... overflows the native stack. Each repetition, their
 # sum (forty {0,100000} took minutes) and the alternatives (each is matched against the
-# vocabulary) are bounded too. All are checked first, in one linear pass.
+# vocabulary) are bounded too. All are checked first, in one linear pass; then the
+# nullable-repetition product (gbnf_nullable), in another.
 MAX_REPETITION = 2_000  # as llama.cpp's own JSON-schema converter
 MAX_TOTAL_REPETITION = 20_000
 MAX_ALTERNATIVES = 20_000
@@ -74,8 +77,8 @@ MAX_GROUP_DEPTH = 256
 def repetition_problem(gbnf: str) -> str | None:
     """Why ``gbnf`` must not reach llama.cpp's parser, if it must not: a ``{m,n}`` with
     n < m or over ``MAX_REPETITION``, repetitions over ``MAX_TOTAL_REPETITION`` together,
-    more than ``MAX_ALTERNATIVES`` alternatives, or groups nested deeper than
-    ``MAX_GROUP_DEPTH``.
+    more than ``MAX_ALTERNATIVES`` alternatives, groups nested deeper than
+    ``MAX_GROUP_DEPTH``, or a nullable-repetition product over ``max_nullable_repetition``.
 
     Skips string literals, character classes and comments; leaves other syntax errors to
     llama.cpp's own parser.
@@ -105,7 +108,20 @@ def repetition_problem(gbnf: str) -> str | None:
                 return problem
             i = end
         i += 1
-    return None
+    return _nullable_problem(gbnf)
+
+
+def _nullable_problem(gbnf: str) -> str | None:
+    product = nullable_repetition_product(gbnf)
+    limit = MAX_NULLABLE_REPETITION
+    if product <= limit.value:
+        return None
+    shown = f"{product:,}" if product < 10**9 else "over 10^9"
+    return (
+        f"repetitions of something that can match nothing count {shown} (nested ones "
+        f"multiply, ones in a row add), over the limit {limit.name} = {limit.value}; "
+        "write x{0,n} rather than (x?){0,n}"
+    )
 
 
 def _total_problem(total: int) -> str | None:

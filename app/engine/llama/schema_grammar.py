@@ -76,6 +76,8 @@ class Converter(SchemaConverter):
             rule = self._number(schema)
         elif kind in (None, "string") and "pattern" not in schema:
             rule = self._format(schema)
+        if rule is None and kind in ("string", "array"):
+            rule = self._counted(schema, kind, name)
         if rule is not None:
             return str(_BASE._add_rule(self, rule_name, rule))
         return str(_BASE.visit(self, schema, name))
@@ -106,6 +108,38 @@ class Converter(SchemaConverter):
         if found is None:
             raise ValueError("no number lies within minimum/maximum")
         return f"({found}) space"
+
+    def _counted(self, schema: dict[str, Any], kind: str, name: str) -> str | None:
+        """A string's ``minLength``/``maxLength`` or an array's ``minItems``/``maxItems`` as
+        GBNF ``{m,n}`` of a named rule (as llama.cpp's own converter writes them). The base
+        converter nests n optional groups instead, ``(x (x (x)?)?)?``: past 256 levels the
+        grammar guard refused counts the schema limits allow (up to 2,000). What repeats is
+        always a rule reference: llama.cpp refuses ``(group){0,n}`` when the group's rules
+        times n pass 2,000, and counts rules first named inside the group."""
+        if kind == "string" and "format" not in schema and "pattern" not in schema:
+            low, high = schema.get("minLength", 0), schema.get("maxLength")
+            if (low, high) == (0, None):
+                return None
+            char = self._add_primitive("char", None)
+            return f'"\\"" {_repeat(char, low, high)} "\\"" space'
+        items = schema.get("items")
+        if kind != "array" or not isinstance(items, dict) or "prefixItems" in schema:
+            return None
+        low, high = schema.get("minItems", 0), schema.get("maxItems")
+        if (low, high) == (0, None):
+            return None
+        rule_name = name or "root"
+        item = self.visit(items, f"{name}{'-' if name else ''}item")
+        if high is not None and high <= 0:
+            return '"[" space "]" space'
+        seq = item
+        more_high = None if high is None else high - 1
+        if more_high != 0:
+            more = str(_BASE._add_rule(self, f"{rule_name}-more", f'"," space {item}'))
+            seq = f"{item} {_repeat(more, max(low - 1, 0), more_high)}"
+        if low == 0:
+            seq = str(_BASE._add_rule(self, f"{rule_name}-items", seq)) + "?"
+        return f'"[" space {seq} "]" space'
 
     def _format(self, schema: dict[str, Any]) -> str | None:
         fmt = schema.get("format")
@@ -171,6 +205,13 @@ class Converter(SchemaConverter):
         while isinstance(part, dict) and isinstance(part.get("$ref"), str) and seen < 32:
             part, seen = self._refs[part["$ref"]], seen + 1
         return part if isinstance(part, dict) else {}
+
+
+def _repeat(item: str, low: int, high: int | None) -> str:
+    """``item`` repeated ``low`` to ``high`` (None: no bound) times, in GBNF."""
+    if (low, high) == (0, None):
+        return f"{item}*"
+    return f"{item}{{{low},{'' if high is None else high}}}"
 
 
 def _pointer(schema: Any, ref: str) -> Any:

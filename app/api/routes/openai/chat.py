@@ -49,10 +49,9 @@ async def create_chat_completion(api_version: str, call: CallDep) -> Response:
         return await create_cria_completion(body, call)
     chat = parse_body(ChatCompletionRequest, body)
     engine = await call.model_engine(chat.model)
-    plan = await call.off_loop(
+    plan, stream = await call.start_planned(
         plan_chat, chat, engine.model_info(), call.limits, call.request_id, engine.count_tokens
     )
-    stream = await call.start(plan.request)
     if chat.stream:
         return call.sse(chat_chunks(plan, stream), headers=plan.headers())
     return await call.json(chat_completion(plan, stream), headers=plan.headers())

@@ -22,9 +22,12 @@ router = APIRouter(dependencies=[Depends(require_api_key)], tags=["completions"]
 async def create_completion(call: CallDep) -> Response:
     """Create a text completion for a plain prompt."""
     body = await call.body(CompletionRequest)
-    await call.model_engine(body.model)
-    plan = plan_completion(body, call.engine.model_info(), call.limits, call.request_id)
-    stream = await call.start(plan.request)
+    engine = await call.model_engine(body.model)
+    # One worker-thread hop: the plan (a response_format's schema checked and converted)
+    # and the request's preparation (grammar compiled, prompt tokenized).
+    plan, stream = await call.start_planned(
+        plan_completion, body, engine.model_info(), call.limits, call.request_id
+    )
     if body.stream:
         return call.sse(completion_chunks(plan, stream))
     return await call.json(completion(plan, stream))
