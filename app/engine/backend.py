@@ -168,6 +168,12 @@ class ModelBackend(Protocol):
         """Replace the cells of ``seq_id`` with a state from ``save_seq`` (RuntimeError if not)."""
         ...
 
+    @property
+    def trims_tail(self) -> bool:
+        """Whether ``clear_seq`` can drop a tail of a sequence's cells (not a recurrent or
+        hybrid memory): speculative decoding needs it to drop rejected drafts."""
+        ...
+
     def kv_cells_used(self) -> int:
         """KV cells holding data, summed over sequences."""
         ...

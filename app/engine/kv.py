@@ -53,6 +53,9 @@ class Slot:
     adapters: AdapterSet = ()  # the LoRA set the cells' keys and values were computed under
     busy: bool = False
     last_used: int = 0  # admission counter, for least-recently-used choice
+    # Draft tokens a speculative decode put into the cells after ``tokens``: not part of the
+    # sequence until verified (``commit``), dropped from the cells when rejected (``discard``).
+    pending: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -170,8 +173,26 @@ class KVManager:
         """Record tokens a successful decode put into the slot's next cells."""
         slot.tokens.extend(tokens)
 
+    def stage(self, slot: Slot, drafts: Sequence[int]) -> None:
+        """Record draft tokens a successful decode put into the cells after ``slot.tokens``."""
+        slot.pending = list(drafts)
+
+    def commit(self, slot: Slot) -> None:
+        """The first pending draft token was accepted: it is part of the sequence now."""
+        slot.tokens.append(slot.pending.pop(0))
+
+    def discard(self, slot: Slot) -> None:
+        """Drop the cells of the pending (rejected) draft tokens (llama_memory_seq_rm), so that
+        the cells hold exactly ``slot.tokens`` again; clears the slot if its memory cannot
+        drop a tail (then the cache only loses its reuse, never its exactness)."""
+        if not slot.pending:
+            return
+        slot.pending = []
+        self._trim(slot, len(slot.tokens))
+
     def release(self, slot: Slot, *, keep: bool) -> None:
         """Free a slot, keeping its cells for a later prompt with the same prefix or not."""
+        self.discard(slot)
         if not keep:
             try:
                 self._backend.clear_seq(slot.seq_id, 0)
@@ -183,6 +204,7 @@ class KVManager:
         """After a crash: mark the slot free and its cells unknown (never reused)."""
         slot.busy = False
         slot.tokens = []
+        slot.pending = []
 
     # --- internals -------------------------------------------------------------------------
     def _copy_prefix(

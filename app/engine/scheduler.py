@@ -35,6 +35,7 @@ from app.engine.output import SequenceOutput, TokenTable
 from app.engine.pacing import PrefillPacer
 from app.engine.prompt_cache import HostPromptCache
 from app.engine.sequence import SeqState, Sequence
+from app.engine.speculative import NgramDrafter, SpecConfig, SpecState, StepCost, plan_drafts
 from app.engine.types import EngineStats, FinishReason, TokenEvent
 from app.errors import EngineDead, InvalidRequest, Overloaded
 
@@ -45,29 +46,35 @@ Delivery = list[tuple[object, list[TokenEvent]]]
 
 
 class _Part:
-    """What one sequence puts into a batch: tokens from its next free position."""
+    """What one sequence puts into a batch: tokens from its next free position.
 
-    __slots__ = ("sample", "seq", "tokens")
+    A decoding sequence's part is its last sampled token, then ``draft`` speculative tokens
+    (every one of them with logits, to verify them).
+    """
+
+    __slots__ = ("draft", "sample", "seq", "tokens")
 
     def __init__(self, seq: Sequence, tokens: list[int], sample: bool) -> None:
         self.seq = seq
         self.tokens = tokens
         self.sample = sample  # the last token's logits are sampled after the decode
+        self.draft = 0
 
 
 def _batch(parts: list[_Part]) -> tuple[list[BatchToken], list[int]]:
-    """The batch of ``parts`` and, per part, the batch index to sample (or -1)."""
+    """The batch of ``parts`` and, per part, the first batch index to sample (or -1)."""
     batch: list[BatchToken] = []
     where: list[int] = []
     for part in parts:
         seq = part.seq
         assert seq.slot is not None
         sid, pos, last = seq.slot.seq_id, seq.n_past, len(part.tokens) - 1
+        first = last - part.draft  # drafts: every token from the last sampled one on
         batch.extend(
-            BatchToken(t, pos + i, sid, part.sample and i == last)
+            BatchToken(t, pos + i, sid, part.sample and i >= first)
             for i, t in enumerate(part.tokens)
         )
-        where.append(len(batch) - 1 if part.sample else -1)
+        where.append(len(batch) - 1 - part.draft if part.sample else -1)
     return batch, where
 
 
@@ -88,6 +95,7 @@ class Scheduler:
         host_cache: HostPromptCache | None = None,
         prefill_budget: int = 0,
         default_seed: int | None = None,
+        speculative: SpecConfig | None = None,
     ) -> None:
         self._backend = backend
         self._deliver = deliver
@@ -112,11 +120,17 @@ class Scheduler:
         self._dirty: list[Sequence] = []
         self._tokens = TokenTable(backend)
         self._turns = AdapterTurns()
+        # Speculative decoding needs a memory that can drop a rejected tail of cells.
+        spec = speculative or SpecConfig()
+        self._spec = spec if spec.enabled and backend.trims_tail else SpecConfig()
+        self._cost = StepCost()
         # Counters (written by one thread, read anywhere):
         self.requests_total = 0
         self.prompt_tokens_total = 0
         self.cached_prompt_tokens_total = 0
         self.generated_tokens_total = 0
+        self.draft_tokens_total = 0  # speculative draft tokens verified ...
+        self.draft_accepted_total = 0  # ... and those accepted
         self.steps = 0
 
     # ------------------------------------------------------------------ any thread
@@ -176,6 +190,9 @@ class Scheduler:
             requests_total=self.requests_total,
             requests_active=len(self._ids),
             host_cache=host,
+            draft_method=self._spec.method,
+            draft_tokens_total=self.draft_tokens_total,
+            draft_accepted_total=self.draft_accepted_total,
         )
 
     # ------------------------------------------------------------------ engine thread
@@ -206,7 +223,7 @@ class Scheduler:
                 return
             logger.warning("decode of %d parts failed (%s); retrying part by part", len(parts), exc)
         self._drop_uncommitted(parts)
-        decoding = [p for p in parts if len(p.tokens) == 1 and p.seq.state is SeqState.DECODING]
+        decoding = [p for p in parts if p.seq.state is SeqState.DECODING]
         groups = ([decoding] if decoding else []) + [[p] for p in parts if p not in decoding]
         for group in groups:
             try:
@@ -234,8 +251,12 @@ class Scheduler:
             raise DecodeError(-1, f"could not apply the LoRA adapters: {exc}") from exc
         self._backend.decode(batch)
         n_decode = sum(1 for p in parts if p.seq.state is SeqState.DECODING)
-        self._pacer.observe(n_decode, len(batch) - n_decode, perf_counter() - started)
+        n_draft = sum(p.draft for p in parts)
+        if not n_draft:  # the pacer prices prompt tokens against plain decode steps
+            self._pacer.observe(n_decode, len(batch) - n_decode, perf_counter() - started)
         self._after_decode(parts, where)
+        if n_decode + n_draft == len(batch):  # decode tokens and drafts only: a step's price
+            self._cost.observe(len(batch), perf_counter() - started)
 
     def _fail(self, parts: list[_Part], exc: DecodeError) -> None:
         logger.error("decode failed for %d sequences: %s", len(parts), exc)
@@ -314,6 +335,10 @@ class Scheduler:
         except Exception as exc:
             logger.exception("could not set up sampling for %s", seq.request_id)
             self._finish(seq, FinishReason.ERROR, now, error=f"sampler setup failed: {exc}")
+            return
+        spec = self._spec
+        if spec.enabled and seq.request.speculative:
+            seq.spec = SpecState(NgramDrafter(seq.prompt, n_max=spec.n_max, n_min=spec.n_min))
 
     def _seed_for(self, seed: int | None) -> int:
         if seed is None:
@@ -346,37 +371,112 @@ class Scheduler:
                 end = min(seq.n_prompt, start + room)
                 parts.append(_Part(seq, seq.prompt[start:end], end == seq.n_prompt))
                 room -= end - start
+        if self._spec.enabled and room > 0:
+            self._add_drafts(parts, room)
         return parts
+
+    def _add_drafts(self, parts: list[_Part], room: int) -> None:
+        """Append n-gram draft tokens to decoding sequences' parts, as many as pay off."""
+        offers: list[tuple[_Part, SpecState, list[int]]] = []
+        for part in parts:
+            seq, spec = part.seq, part.seq.spec
+            if spec is None or seq.state is not SeqState.DECODING or seq.forced:
+                continue
+            draft = spec.drafter.propose(self._draft_room(seq))
+            if draft:
+                offers.append((part, spec, draft))
+        if not offers:
+            return
+        n_decode = sum(1 for p in parts if p.seq.state is SeqState.DECODING)
+        counts = plan_drafts(
+            [(spec.p, len(draft)) for _, spec, draft in offers],
+            n_decode,
+            sum(len(p.tokens) for p in parts),
+            self._cost.ratio,
+            self._spec.min_accept,
+        )
+        for (part, spec, draft), count in zip(offers, counts, strict=True):
+            n = min(count, room)
+            if n <= 0:
+                spec.idle()
+                continue
+            part.tokens = part.tokens + draft[:n]
+            part.draft = n
+            room -= n
+
+    def _draft_room(self, seq: Sequence) -> int:
+        """Most draft tokens ``seq`` may send: within ``draft_max``, its ``max_tokens`` (a
+        draft of k yields up to k + 1 tokens) and its slot's cells."""
+        k = min(self._spec.draft_max, self._n_ctx - seq.n_past - 1)
+        cap = seq.request.sampling.max_tokens
+        return k if cap is None else min(k, cap - len(seq.generated) - 1)
 
     def _after_decode(self, parts: list[_Part], where: list[int]) -> None:
         now = perf_counter()
         kv = self.kv
         for part, index in zip(parts, where, strict=True):
-            seq = part.seq
+            seq, n_draft = part.seq, part.draft
             assert seq.slot is not None
-            kv.append(seq.slot, part.tokens)
+            kv.append(seq.slot, part.tokens[: len(part.tokens) - n_draft])
             if index < 0:
                 continue
-            assert seq.sampler is not None
             seq.state = SeqState.DECODING
-            try:
-                if seq.forced:
-                    token = seq.forced.pop(0)
-                    seq.sampler.force(token)
-                else:
-                    token = seq.sampler.sample(index)
-            except SamplingDeadEnd as exc:
-                # The request's fault: its grammar asks for text no token spells (a const
-                # with a NUL character): a 400, not a server error.
-                error = f"{exc} (see the request's grammar or schema)"
-                self._finish(seq, FinishReason.REFUSED, now, error=error)
+            if n_draft:
+                drafts = part.tokens[-n_draft:]
+                kv.stage(seq.slot, drafts)
+                self._verify(seq, drafts, index, now)
                 continue
-            except Exception as exc:
-                logger.exception("sampling failed for %s", seq.request_id)
-                self._finish(seq, FinishReason.ERROR, now, error=f"sampling failed: {exc}")
-                continue
+            token = self._sample(seq, index, now)
+            if token is not None:
+                self._on_token(seq, token, now)
+                self._check_budget(seq)
+
+    def _verify(self, seq: Sequence, drafts: list[int], index: int, now: float) -> None:
+        """Sample the positions of ``[last, *drafts]`` in order with the sequence's own
+        sampler while each sample equals the draft token after it; the first sample that
+        differs (or the one after the last draft) is the sequence's next token. Every sample
+        goes through the normal token path, so a stop in the middle ends the sequence there;
+        the cells of the drafts not accepted are dropped from the KV cache."""
+        spec, slot = seq.spec, seq.slot
+        assert spec is not None
+        assert slot is not None
+        accepted = 0
+        for i in range(len(drafts) + 1):
+            token = self._sample(seq, index + i, now)
+            if token is None:
+                break
+            matched = i < len(drafts) and token == drafts[i]
+            accepted += matched
             self._on_token(seq, token, now)
             self._check_budget(seq)
+            if not matched or seq.state is SeqState.FINISHED or seq.forced:
+                break
+            self.kv.commit(slot)  # the draft token's cell now holds a token of the sequence
+        if seq.state is not SeqState.FINISHED:
+            self.kv.discard(slot)
+        spec.verified(len(drafts), accepted)
+        self.draft_tokens_total += len(drafts)
+        self.draft_accepted_total += accepted
+
+    def _sample(self, seq: Sequence, index: int, now: float) -> int | None:
+        """The next token from batch token ``index``'s logits (or a forced one); None when
+        sampling failed and the sequence ended."""
+        assert seq.sampler is not None
+        try:
+            if seq.forced:
+                token = seq.forced.pop(0)
+                seq.sampler.force(token)
+                return token
+            return seq.sampler.sample(index)
+        except SamplingDeadEnd as exc:
+            # The request's fault: its grammar asks for text no token spells (a const
+            # with a NUL character): a 400, not a server error.
+            error = f"{exc} (see the request's grammar or schema)"
+            self._finish(seq, FinishReason.REFUSED, now, error=error)
+        except Exception as exc:
+            logger.exception("sampling failed for %s", seq.request_id)
+            self._finish(seq, FinishReason.ERROR, now, error=f"sampling failed: {exc}")
+        return None
 
     def _check_budget(self, seq: Sequence) -> None:
         """Close a thinking block that ran past its reasoning budget (the tokens of the close
@@ -395,6 +495,8 @@ class Scheduler:
             seq.t_first = now
         seq.t_last = now
         seq.generated.append(token)
+        if seq.spec is not None:
+            seq.spec.drafter.push(token)
         output = seq.output
         assert output is not None  # set at admission, before the first sample
         logprob = seq.sampler.last_logprob if seq.sampler is not None else None

@@ -23,6 +23,7 @@ from app.engine.types import (
 if TYPE_CHECKING:
     from app.engine.kv import Slot
     from app.engine.output import SequenceOutput
+    from app.engine.speculative import SpecState
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +63,7 @@ class Sequence:
     output: SequenceOutput | None = None  # its text pipeline, from admission on
     out: list[TokenEvent] = field(default_factory=list)
     forced: list[int] = field(default_factory=list)  # tokens to emit next instead of sampling
+    spec: SpecState | None = None  # its n-gram drafter, when it decodes speculatively
 
     @property
     def request_id(self) -> str:

@@ -25,6 +25,7 @@ from app.engine.prompt import prompt_tokens
 from app.engine.prompt_cache import HostPromptCache
 from app.engine.scheduler import Delivery, Scheduler
 from app.engine.sequence import Sequence
+from app.engine.speculative import SpecConfig
 from app.engine.stream import EventStream
 from app.engine.types import (
     Embeddings,
@@ -131,6 +132,9 @@ class LlamaEngine:
             host_cache=_host_cache(self._config),
             prefill_budget=self._config.prefill_budget,
             default_seed=self._config.seed,
+            speculative=SpecConfig(
+                self._config.speculative, self._config.draft_max, self._config.draft_min_accept
+            ),
         )
         self._thread = threading.Thread(target=self._run, name="cria-engine", daemon=True)
         self._thread.start()

@@ -153,6 +153,7 @@ class GenerationRequest:
     use_cache: bool = True
     prompt_tokens: tuple[int, ...] | None = None
     lora: tuple[LoraScale, ...] = ()  # LoRA adapters to run under (empty: the base model)
+    speculative: bool = True  # False: never decode this request speculatively (n-gram drafts)
 
 
 @dataclass(frozen=True)
@@ -295,6 +296,9 @@ class EngineStats:
     requests_total: int
     requests_active: int
     host_cache: HostCacheStats | None = None  # None when the host-RAM cache is off
+    draft_method: str = "off"  # speculative decoding: "off" or "ngram"
+    draft_tokens_total: int = 0  # draft tokens verified
+    draft_accepted_total: int = 0  # draft tokens accepted (each one a decode saved)
 
 
 EngineState = Literal["loading", "ready", "restarting", "failed", "dead", "stopped"]
@@ -342,3 +346,6 @@ class EngineConfig:
     chat_template: str | None = None  # replaces the model's own template (--chat-template-file)
     system_prompt: str = ""  # a preset's: chats without a system message get it first
     lora: tuple[LoraAdapter, ...] = ()  # LoRA adapters to load on the model (ids 0..n-1)
+    speculative: Literal["off", "ngram"] = "off"  # speculative decoding: n-gram drafts or none
+    draft_max: int = 8  # most draft tokens per sequence per step
+    draft_min_accept: float = 0.3  # least chance of acceptance for a draft token to be sent

@@ -305,6 +305,10 @@ class FakeBackend:
         tokens, sets = pickle.loads(data)
         self.kv[seq_id], self.cell_sets[seq_id] = list(tokens), list(sets)
 
+    @property
+    def trims_tail(self) -> bool:
+        return self.partial_clear_ok
+
     def kv_cells_used(self) -> int:
         return sum(len(kv) for kv in self.kv)
 

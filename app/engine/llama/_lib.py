@@ -160,6 +160,12 @@ def n_seq_max(ctx: int) -> int:
     return int(L.llama_n_seq_max(ctx))
 
 
+def model_keeps_state(model: int) -> bool:
+    """Whether the model has a recurrent (or hybrid) memory, whose past cannot be cut at a
+    position."""
+    return bool(L.llama_model_is_recurrent(model)) or bool(L.llama_model_is_hybrid(model))
+
+
 def model_vocab(model: int) -> int:
     return int(L.llama_model_get_vocab(model))
 

@@ -54,6 +54,7 @@ class LlamaBackend:
         self._vocab = _lib.model_vocab(model)
         self._n_vocab = _lib.vocab_n_tokens(self._vocab)
         self._mem = _lib.memory(ctx)
+        self._trims_tail = not _lib.model_keeps_state(model)
         self._grammars = GrammarCache(self._vocab)
         self._candidates: Candidates | None = None  # made on the first constrained request
         self._info: ModelInfo | None = None
@@ -245,6 +246,11 @@ class LlamaBackend:
         """(smallest, largest) position cached for ``seq_id``; (-1, -1) when empty."""
         self._require_open()
         return _lib.memory_seq_pos_range(self._mem, seq_id)
+
+    @property
+    def trims_tail(self) -> bool:
+        """Whether a tail of a sequence's cells can be dropped (not recurrent or hybrid)."""
+        return self._trims_tail
 
     def kv_cells_used(self) -> int:
         """KV cells holding data, summed over sequences (0 once closed)."""

@@ -1,0 +1,195 @@
+"""Speculative decoding without a draft model: n-gram (prompt-lookup) drafts, and how many
+draft tokens each sequence puts into a step. Pure bookkeeping (no model calls).
+
+**Drafts.** A sequence's history is its prompt and its output. ``NgramDrafter`` finds the
+most recent earlier occurrence of the history's last ``n`` tokens (``n`` from ``n_max``
+down to ``n_min``) and proposes the tokens that followed it. An index from each n-gram to
+where it last ended is updated as tokens arrive, so a lookup costs O(n_max), not O(history).
+
+**Verification** (in the scheduler): the sequence's last sampled token and its draft go into
+the same batch as the other streams, each position with logits. Position ``i`` is sampled
+with the sequence's own sampler chain; while the sample equals draft token ``i`` the next
+position is sampled too; the first sample that differs is kept as the next token and the
+rest is dropped. Every sample at position ``i`` is drawn from exactly the distribution that
+plain decoding would draw the token from (the logits of the same context, the same chain
+with the same penalty history, grammar state and random generator state, because the
+chain only ever saw accepted tokens), and the draft only decides whether the *next*
+position's logits can be used. So for a draft that does not depend on the random draws
+(n-gram lookup is a function of the tokens so far), the output distribution - and, with a
+seed, the output itself - is unchanged, at any temperature; only the number of decodes
+changes. (The standard rejection rule of speculative sampling is needed when the draft comes
+from a draft model's own distribution; matching samples is its special case for a draft
+that puts all its mass on one token, with no residual to resample from.)
+
+**How many tokens.** Verifying is not free: on a CPU a batch of n tokens costs almost n
+single-token decodes. ``StepCost`` fits a step's wall time as ``a + b * tokens`` from the
+steps the scheduler runs; ``SpecState`` keeps each sequence's recent per-token acceptance
+``p`` (accepted / (accepted + misses), decayed, with a prior). ``plan_drafts`` adds draft
+tokens, best first, while a token's chance of being used (``p ** j`` for the ``j``-th of a
+draft) is worth its cost - while it raises the step's expected tokens per second - and is
+at least ``min_accept``. So on a GPU (``a`` large against ``b``) drafts are long; on a
+loaded CPU, or for free-form chat (``p`` low), they shrink to nothing, and a sequence whose
+drafts stopped is probed again as its estimate decays back toward the prior.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+PRIOR_P = 0.6  # the acceptance a sequence starts with (and decays back to)
+PRIOR_WEIGHT = 2.0  # in tokens: how much evidence the prior is worth
+DECAY = 0.9  # weight of older verification counts at each new verification
+IDLE_DECAY = 0.97  # ... and at each step a sequence has a draft but does not send it
+PRIOR_RATIO = 1.0  # a/b before the cost of a step was measured (one token adds half a step)
+COST_DECAY = 0.97  # weight of older steps in the cost fit
+MIN_SPREAD = 0.1  # variance of the token counts needed before the slope is refitted
+
+
+@dataclass(frozen=True)
+class SpecConfig:
+    """Speculative decoding settings of an engine (``method`` ``off`` disables it)."""
+
+    method: str = "off"  # "off" or "ngram"
+    draft_max: int = 8  # most draft tokens per sequence per step
+    min_accept: float = 0.3  # a draft token is sent only if its chance of use is at least this
+    n_max: int = 3  # longest n-gram looked up
+    n_min: int = 1  # shortest n-gram looked up
+
+    @property
+    def enabled(self) -> bool:
+        return self.method != "off" and self.draft_max > 0
+
+
+class NgramDrafter:
+    """Prompt-lookup drafts over one sequence's history (its prompt, then its output)."""
+
+    __slots__ = ("_index", "_n_max", "_n_min", "tokens")
+
+    def __init__(self, tokens: Iterable[int] = (), *, n_max: int = 3, n_min: int = 1) -> None:
+        if not 1 <= n_min <= n_max:
+            raise ValueError("need 1 <= n_min <= n_max")
+        self._n_max = n_max
+        self._n_min = n_min
+        self.tokens: list[int] = []
+        # n-gram -> the index just past its most recent occurrence that has a follower
+        # (so the history's own suffix is never its own match).
+        self._index: dict[tuple[int, ...], int] = {}
+        self.extend(tokens)
+
+    def extend(self, tokens: Iterable[int]) -> None:
+        """Append tokens to the history."""
+        for token in tokens:
+            self.push(token)
+
+    def push(self, token: int) -> None:
+        """Append one token: the n-grams ending just before it now have a follower."""
+        history = self.tokens
+        end = len(history)
+        index = self._index
+        for n in range(self._n_min, min(self._n_max, end) + 1):
+            index[tuple(history[end - n : end])] = end
+        history.append(token)
+
+    def propose(self, k: int) -> list[int]:
+        """Up to ``k`` tokens that followed the most recent earlier occurrence of the longest
+        matching suffix of the history ([] when none matches)."""
+        history = self.tokens
+        size = len(history)
+        if k <= 0:
+            return []
+        for n in range(min(self._n_max, size), self._n_min - 1, -1):
+            end = self._index.get(tuple(history[size - n :]))
+            if end is not None:
+                return history[end : min(end + k, size)]
+        return []
+
+
+class SpecState:
+    """One sequence's drafter and its recent acceptance."""
+
+    __slots__ = ("accepted", "drafter", "missed")
+
+    def __init__(self, drafter: NgramDrafter) -> None:
+        self.drafter = drafter
+        self.accepted = 0.0  # decayed counts of accepted draft tokens ...
+        self.missed = 0.0  # ... and of verifications that ended on a rejected draft token
+
+    @property
+    def p(self) -> float:
+        """Estimated chance that a draft token is accepted, given the one before it was."""
+        return (self.accepted + PRIOR_P * PRIOR_WEIGHT) / (
+            self.accepted + self.missed + PRIOR_WEIGHT
+        )
+
+    def verified(self, proposed: int, accepted: int) -> None:
+        """Record a verification: ``accepted`` of ``proposed`` draft tokens were used."""
+        self.accepted = self.accepted * DECAY + accepted
+        self.missed = self.missed * DECAY + (1 if accepted < proposed else 0)
+
+    def idle(self) -> None:
+        """A step with a draft that was not sent: drift back toward the prior (a probe later)."""
+        self.accepted *= IDLE_DECAY
+        self.missed *= IDLE_DECAY
+
+
+class StepCost:
+    """A step's wall time fitted as ``a + b * tokens`` over recent steps (decayed least
+    squares); only the ratio ``a / b`` matters for the draft plan."""
+
+    __slots__ = ("_n", "_nn", "_nt", "_t", "_w", "ratio")
+
+    def __init__(self, ratio: float = PRIOR_RATIO) -> None:
+        self.ratio = ratio
+        self._w = self._n = self._t = self._nn = self._nt = 0.0
+
+    def observe(self, tokens: int, seconds: float) -> None:
+        """One decode step of ``tokens`` batch tokens took ``seconds``."""
+        d = COST_DECAY
+        self._w = self._w * d + 1.0
+        self._n = self._n * d + tokens
+        self._t = self._t * d + seconds
+        self._nn = self._nn * d + tokens * tokens
+        self._nt = self._nt * d + tokens * seconds
+        mean_n, mean_t = self._n / self._w, self._t / self._w
+        spread = self._nn / self._w - mean_n * mean_n
+        if spread < MIN_SPREAD:
+            return  # every step had the same size: the slope cannot be told apart
+        slope = (self._nt / self._w - mean_n * mean_t) / spread
+        if slope <= 0:
+            self.ratio = math.inf  # more tokens cost nothing measurable
+            return
+        self.ratio = max(mean_t - slope * mean_n, 0.0) / slope
+
+
+def plan_drafts(
+    candidates: Sequence[tuple[float, int]],
+    n_decode: int,
+    n_tokens: int,
+    ratio: float,
+    min_accept: float,
+) -> list[int]:
+    """How many draft tokens each candidate sequence sends this step.
+
+    ``candidates``: per sequence, (acceptance ``p``, draft tokens available); ``n_decode``
+    sequences decode this step (one token each), in a batch of ``n_tokens`` tokens before
+    drafts (prompt chunks included); ``ratio`` is ``a / b`` of ``StepCost``. A draft's
+    ``j``-th token is used with chance ``p ** j`` and adds one token's cost ``b`` to a step
+    of cost ``a + b * N``: drafts are added, best first, while they raise the expected tokens
+    per second.
+    """
+    counts = [0] * len(candidates)
+    offers = sorted(
+        ((p**j, i) for i, (p, n) in enumerate(candidates) for j in range(1, n + 1)),
+        reverse=True,
+    )
+    gain, size = float(n_decode), float(n_tokens)
+    for chance, i in offers:
+        # worth it iff chance / b > gain / (a + b * size), i.e. chance * (ratio + size) > gain
+        if chance < min_accept or chance * (ratio + size) <= gain:
+            break
+        gain += chance
+        size += 1
+        counts[i] += 1
+    return counts
