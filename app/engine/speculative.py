@@ -40,7 +40,7 @@ from dataclasses import dataclass
 
 PRIOR_P = 0.6  # the acceptance a sequence starts with (and decays back to)
 PRIOR_WEIGHT = 2.0  # in tokens: how much evidence the prior is worth
-DECAY = 0.9  # weight of older verification counts at each new verification
+DECAY = 0.7  # weight of older verification counts at each new verification
 IDLE_DECAY = 0.97  # ... and at each step a sequence has a draft but does not send it
 PRIOR_RATIO = 1.0  # a/b before the cost of a step was measured (one token adds half a step)
 COST_DECAY = 0.97  # weight of older steps in the cost fit

@@ -141,7 +141,8 @@ class FakeBackend:
 
     ``gate`` (set by default) holds ``decode`` while cleared; ``on_decode`` runs inside
     ``decode`` on the engine thread; ``fail_with`` makes the next decode raise it;
-    ``decode_delay_s`` slows each decode down.
+    ``decode_delay_s`` slows each decode down, and ``token_delay_s`` more for each token
+    (a GPU-like decode: a batch costs about what one token does, or a CPU-like one).
     """
 
     def __init__(
@@ -152,6 +153,7 @@ class FakeBackend:
         n_batch: int = 16,
         reply: Reply | None = None,
         decode_delay_s: float = 0.0,
+        token_delay_s: float = 0.0,
     ) -> None:
         self._n_slots = n_slots
         self._n_ctx_slot = n_ctx_slot
@@ -159,6 +161,7 @@ class FakeBackend:
         self._n_batch = n_batch
         self.reply: Reply = reply or hash_reply()
         self.decode_delay_s = decode_delay_s
+        self.token_delay_s = token_delay_s
         self.kv: list[list[int]] = [[] for _ in range(n_slots)]
         self.batches: list[list[BatchToken]] = []
         self.outputs: dict[int, tuple[int, ...]] = {}
@@ -231,8 +234,8 @@ class FakeBackend:
         self.gate.wait()
         if self.on_decode is not None:
             self.on_decode(batch)
-        if self.decode_delay_s:
-            time.sleep(self.decode_delay_s)
+        if self.decode_delay_s or self.token_delay_s:
+            time.sleep(self.decode_delay_s + self.token_delay_s * len(batch))
         if self.fail_with is not None:
             exc, self.fail_with = self.fail_with, None
             raise exc

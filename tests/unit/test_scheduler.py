@@ -12,6 +12,7 @@ from app.engine.backend import BatchToken
 from app.engine.prompt_cache import HostPromptCache
 from app.engine.scheduler import Delivery, Scheduler
 from app.engine.sequence import Sequence
+from app.engine.speculative import SpecConfig
 from app.engine.types import FinishReason, GenerationRequest, SamplingParams, TokenEvent
 from app.errors import InvalidRequest, Overloaded
 from tests.support.fake_backend import EOG, FakeBackend, hash_reply, scripted_reply
@@ -30,6 +31,7 @@ class Harness:
         prompt_cache: bool = True,
         host_cache: HostPromptCache | None = None,
         prefill_budget: int | None = None,
+        speculative: SpecConfig | None = None,
     ):
         self.backend = backend
         self.events: dict[str, list[TokenEvent]] = defaultdict(list)
@@ -42,6 +44,7 @@ class Harness:
             host_cache=host_cache,
             # Fake decodes take no time: pace by a fixed budget (the whole batch by default).
             prefill_budget=backend.n_batch if prefill_budget is None else prefill_budget,
+            speculative=speculative,
         )
 
     def _deliver(self, delivery: Delivery) -> None:
@@ -51,9 +54,16 @@ class Harness:
             self.events[sink].extend(events)
 
     def submit(
-        self, rid: str, prompt: list[int], sampling: SamplingParams = GREEDY, use_cache: bool = True
+        self,
+        rid: str,
+        prompt: list[int],
+        sampling: SamplingParams = GREEDY,
+        use_cache: bool = True,
+        speculative: bool = True,
     ) -> None:
-        request = GenerationRequest(rid, tuple(prompt), sampling, use_cache=use_cache)
+        request = GenerationRequest(
+            rid, tuple(prompt), sampling, use_cache=use_cache, speculative=speculative
+        )
         self.sched.enqueue(Sequence(request, list(prompt), rid, perf_counter()))
 
     def final(self, rid: str) -> TokenEvent | None:
