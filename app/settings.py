@@ -422,6 +422,23 @@ class Settings(BaseSettings):
         "(0: paced so a prompt chunk costs about one decode step, keeping the streams' "
         "token rate steady while a long prompt arrives; N: at most N).",
     )
+    speculative: Literal["off", "ngram"] = Field(
+        "off",
+        description="Speculative decoding: 'ngram' drafts tokens by looking up the text so far "
+        "(the prompt and the reply) and verifies them in the shared batch, so replies that "
+        "repeat their prompt (edits, rewrites, quotes) take fewer decode steps; the output "
+        "is the same. Drafts are sent only while they pay for their cost, measured per step.",
+    )
+    draft_max: int = Field(
+        8, ge=0, le=64, description="Most draft tokens a sequence verifies per decode step."
+    )
+    draft_min_accept: float = Field(
+        0.3,
+        ge=0.0,
+        le=1.0,
+        description="Least estimated chance of acceptance for a draft token to be verified "
+        "(from the sequence's recent acceptance).",
+    )
     context_overflow: Literal["truncate", "error"] = Field(
         "truncate",
         description="A chat longer than the context: drop its oldest turns ('truncate') or "
@@ -554,6 +571,9 @@ class Settings(BaseSettings):
             prompt_cache=self.prompt_cache,
             cache_ram_mb=self.cache_ram,
             prefill_budget=self.prefill_budget,
+            speculative=self.speculative,
+            draft_max=self.draft_max,
+            draft_min_accept=self.draft_min_accept,
             seed=self.seed,
             embeddings=self.embeddings,
             embeddings_pooling=self.embeddings_pooling,

@@ -210,12 +210,40 @@ class EngineCollector(Collector):
         for attr, name, text in ENGINE_COUNTERS:
             yield CounterMetricFamily(name, text, value=getattr(self.stats, attr))
         yield from gateway_metrics(self.stats)
+        yield from speculative_metrics(self.stats)
         host = self.stats.host_cache
         if host is None:
             return
         for attr, name, text, counter in HOST_CACHE_METRICS:
             family = CounterMetricFamily if counter else GaugeMetricFamily
             yield family(name, text, value=getattr(host, attr))
+
+
+def speculative_metrics(stats: EngineStats) -> Iterator[Metric]:
+    """Draft tokens verified and accepted, and the acceptance rate, labelled by the draft
+    method (the counterparts of llama-server's ``llamacpp:spec_decode_*``); none while
+    speculative decoding is off."""
+    if stats.draft_method == "off":
+        return
+    method = [stats.draft_method]
+    proposed = CounterMetricFamily(
+        "cria_spec_draft_tokens", "Draft tokens verified.", labels=["method"]
+    )
+    proposed.add_metric(method, stats.draft_tokens_total)
+    accepted = CounterMetricFamily(
+        "cria_spec_accepted_tokens",
+        "Draft tokens accepted (each one a decode step saved).",
+        labels=["method"],
+    )
+    accepted.add_metric(method, stats.draft_accepted_total)
+    rate = GaugeMetricFamily(
+        "cria_spec_acceptance_rate",
+        "Accepted over verified draft tokens since the engine started (0 before any).",
+        labels=["method"],
+    )
+    total = stats.draft_tokens_total
+    rate.add_metric(method, stats.draft_accepted_total / total if total else 0.0)
+    yield from (proposed, accepted, rate)
 
 
 def gateway_metrics(stats: EngineStats) -> Iterator[Metric]:

@@ -494,7 +494,20 @@ def _load_vocabulary(path: str) -> Vocabulary:
 
 def _idle_stats(config: EngineConfig) -> EngineStats:
     cells = config.n_slots * config.n_ctx_slot
-    return EngineStats(0, config.n_slots, 0, config.max_queue, 0, cells, 0, 0, 0, 0, 0)
+    return EngineStats(
+        0,
+        config.n_slots,
+        0,
+        config.max_queue,
+        0,
+        cells,
+        0,
+        0,
+        0,
+        0,
+        0,
+        draft_method=config.speculative,
+    )
 
 
 async def _exit_reason(proc: BaseProcess) -> str:

@@ -105,6 +105,11 @@ class SamplingRequest(WireRequest):
     ignore_eos: bool | None = Field(
         None, description="Keep generating past end-of-generation tokens (benchmarks)."
     )
+    speculative: bool | None = Field(
+        None,
+        description="false: never decode this request speculatively, even when the server "
+        "drafts tokens (--speculative); the output is the same either way.",
+    )
     # Structured output: OpenAI's response_format, and llama.cpp's raw GBNF grammar.
     response_format: ResponseFormat | None = None
     grammar: str | None = Field(None, min_length=1, max_length=100_000)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 
@@ -117,3 +118,17 @@ def test_config_is_off_by_default_and_with_no_draft_room() -> None:
     assert not SpecConfig().enabled
     assert SpecConfig("ngram").enabled
     assert not SpecConfig("ngram", draft_max=0).enabled
+
+
+def test_metrics_report_drafts_per_method_and_nothing_when_off() -> None:
+    from app.api.metrics import speculative_metrics
+    from app.engine.types import EngineStats
+
+    base = EngineStats(0, 4, 0, 8, 0, 100, 0, 0, 0, 0, 0)
+    assert list(speculative_metrics(base)) == []
+    stats = replace(base, draft_method="ngram", draft_tokens_total=40, draft_accepted_total=30)
+    families = {m.name: m.samples[0] for m in speculative_metrics(stats)}
+    assert families["cria_spec_draft_tokens"].value == 40
+    assert families["cria_spec_accepted_tokens"].value == 30
+    assert families["cria_spec_acceptance_rate"].value == 0.75
+    assert families["cria_spec_acceptance_rate"].labels == {"method": "ngram"}

@@ -131,6 +131,7 @@ def plan_chat(
         sampling=sampling,
         add_special=add_bos,
         lora=choice.lora,
+        speculative=body.speculative is not False,
     )
     plan = ResponsePlan.new(
         request, id_prefix="chatcmpl", model=choice.name, include_usage=body.wants_usage_chunk()

@@ -26,6 +26,7 @@ def plan_completion(
         prompt=body.prompt_input(),
         sampling=sampling_params(body, cap, unreported(limits.schemas)),  # no schema_check here
         lora=choice.lora,
+        speculative=body.speculative is not False,
     )
     return ResponsePlan.new(
         request, id_prefix="cmpl", model=choice.name, include_usage=body.wants_usage_chunk()
