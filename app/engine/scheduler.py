@@ -131,6 +131,7 @@ class Scheduler:
         self.generated_tokens_total = 0
         self.draft_tokens_total = 0  # speculative draft tokens verified ...
         self.draft_accepted_total = 0  # ... and those accepted
+        self.draft_verifications_total = 0  # ... in this many drafts
         self.steps = 0
 
     # ------------------------------------------------------------------ any thread
@@ -193,6 +194,7 @@ class Scheduler:
             draft_method=self._spec.method,
             draft_tokens_total=self.draft_tokens_total,
             draft_accepted_total=self.draft_accepted_total,
+            draft_verifications_total=self.draft_verifications_total,
         )
 
     # ------------------------------------------------------------------ engine thread
@@ -457,6 +459,7 @@ class Scheduler:
         spec.verified(len(drafts), accepted)
         self.draft_tokens_total += len(drafts)
         self.draft_accepted_total += accepted
+        self.draft_verifications_total += 1
 
     def _sample(self, seq: Sequence, index: int, now: float) -> int | None:
         """The next token from batch token ``index``'s logits (or a forced one); None when

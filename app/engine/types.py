@@ -299,6 +299,7 @@ class EngineStats:
     draft_method: str = "off"  # speculative decoding: "off" or "ngram"
     draft_tokens_total: int = 0  # draft tokens verified
     draft_accepted_total: int = 0  # draft tokens accepted (each one a decode saved)
+    draft_verifications_total: int = 0  # drafts verified (sequence-steps with a draft)
 
 
 EngineState = Literal["loading", "ready", "restarting", "failed", "dead", "stopped"]
