@@ -228,7 +228,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--draft-max", type=int, default=8)
     args = parser.parse_args()
-    model = str(resolve_model(DEFAULT_MODEL, Path(DEFAULT_MODELS_DIR)).path)
+    model = str(resolve_model(DEFAULT_MODEL, Path(DEFAULT_MODELS_DIR)))
     asyncio.run(engine_table(args, model))
     edit_tokens = 160 if args.quick else 360
     binary = Path(os.environ.get("LLAMA_SERVER", "/tmp/lora/llama-build/bin/llama-server"))
