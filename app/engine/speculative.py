@@ -23,8 +23,9 @@ that puts all its mass on one token, with no residual to resample from.)
 
 **How many tokens.** Verifying is not free: on a CPU a batch of n tokens costs almost n
 single-token decodes. ``StepCost`` fits a step's wall time as ``a + b * tokens`` from the
-steps the scheduler runs; ``SpecState`` keeps each sequence's recent per-token acceptance
-``p`` (accepted / (accepted + misses), decayed, with a prior). ``plan_drafts`` adds draft
+steps the scheduler runs (per-size medians: robust to a busy machine); ``SpecState`` keeps
+each sequence's recent per-token acceptance ``p`` (accepted / (accepted + misses), decayed,
+with a prior). ``plan_drafts`` adds draft
 tokens, best first, while a token's chance of being used (``p ** j`` for the ``j``-th of a
 draft) is worth its cost - while it raises the step's expected tokens per second - and is
 at least ``min_accept``. So on a GPU (``a`` large against ``b``) drafts are long; on a
@@ -35,16 +36,16 @@ drafts stopped is probed again as its estimate decays back toward the prior.
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from statistics import median
 
 PRIOR_P = 0.6  # the acceptance a sequence starts with (and decays back to)
 PRIOR_WEIGHT = 2.0  # in tokens: how much evidence the prior is worth
 DECAY = 0.7  # weight of older verification counts at each new verification
 IDLE_DECAY = 0.97  # ... and at each step a sequence has a draft but does not send it
 PRIOR_RATIO = 1.0  # a/b before the cost of a step was measured (one token adds half a step)
-COST_DECAY = 0.97  # weight of older steps in the cost fit
-MIN_SPREAD = 0.1  # variance of the token counts needed before the slope is refitted
 
 
 @dataclass(frozen=True)
@@ -135,28 +136,52 @@ class SpecState:
 
 
 class StepCost:
-    """A step's wall time fitted as ``a + b * tokens`` over recent steps (decayed least
-    squares); only the ratio ``a / b`` matters for the draft plan."""
+    """A step's wall time fitted as ``a + b * tokens``; only the ratio ``a / b`` matters for
+    the draft plan.
 
-    __slots__ = ("_n", "_nn", "_nt", "_t", "_w", "ratio")
+    Robust to a busy machine: each batch size keeps the median of its last ``WINDOW`` step
+    times (one step that waited seconds for the CPU moves nothing), and the line is fitted
+    through those medians, weighted by how many each holds, every ``REFIT_EVERY`` steps;
+    sizes not seen for ``STALE_STEPS`` steps drop out (the machine's load changes).
+    """
+
+    WINDOW = 9
+    REFIT_EVERY = 4
+    STALE_STEPS = 2000
+
+    __slots__ = ("_seen", "_steps", "_times", "ratio")
 
     def __init__(self, ratio: float = PRIOR_RATIO) -> None:
         self.ratio = ratio
-        self._w = self._n = self._t = self._nn = self._nt = 0.0
+        self._times: dict[int, deque[float]] = {}
+        self._seen: dict[int, int] = {}
+        self._steps = 0
 
     def observe(self, tokens: int, seconds: float) -> None:
         """One decode step of ``tokens`` batch tokens took ``seconds``."""
-        d = COST_DECAY
-        self._w = self._w * d + 1.0
-        self._n = self._n * d + tokens
-        self._t = self._t * d + seconds
-        self._nn = self._nn * d + tokens * tokens
-        self._nt = self._nt * d + tokens * seconds
-        mean_n, mean_t = self._n / self._w, self._t / self._w
-        spread = self._nn / self._w - mean_n * mean_n
-        if spread < MIN_SPREAD:
-            return  # every step had the same size: the slope cannot be told apart
-        slope = (self._nt / self._w - mean_n * mean_t) / spread
+        times = self._times.get(tokens)
+        if times is None:
+            times = self._times[tokens] = deque(maxlen=self.WINDOW)
+        times.append(seconds)
+        self._steps += 1
+        self._seen[tokens] = self._steps
+        if self._steps % self.REFIT_EVERY == 0:
+            self._refit()
+
+    def _refit(self) -> None:
+        oldest = self._steps - self.STALE_STEPS
+        points = [
+            (n, median(times), len(times))
+            for n, times in self._times.items()
+            if len(times) >= 3 and self._seen[n] > oldest
+        ]
+        if len(points) < 2:
+            return  # one batch size only: the slope cannot be told apart
+        total = sum(w for _, _, w in points)
+        mean_n = sum(n * w for n, _, w in points) / total
+        mean_t = sum(t * w for _, t, w in points) / total
+        spread = sum(w * (n - mean_n) ** 2 for n, _, w in points)
+        slope = sum(w * (n - mean_n) * (t - mean_t) for n, t, w in points) / spread
         if slope <= 0:
             self.ratio = math.inf  # more tokens cost nothing measurable
             return
