@@ -400,7 +400,7 @@ class Scheduler:
         for (part, spec, draft), count in zip(offers, counts, strict=True):
             n = min(count, room)
             if n <= 0:
-                spec.idle()
+                spec.shadow = draft[0]  # checked against the next token for free
                 continue
             part.tokens = part.tokens + draft[:n]
             part.draft = n
@@ -499,7 +499,7 @@ class Scheduler:
         seq.t_last = now
         seq.generated.append(token)
         if seq.spec is not None:
-            seq.spec.drafter.push(token)
+            seq.spec.observe(token)
         output = seq.output
         assert output is not None  # set at admission, before the first sample
         logprob = seq.sampler.last_logprob if seq.sampler is not None else None

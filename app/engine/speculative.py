@@ -25,12 +25,12 @@ that puts all its mass on one token, with no residual to resample from.)
 single-token decodes. ``StepCost`` fits a step's wall time as ``a + b * tokens`` from the
 steps the scheduler runs (per-size medians: robust to a busy machine); ``SpecState`` keeps
 each sequence's recent per-token acceptance ``p`` (accepted / (accepted + misses), decayed,
-with a prior). ``plan_drafts`` adds draft
-tokens, best first, while a token's chance of being used (``p ** j`` for the ``j``-th of a
-draft) is worth its cost - while it raises the step's expected tokens per second - and is
-at least ``min_accept``. So on a GPU (``a`` large against ``b``) drafts are long; on a
-loaded CPU, or for free-form chat (``p`` low), they shrink to nothing, and a sequence whose
-drafts stopped is probed again as its estimate decays back toward the prior.
+with a prior). ``plan_drafts`` adds draft tokens, best first, while a token's chance of
+being used (``p ** j`` for the ``j``-th of a draft) is worth its cost - while it raises the
+step's expected tokens per second - and is at least ``min_accept``. So on a GPU (``a``
+large against ``b``) drafts are long; on a loaded CPU, or for free-form chat (``p`` low),
+they shrink to nothing. A draft not sent is still checked against the token sampled next
+(a shadow), so ``p`` follows the reply's predictability even while nothing is sent.
 """
 
 from __future__ import annotations
@@ -42,9 +42,8 @@ from dataclasses import dataclass
 from statistics import median
 
 PRIOR_P = 0.6  # the acceptance a sequence starts with (and decays back to)
-PRIOR_WEIGHT = 2.0  # in tokens: how much evidence the prior is worth
+PRIOR_WEIGHT = 1.0  # in tokens: how much evidence the prior is worth
 DECAY = 0.7  # weight of older verification counts at each new verification
-IDLE_DECAY = 0.97  # ... and at each step a sequence has a draft but does not send it
 PRIOR_RATIO = 1.0  # a/b before the cost of a step was measured (one token adds half a step)
 
 
@@ -108,14 +107,21 @@ class NgramDrafter:
 
 
 class SpecState:
-    """One sequence's drafter and its recent acceptance."""
+    """One sequence's drafter and its recent acceptance.
 
-    __slots__ = ("accepted", "drafter", "missed")
+    A draft that is not sent still teaches: its first token is kept as a ``shadow`` and
+    compared with the token the sequence samples next (``observe``), a free one-token
+    verification. So a reply that starts copying its prompt earns drafts after a few tokens,
+    and free-form chat, whose shadows miss, sends none - without probing with real drafts.
+    """
+
+    __slots__ = ("accepted", "drafter", "missed", "shadow")
 
     def __init__(self, drafter: NgramDrafter) -> None:
         self.drafter = drafter
         self.accepted = 0.0  # decayed counts of accepted draft tokens ...
         self.missed = 0.0  # ... and of verifications that ended on a rejected draft token
+        self.shadow: int | None = None  # the first token of a draft that was not sent
 
     @property
     def p(self) -> float:
@@ -129,10 +135,13 @@ class SpecState:
         self.accepted = self.accepted * DECAY + accepted
         self.missed = self.missed * DECAY + (1 if accepted < proposed else 0)
 
-    def idle(self) -> None:
-        """A step with a draft that was not sent: drift back toward the prior (a probe later)."""
-        self.accepted *= IDLE_DECAY
-        self.missed *= IDLE_DECAY
+    def observe(self, token: int) -> None:
+        """The sequence's next token: check the shadow draft against it, then extend the
+        history."""
+        if self.shadow is not None:
+            self.verified(1, int(token == self.shadow))
+            self.shadow = None
+        self.drafter.push(token)
 
 
 class StepCost:
