@@ -35,7 +35,14 @@ from app.engine.output import SequenceOutput, TokenTable
 from app.engine.pacing import PrefillPacer
 from app.engine.prompt_cache import HostPromptCache
 from app.engine.sequence import SeqState, Sequence
-from app.engine.speculative import NgramDrafter, SpecConfig, SpecState, StepCost, plan_drafts
+from app.engine.speculative import (
+    NgramDrafter,
+    SpecConfig,
+    SpecState,
+    StepCost,
+    plan_drafts,
+    plan_uniform,
+)
 from app.engine.types import EngineStats, FinishReason, TokenEvent
 from app.errors import EngineDead, InvalidRequest, Overloaded
 
@@ -52,13 +59,14 @@ class _Part:
     (every one of them with logits, to verify them).
     """
 
-    __slots__ = ("draft", "sample", "seq", "tokens")
+    __slots__ = ("draft", "real", "sample", "seq", "tokens")
 
     def __init__(self, seq: Sequence, tokens: list[int], sample: bool) -> None:
         self.seq = seq
         self.tokens = tokens
         self.sample = sample  # the last token's logits are sampled after the decode
         self.draft = 0
+        self.real = 0  # of the draft tokens, those proposed (the rest pad it to a common length)
 
 
 def _batch(parts: list[_Part]) -> tuple[list[BatchToken], list[int]]:
@@ -378,32 +386,40 @@ class Scheduler:
         return parts
 
     def _add_drafts(self, parts: list[_Part], room: int) -> None:
-        """Append n-gram draft tokens to decoding sequences' parts, as many as pay off."""
-        offers: list[tuple[_Part, SpecState, list[int]]] = []
-        for part in parts:
-            seq, spec = part.seq, part.seq.spec
-            if spec is None or seq.state is not SeqState.DECODING or seq.forced:
-                continue
-            draft = spec.drafter.propose(self._draft_room(seq))
-            if draft:
-                offers.append((part, spec, draft))
-        if not offers:
+        """Append n-gram draft tokens to decoding sequences' parts, as many as pay off.
+
+        Several decoding sequences all get the same number of draft tokens (a short or
+        missing draft is padded; a pad token is verified like any other): llama.cpp decodes
+        a batch of several sequences in ubatches of equal tokens per sequence, so one
+        sequence's longer part costs a whole extra ubatch. A step with a sequence that may
+        not draft (opted out, forced tokens) sends no drafts.
+        """
+        decoding = [p for p in parts if p.seq.state is SeqState.DECODING]
+        specs = [p.seq.spec for p in decoding if p.seq.spec is not None and not p.seq.forced]
+        if not decoding or len(specs) < len(decoding):
             return
-        n_decode = sum(1 for p in parts if p.seq.state is SeqState.DECODING)
-        counts = plan_drafts(
-            [(spec.p, len(draft)) for _, spec, draft in offers],
-            n_decode,
-            sum(len(p.tokens) for p in parts),
-            self._cost.ratio,
-            self._spec.min_accept,
-        )
-        for (part, spec, draft), count in zip(offers, counts, strict=True):
+        rooms = [self._draft_room(p.seq) for p in decoding]
+        drafts = [s.drafter.propose(k) for s, k in zip(specs, rooms, strict=True)]
+        if not any(drafts):
+            return
+        offers = [(s.p, len(d)) for s, d in zip(specs, drafts, strict=True)]
+        n_tokens, ratio = sum(len(p.tokens) for p in parts), self._cost.ratio
+        if len(decoding) == 1:
+            counts = plan_drafts(offers, 1, n_tokens, ratio, self._spec.min_accept)
+        else:
+            k_max = min(min(rooms), room // len(decoding))
+            k = plan_uniform(offers, n_tokens, ratio, self._spec.min_accept, k_max)
+            counts = [k] * len(decoding)
+        for part, spec, draft, count in zip(decoding, specs, drafts, counts, strict=True):
             n = min(count, room)
             if n <= 0:
-                spec.shadow = draft[0]  # checked against the next token for free
+                if draft:
+                    spec.shadow = draft[0]  # checked against the next token for free
                 continue
-            part.tokens = part.tokens + draft[:n]
-            part.draft = n
+            real = draft[:n]
+            pad = real[-1] if real else part.tokens[0]
+            part.tokens = part.tokens + real + [pad] * (n - len(real))
+            part.draft, part.real = n, len(real)
             room -= n
 
     def _draft_room(self, seq: Sequence) -> int:
@@ -426,19 +442,22 @@ class Scheduler:
             if n_draft:
                 drafts = part.tokens[-n_draft:]
                 kv.stage(seq.slot, drafts)
-                self._verify(seq, drafts, index, now)
+                self._verify(seq, drafts, part.real, index, now)
                 continue
             token = self._sample(seq, index, now)
             if token is not None:
                 self._on_token(seq, token, now)
                 self._check_budget(seq)
 
-    def _verify(self, seq: Sequence, drafts: list[int], index: int, now: float) -> None:
+    def _verify(
+        self, seq: Sequence, drafts: list[int], n_real: int, index: int, now: float
+    ) -> None:
         """Sample the positions of ``[last, *drafts]`` in order with the sequence's own
         sampler while each sample equals the draft token after it; the first sample that
         differs (or the one after the last draft) is the sequence's next token. Every sample
         goes through the normal token path, so a stop in the middle ends the sequence there;
-        the cells of the drafts not accepted are dropped from the KV cache."""
+        the cells of the drafts not accepted are dropped from the KV cache. The acceptance
+        counts and estimate cover the ``n_real`` proposed tokens, not the padding."""
         spec, slot = seq.spec, seq.slot
         assert spec is not None
         assert slot is not None
@@ -456,10 +475,11 @@ class Scheduler:
             self.kv.commit(slot)  # the draft token's cell now holds a token of the sequence
         if seq.state is not SeqState.FINISHED:
             self.kv.discard(slot)
-        spec.verified(len(drafts), accepted)
-        self.draft_tokens_total += len(drafts)
-        self.draft_accepted_total += accepted
-        self.draft_verifications_total += 1
+        if n_real:
+            spec.verified(n_real, min(accepted, n_real))
+            self.draft_tokens_total += n_real
+            self.draft_accepted_total += min(accepted, n_real)
+            self.draft_verifications_total += 1
 
     def _sample(self, seq: Sequence, index: int, now: float) -> int | None:
         """The next token from batch token ``index``'s logits (or a forced one); None when

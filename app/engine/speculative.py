@@ -227,3 +227,25 @@ def plan_drafts(
         size += 1
         counts[i] += 1
     return counts
+
+
+def plan_uniform(
+    candidates: Sequence[tuple[float, int]],
+    n_tokens: int,
+    ratio: float,
+    min_accept: float,
+    k_max: int,
+) -> int:
+    """One draft length for every decoding sequence of a step (see ``plan_drafts`` for the
+    arguments; here every decoding sequence is a candidate, with 0 tokens when it has no
+    draft): the ``k <= k_max`` with the most expected tokens per second, each sequence paying
+    for ``k`` tokens whatever its draft's length (the rest is padding, hardly ever used)."""
+    n = len(candidates)
+    best_k, best = 0, n / (ratio + n_tokens)
+    gain = float(n)
+    for k in range(1, k_max + 1):
+        gain += sum(p**k for p, size in candidates if k <= size and p**k >= min_accept)
+        value = gain / (ratio + n_tokens + k * n)
+        if value > best:
+            best_k, best = k, value
+    return best_k

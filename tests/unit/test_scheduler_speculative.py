@@ -82,6 +82,13 @@ def test_four_streams_match_plain_decoding() -> None:
     for i in range(4):
         assert outcome(spec, f"r{i}") == outcome(plain, f"r{i}")
     assert spec.sched.stats().draft_accepted_total > 0
+    # Decoding sequences of one step send equally long parts (one ubatch in llama.cpp).
+    for batch in spec.backend.batches:
+        lengths: dict[int, int] = {}
+        for bt in batch:
+            lengths[bt.seq_id] = lengths.get(bt.seq_id, 0) + 1
+        if len(lengths) > 1 and max(lengths.values()) <= 1 + NGRAM.draft_max:
+            assert len(set(lengths.values())) == 1, lengths
     assert_cells_exact(spec)
 
 

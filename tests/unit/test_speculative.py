@@ -14,6 +14,7 @@ from app.engine.speculative import (
     SpecState,
     StepCost,
     plan_drafts,
+    plan_uniform,
 )
 
 
@@ -144,3 +145,15 @@ def test_metrics_report_drafts_per_method_and_nothing_when_off() -> None:
     assert families["cria_spec_accepted_tokens"].value == 30
     assert families["cria_spec_acceptance_rate"].value == 0.75
     assert families["cria_spec_acceptance_rate"].labels == {"method": "ngram"}
+
+
+def test_uniform_plan_gives_every_stream_one_length_and_weighs_the_padding() -> None:
+    likely = [(0.95, 8)] * 4
+    assert plan_uniform(likely, 4, 50.0, 0.0, 8) == 8  # GPU-like: the whole draft
+    assert plan_uniform(likely, 4, 50.0, 0.0, 3) == 3  # within the room
+    # One stream has a good draft, three have none: padding them costs three tokens per
+    # draft token, which pays on a GPU-like step but not on a CPU-like one.
+    lonely = [(0.95, 8), (0.6, 0), (0.6, 0), (0.6, 0)]
+    assert plan_uniform(lonely, 4, 50.0, 0.0, 8) > 0
+    assert plan_uniform(lonely, 4, 0.5, 0.0, 8) == 0
+    assert plan_uniform([(0.1, 8)] * 4, 4, 50.0, 0.3, 8) == 0  # below the floor
