@@ -6,7 +6,9 @@ Prints, for the same model, threads and settings, tokens/s without and with
      small change (greedy, stops at end of generation, max_tokens about the story's length),
      at 1 and 4 streams (target >= 1.2x on 2 CPU cores);
   2. free-form chat (essays, no repetition) at 1 and 8 streams (target >= 0.97x);
-  with the drafts' acceptance rate and mean accepted draft length, and the batching
+  with the drafts' acceptance rate and mean accepted draft length (per CPU-second: the
+  same ratio in process CPU time, which a busy machine distorts less, best with
+  --threads 1), and the batching
   ceiling of the machine (tokens/s of one decode of 8 tokens over 8 decodes of one);
   3. llama-server with ``--spec-type ngram-simple`` and ``ngram-mod`` on the edit workload,
      when /tmp/lora/llama-build/bin/llama-server (or $LLAMA_SERVER) exists.
@@ -73,6 +75,7 @@ def chat_prompt(i: int) -> str:
 class Result:
     tokens: int
     seconds: float
+    cpu_seconds: float  # the process's CPU time: with --threads 1, robust to a busy machine
     drafted: int
     accepted: int
     verifications: int
@@ -80,6 +83,10 @@ class Result:
     @property
     def rate(self) -> float:
         return self.tokens / self.seconds
+
+    @property
+    def cpu_rate(self) -> float:
+        return self.tokens / self.cpu_seconds
 
     def acceptance(self) -> str:
         if not self.drafted:
@@ -102,11 +109,11 @@ async def run_engine(
                 n = event.usage.completion_tokens
         return n
 
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     counts = await asyncio.gather(*(one(i, p) for i, p in enumerate(prompts)))
-    seconds = time.perf_counter() - started
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     after = engine.stats()
-    return Result(sum(counts), seconds, *_draft_delta(before, after))
+    return Result(sum(counts), seconds, cpu, *_draft_delta(before, after))
 
 
 def _draft_delta(before: EngineStats, after: EngineStats) -> tuple[int, int, int]:
@@ -208,7 +215,7 @@ async def engine_table(args: argparse.Namespace, model: str) -> None:
         await run_engine(engine, [chat_prompt(0)], 8, False)  # warm up
         print(
             f"{'workload':10} {'streams':>7} {'off tok/s':>10} {'ngram tok/s':>12} "
-            f"{'speed-up':>8}  acceptance"
+            f"{'speed-up':>8} {'per CPU-s':>9}  acceptance"
         )
         for kind, streams, max_tokens in rows:
             make = edit_prompt if kind == "edit" else chat_prompt
@@ -220,9 +227,10 @@ async def engine_table(args: argparse.Namespace, model: str) -> None:
                 ons.append(await run_engine(engine, prompts, max_tokens, True))
             off = max(offs, key=lambda r: r.rate)
             on = max(ons, key=lambda r: r.rate)
+            cpu = max(r.cpu_rate for r in ons) / max(r.cpu_rate for r in offs)
             print(
                 f"{kind:10} {streams:>7} {off.rate:>10.1f} {on.rate:>12.1f} "
-                f"{on.rate / off.rate:>7.2f}x  {on.acceptance()}"
+                f"{on.rate / off.rate:>7.2f}x {cpu:>8.2f}x  {on.acceptance()}"
             )
     finally:
         await engine.stop()
