@@ -114,3 +114,16 @@ async def test_health_reports_slots_queue_and_offload_while_busy() -> None:
     assert busy.json()["slots_busy"] == 2
     assert busy.json()["queue_length"] == 1
     assert busy.json()["model"] == "fake-model"
+
+
+async def test_speculative_false_reaches_the_engine_request() -> None:
+    engine = fake()
+    async with app_client(engine) as (client, _):
+        for body in ({"speculative": False}, {}, {"speculative": True}):
+            response = await client.post("/v1/completions", json={"prompt": "Once", **body})
+            assert response.status_code == 200
+        chat = {"messages": [{"role": "user", "content": "hi"}], "speculative": False}
+        assert (await client.post("/v1/chat/completions", json=chat)).status_code == 200
+        wrong = await client.post("/v1/completions", json={"prompt": "a", "speculative": "no"})
+    assert [r.speculative for r in engine.submitted] == [False, True, True, False]
+    assert wrong.status_code == 400
