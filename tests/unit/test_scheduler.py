@@ -342,3 +342,24 @@ def test_reasoning_budget_leaves_a_reply_without_thinking_alone() -> None:
     h.submit("answers", prompt_of(3), plain)
     h.run()
     assert h.text("answers") == "The answer is 4."
+
+
+def test_batches_list_sequences_by_ascending_id_whatever_the_admission_order() -> None:
+    # llama.cpp puts only consecutive sequence ids (in batch order) into one ubatch when each
+    # sequence has its own KV stream: a batch in admission order would cost extra weight passes.
+    backend = FakeBackend(n_batch=32, n_ctx_slot=128, n_slots=3)
+    h = Harness(backend)
+    h.submit("short", prompt_of(3), SamplingParams(temperature=0.0, max_tokens=2))
+    h.submit("b", prompt_of(4, 3), SamplingParams(temperature=0.0, max_tokens=12))
+    h.submit("c", prompt_of(5, 6), SamplingParams(temperature=0.0, max_tokens=12))
+    for _ in range(4):
+        h.sched.step()
+    assert h.final("short") is not None
+    h.submit("late", prompt_of(6, 9), SamplingParams(temperature=0.0, max_tokens=6))
+    h.run()
+    late = [b for b in backend.batches if any(bt.seq_id == 0 for bt in b) and len(b) > 2]
+    assert late, "the late request reused the first slot next to the two running ones"
+    for batch in backend.batches:
+        ids = [bt.seq_id for bt in batch]
+        assert ids == sorted(ids)
+    assert len(h.tokens("late")) == 6
