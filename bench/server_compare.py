@@ -153,7 +153,9 @@ async def _stream_chat(
     start = time.perf_counter()
     tail = b""
     async with client.stream("POST", url + "/v1/chat/completions", json=body) as response:
-        response.raise_for_status()
+        if response.status_code != 200:
+            await response.aread()
+            raise RuntimeError(f"{url}: {response.status_code} {response.text[:500]}")
         async for data in response.aiter_bytes():
             now = time.perf_counter()
             n = data.count(b'"content":"') - data.count(b'"content":""')
