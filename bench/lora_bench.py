@@ -52,6 +52,7 @@ from app.engine.types import (  # noqa: E402
 from bench.server_compare import (  # noqa: E402
     USAGE,
     Server,
+    amx_safe_args,
     free_port,
     question,
     stop,
@@ -80,7 +81,7 @@ def start_cria(args: argparse.Namespace, adapters: dict[str, Path]) -> Server:
 def start_llama(args: argparse.Namespace, adapters: dict[str, Path]) -> Server:
     port = free_port()
     cmd = [args.llama_server, "-m", args.model, "--port", str(port), "--host", "127.0.0.1"]
-    cmd += ["-np", "8", "-c", str(args.ctx * 8), "-b", "512", "--no-webui"]
+    cmd += ["-np", "8", "-c", str(args.ctx * 8), "-b", "512", "--no-webui", *amx_safe_args()]
     cmd += ["--lora-init-without-apply"]
     for path in adapters.values():
         cmd += ["--lora", str(path)]

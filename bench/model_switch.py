@@ -26,7 +26,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from server_compare import REPO_ROOT, Server, free_port, stop, wait_ready
+from server_compare import REPO_ROOT, Server, amx_safe_args, free_port, stop, wait_ready
 
 
 def start(kind: str, folder: Path, args: argparse.Namespace) -> Server:
@@ -41,7 +41,7 @@ def start(kind: str, folder: Path, args: argparse.Namespace) -> Server:
     else:
         cmd = [args.llama_server, "--models-dir", str(folder), "--models-max", "1"]
         cmd += ["--port", str(port), "--host", "127.0.0.1", "-np", "2", "-c", str(args.ctx * 2)]
-        cmd += ["--no-webui"]
+        cmd += ["--no-webui", *amx_safe_args()]
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_ready(url, proc)
     return Server(kind, url, proc)

@@ -100,10 +100,24 @@ def start_cria(args: argparse.Namespace, parallel: int) -> Server:
     return Server("cria", url, proc)
 
 
+def amx_safe_args() -> list[str]:
+    """``--no-repack`` for llama-server on an AMX CPU: the same guard as cria-server's loader.
+
+    llama.cpp's AMX matmul (an extra buffer type, which ``--no-repack`` turns off) segfaults on
+    the first decode on some AMX CPUs (llama.cpp #20824); our loader turns extra buffer types
+    off there, so the comparison runs both servers the same way.
+    """
+    sys.path.insert(0, str(REPO_ROOT))
+    from app.engine.llama.cpu import read_cpu_facts
+
+    return ["--no-repack"] if read_cpu_facts().has_amx else []
+
+
 def start_llama(args: argparse.Namespace, parallel: int) -> Server:
     port = free_port()
     cmd = [args.llama_server, "-m", args.model, "--port", str(port), "--host", "127.0.0.1"]
     cmd += ["-np", str(parallel), "-c", str(args.ctx * parallel), "-b", "512", "--no-webui"]
+    cmd += amx_safe_args()
     if args.threads:
         cmd += ["-t", str(args.threads), "-tb", str(args.threads)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

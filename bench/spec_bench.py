@@ -31,6 +31,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from server_compare import amx_safe_args
+
 from app.engine.backend import BatchToken
 from app.engine.llama import load_backend
 from app.engine.service import LlamaEngine
@@ -169,6 +171,7 @@ def llama_server(
         "-np",
         "1",
         "--no-webui",
+        *amx_safe_args(),
     ]
     if spec:
         cmd += ["--spec-type", spec]
