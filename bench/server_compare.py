@@ -44,6 +44,8 @@ from pathlib import Path
 
 import httpx
 
+from app.engine.llama.cpu import read_cpu_facts
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TOPICS = ["the sea", "a city", "a forest", "the moon", "a river", "music", "a train", "winter"]
 USAGE = re.compile(rb'"completion_tokens":\s*(\d+)')
@@ -107,9 +109,6 @@ def amx_safe_args() -> list[str]:
     the first decode on some AMX CPUs (llama.cpp #20824); our loader turns extra buffer types
     off there, so the comparison runs both servers the same way.
     """
-    sys.path.insert(0, str(REPO_ROOT))
-    from app.engine.llama.cpu import read_cpu_facts
-
     return ["--no-repack"] if read_cpu_facts().has_amx else []
 
 
